@@ -1,0 +1,23 @@
+"""Teacher and student ECG networks (see :mod:`liteheart_core.models.nets`)."""
+
+from liteheart_core.models.nets import (
+    Net,
+    NetConfig,
+    build_net,
+    count_parameters,
+    export_torchscript,
+    measure_latency,
+    student_config,
+    teacher_config,
+)
+
+__all__ = [
+    "Net",
+    "NetConfig",
+    "build_net",
+    "count_parameters",
+    "export_torchscript",
+    "measure_latency",
+    "student_config",
+    "teacher_config",
+]

@@ -1,0 +1,14 @@
+"""``liteheart-client``: a hospital site or wearable taking part in a LiteHeart federation."""
+
+from __future__ import annotations
+
+import typer
+
+from simulations.data_cmd import data_app
+
+app = typer.Typer(help="LiteHeart client: trains the student on local ECGs that never leave the node.",
+                  no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,193 @@
+"""Reading WFDB records and turning them into fixed, standardised windows.
+
+The read contract follows torch_ecg: ``wfdb.rdrecord(..., physical=True)`` gives
+channel-first float32 in the record's units; leads are put in the standard order
+whatever the file's order or letter case; resampling is polyphase.
+Every problem with a record raises :class:`RecordError`, which names the record
+and the reason, so that preparation can skip it and report why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from scipy import signal as sps
+
+STANDARD_LEADS: tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)
+_CANONICAL = {name.upper(): name for name in STANDARD_LEADS}
+
+
+class RecordError(ValueError):
+    """A record that cannot be used, with its id and the reason."""
+
+    def __init__(self, record: str, reason: str) -> None:
+        super().__init__(f"record {record}: {reason}")
+        self.record = record
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record's signal in standard lead order, channel-first."""
+
+    record: str
+    signal: np.ndarray  # float32 [12, T]
+    fs: float
+    units: tuple[str, ...]
+
+
+def canonical_lead(name: str) -> str:
+    """Map a lead name in any letter case ("AVR", "avr", "aVR") to its standard spelling.
+
+    Raises
+    ------
+    ValueError
+        If the name is not one of the 12 standard leads.
+    """
+    key = name.strip().upper()
+    if key not in _CANONICAL:
+        raise ValueError(f"unknown lead name {name!r}; expected one of {', '.join(STANDARD_LEADS)}")
+    return _CANONICAL[key]
+
+
+def lead_indices(leads: str | list[str] | tuple[str, ...]) -> list[int]:
+    """Indices into :data:`STANDARD_LEADS` of a lead list (``"I"`` or ``"I,II"`` or a list)."""
+    if isinstance(leads, str):
+        leads = [x for x in leads.split(",") if x.strip()]
+    if not leads:
+        raise ValueError("at least one lead is needed")
+    return [STANDARD_LEADS.index(canonical_lead(x)) for x in leads]
+
+
+def read_wfdb(path: Path, record: str | None = None) -> RawRecord:
+    """Read one WFDB record (``.hea`` plus ``.dat``/``.mat``) into standard lead order.
+
+    Parameters
+    ----------
+    path
+        Record path without extension.
+    record
+        Id used in error messages (defaults to the file stem).
+
+    Raises
+    ------
+    RecordError
+        Missing or corrupt header, missing or truncated signal file, unknown
+        sampling rate, missing leads, NaN/Inf samples or a flat-line signal.
+    """
+    import wfdb  # imported here so that worker processes pay for it only when reading
+
+    rid = record or path.name
+    header = path.with_suffix(".hea")
+    if not header.is_file():
+        raise RecordError(rid, f"header file {header} is missing")
+    try:
+        head = wfdb.rdheader(str(path))
+    except Exception as exc:  # wfdb raises many types for a bad header
+        raise RecordError(rid, f"corrupt header {header.name}: {exc}") from exc
+    if head.fs is None or not np.isfinite(head.fs) or head.fs <= 0:
+        raise RecordError(rid, f"unknown sampling rate in {header.name}")
+    files = sorted(set(head.file_name or []))
+    if not files:
+        raise RecordError(rid, f"header {header.name} names no signal file")
+    for name in files:
+        if not (path.parent / name).is_file():
+            raise RecordError(rid, f"signal file {name} is missing")
+    names = list(head.sig_name or [])
+    try:
+        positions = {canonical_lead(n): i for i, n in enumerate(names)}
+    except ValueError as exc:
+        raise RecordError(rid, str(exc)) from exc
+    missing = [lead for lead in STANDARD_LEADS if lead not in positions]
+    if missing:
+        raise RecordError(rid, f"missing leads {', '.join(missing)} (file has {', '.join(names)})")
+    try:
+        rec = wfdb.rdrecord(str(path), physical=True)
+    except Exception as exc:
+        raise RecordError(rid, f"corrupt or truncated signal file: {exc}") from exc
+    data = rec.p_signal
+    if data is None or data.ndim != 2 or data.shape[0] == 0:
+        raise RecordError(rid, "signal file holds no samples")
+    if head.sig_len and data.shape[0] < head.sig_len:
+        raise RecordError(rid, f"truncated signal: {data.shape[0]} of {head.sig_len} samples")
+    order = [positions[lead] for lead in STANDARD_LEADS]
+    x = np.ascontiguousarray(data[:, order].T, dtype=np.float32)
+    if not np.all(np.isfinite(x)):
+        bad = [STANDARD_LEADS[i] for i in range(12) if not np.all(np.isfinite(x[i]))]
+        raise RecordError(rid, f"NaN or infinite samples in leads {', '.join(bad)}")
+    flat = np.ptp(x, axis=1) < 1e-6
+    if flat.all():
+        raise RecordError(rid, "flat-line signal in every lead")
+    units = tuple(str((rec.units or [""] * len(names))[i]) for i in order)
+    return RawRecord(record=rid, signal=x, fs=float(head.fs), units=units)
+
+
+def bandpass(x: np.ndarray, fs: float, low: float, high: float, order: int = 3) -> np.ndarray:
+    """Zero-phase Butterworth band-pass along the last axis (high edge clipped below Nyquist)."""
+    nyq = fs / 2.0
+    high = min(high, 0.45 * fs)
+    if not 0 < low < high < nyq:
+        raise ValueError(f"band {low}-{high} Hz does not fit a {fs} Hz signal")
+    sos = sps.butter(order, [low / nyq, high / nyq], btype="band", output="sos")
+    padlen = min(x.shape[-1] - 1, 3 * (2 * len(sos) + 1) * 10)
+    return sps.sosfiltfilt(sos, x, axis=-1, padlen=padlen).astype(np.float32)
+
+
+def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Polyphase resampling along the last axis to ``fs_out``."""
+    if abs(fs_in - fs_out) < 1e-9:
+        return x.astype(np.float32, copy=False)
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    return sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
+
+
+def standardise(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per-lead zero mean, unit variance; a flat lead stays zero instead of exploding."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return ((x - mean) / np.maximum(std, eps)).astype(np.float32)
+
+
+def fit_windows(x: np.ndarray, length: int, long_mode: str) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """Cut a record into fixed windows.
+
+    Longer records are centre-cropped (``long_mode="crop"``) or cut into
+    non-overlapping windows (``"windows"``; a remainder shorter than half a
+    window is dropped); shorter records are zero-padded at the end.
+
+    Returns
+    -------
+    windows, starts, valid
+        The windows [leads, length], their start samples and their number of
+        real (non-padding) samples.
+    """
+    n = x.shape[-1]
+    if n <= length:
+        out = np.zeros((x.shape[0], length), dtype=np.float32)
+        out[:, :n] = x
+        return [out], [0], [n]
+    if long_mode == "crop":
+        start = (n - length) // 2
+        return [x[:, start : start + length]], [start], [length]
+    if long_mode != "windows":
+        raise ValueError(f"long_mode must be 'crop' or 'windows', not {long_mode!r}")
+    wins, starts, valid = [], [], []
+    for start in range(0, n, length):
+        seg = x[:, start : start + length]
+        if seg.shape[-1] < length:
+            if seg.shape[-1] < length // 2 and wins:
+                break
+            pad = np.zeros((x.shape[0], length), dtype=np.float32)
+            pad[:, : seg.shape[-1]] = seg
+            wins.append(pad)
+            valid.append(seg.shape[-1])
+        else:
+            wins.append(seg)
+            valid.append(length)
+        starts.append(start)
+    return wins, starts, valid
