@@ -342,7 +342,10 @@ def _run_all(
     return outcomes, failures
 
 
-def _collect(future: Future[_Outcome], outcomes: list[_Outcome], failures: list[_FileFailed], ctx: _Context) -> None:
+def _collect(
+    future: Future[_Outcome], outcomes: list[_Outcome], failures: list[_FileFailed], ctx: _Context
+) -> None:
+    """File one finished future under outcomes or failures; a fatal failure stops the run."""
     if future.cancelled():
         return
     try:
@@ -436,7 +439,8 @@ def _with_retries(path: str, attempt: Callable[[], _T], ctx: _Context) -> _T:
                 raise _FileFailed(path, str(exc), fatal=False) from exc
             last = exc
     plural = "s" if attempts > 1 else ""
-    raise _FileFailed(path, f"{last} (gave up after {attempts} attempt{plural})", fatal=last.network) from last
+    reason = f"{last} (gave up after {attempts} attempt{plural})"
+    raise _FileFailed(path, reason, fatal=last.network) from last
 
 
 @contextmanager
@@ -501,7 +505,9 @@ def _content_length(response: http.client.HTTPResponse) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _stream(response: http.client.HTTPResponse, part: Path, start: int, total: int, path: str, ctx: _Context) -> int:
+def _stream(
+    response: http.client.HTTPResponse, part: Path, start: int, total: int, path: str, ctx: _Context
+) -> int:
     """Write the body to ``part`` (appending after ``start`` bytes); return bytes received."""
     received = 0
     with part.open("ab" if start else "wb") as sink:

@@ -98,7 +98,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(206, body[start:], content_range=f"bytes {start}-{len(body) - 1}/{len(body)}")
 
-    def _send(self, status: int, body: bytes, content_range: str | None = None, cut: int | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_range: str | None = None, cut: int | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         if content_range:
@@ -147,7 +149,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.site = state
     state.url = f"http://127.0.0.1:{server.server_address[1]}/files/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield state
     server.shutdown()
@@ -174,7 +176,8 @@ def _assert_tree(dest: Path, expected: dict[str, bytes]) -> None:
 def test_parse_checksums_accepts_sha256sum_layouts() -> None:
     # Prepare
     digest = "ab" * 32
-    text = f"{digest} a.csv\n\n{digest.upper()}  *records100/x.dat\n{digest}  ./b c.txt\n{digest} SHA256SUMS.txt\n"
+    lines = [f"{digest} a.csv", "", f"{digest.upper()}  *records100/x.dat", f"{digest}  ./b c.txt"]
+    text = "\n".join([*lines, f"{digest} SHA256SUMS.txt"]) + "\n"
     # Execute
     entries = parse_checksums(text)
     # Assert
@@ -237,7 +240,9 @@ def test_full_download_fetches_selected_files_only(site: Site, tmp_path: Path) -
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(("rate", "present", "absent"), [(500, HR_FILE, DAT), (None, HR_FILE, None)])
-def test_rate_selection(site: Site, tmp_path: Path, rate: int | None, present: str, absent: str | None) -> None:
+def test_rate_selection(
+    site: Site, tmp_path: Path, rate: int | None, present: str, absent: str | None
+) -> None:
     report = download_ptbxl(tmp_path / "d", site.url, rate=rate, **FAST)
     _assert_tree(tmp_path / "d", _served(site, rate))
     assert (tmp_path / "d" / present).is_file()
@@ -370,7 +375,7 @@ def test_missing_file_reports_http_status(site: Site, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "needle"),
     [
-        ("not a checksum line", "line 13"),
+        ("not a checksum line", "malformed line 14"),
         (f"{'ab' * 32} ../evil", "../evil"),
         (f"{'ab' * 32} records100/../../evil", "evil"),
     ],
