@@ -5,9 +5,13 @@ from __future__ import annotations
 import typer
 
 from simulations.data_cmd import data_app
+from simulations.train_cmd import teacher_train_cmd
 
 app = typer.Typer(help="LiteHeart server: holds the teacher and the global student.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+teacher_app = typer.Typer(help="The frozen 12-lead teacher.", no_args_is_help=True)
+teacher_app.command("train")(teacher_train_cmd)
+app.add_typer(teacher_app, name="teacher")
 
 if __name__ == "__main__":
     app()

@@ -1,14 +1,17 @@
-"""``liteheart-sim``: data, simulations and benchmarks."""
+"""``liteheart-sim``: data, centralised training, evaluation and simulations."""
 
 from __future__ import annotations
 
 import typer
 
 from simulations.data_cmd import data_app
+from simulations.train_cmd import evaluate_cmd, train_cmd
 
-app = typer.Typer(help="LiteHeart simulations: data preparation, training and federated simulation.",
+app = typer.Typer(help="LiteHeart simulations: data preparation, training, evaluation and federated simulation.",
                   no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("train")(train_cmd)
+app.command("evaluate")(evaluate_cmd)
 
 if __name__ == "__main__":
     app()

@@ -16,7 +16,7 @@ from rich.table import Table
 from liteheart_core.data.dataset import default_cache_dir
 
 data_app = typer.Typer(help="Prepare, generate and download ECG data.", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 

@@ -1,0 +1,52 @@
+"""Fold splits and the labelled subset used by semi-supervised training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SPLITS = {"train": (1, 2, 3, 4, 5, 6, 7, 8), "val": (9,), "test": (10,)}
+
+
+def split_folds(split: str) -> tuple[int, ...] | None:
+    """Folds of a named split (``train`` 1-8, ``val`` 9, ``test`` 10); ``all`` gives None (every row)."""
+    if split == "all":
+        return None
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected train, val, test or all")
+    return SPLITS[split]
+
+
+def labelled_subset(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded, patient-disjoint, label-stratified subset of ``rows`` that keeps its labels.
+
+    Patients are grouped by the rarest class they carry (so rare classes are not
+    lost at small fractions) and ``fraction`` of the patients of each group is
+    taken; every window of a chosen patient is labelled, none of the others.
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask over ``rows``.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return np.ones(len(rows), dtype=bool)
+    patients = index.loc[rows, "patient"].astype(str).to_numpy()
+    patients = np.where(patients == "", index.loc[rows, "record"].astype(str).to_numpy(), patients)
+    prevalence = y[rows].sum(0).astype(float)
+    prevalence[prevalence == 0] = np.inf
+    unique, inverse = np.unique(patients, return_inverse=True)
+    patient_labels = np.zeros((len(unique), y.shape[1]), dtype=bool)
+    np.logical_or.at(patient_labels, inverse, y[rows].astype(bool))
+    # stratum = the patient's rarest class (-1 if unlabelled)
+    scores = np.where(patient_labels, prevalence[None, :], np.inf)
+    stratum = np.where(patient_labels.any(1), scores.argmin(1), -1)
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(unique), dtype=bool)
+    for s in np.unique(stratum):
+        members = np.flatnonzero(stratum == s)
+        k = max(1, int(round(fraction * len(members))))
+        chosen[rng.choice(members, size=k, replace=False)] = True
+    return chosen[inverse]
