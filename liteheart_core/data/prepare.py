@@ -37,7 +37,7 @@ from liteheart_core.data.signal import (
     standardise,
 )
 
-PREP_VERSION = 1
+PREP_VERSION = 2  # bump whenever the output for the same data and settings changes
 KINDS = ("ptbxl", "challenge")
 
 
@@ -311,7 +311,8 @@ def prepare(
     if settings.regions:
         from liteheart_core.regions import compute_regions
 
-        codes = compute_regions(signals, float(settings.fs), workers=workers)
+        # one process: starting workers (scipy import) costs more than the detection itself
+        codes = compute_regions(signals, float(settings.fs), workers=1)
         valid = index["valid"].to_numpy()
         pad = np.arange(settings.length)[None, :] >= valid[:, None]
         codes[pad] = -1  # padding is never a region, whatever the detector saw there

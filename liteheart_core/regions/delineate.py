@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 
 import numpy as np
 
-from liteheart_core.regions.detect import as_leads_first, detect_r_peaks
+from liteheart_core.regions.detect import as_leads_first, check_fs, detect_r_peaks
 
 BACKGROUND: int = 0
 P_WAVE: int = 1
@@ -24,12 +24,15 @@ PAD: int = -1  # reserved for padded samples; never produced here
 
 _QRS_HALF_S = 0.05
 _P_END_S = 0.06  # before R: the P wave ends in the PR segment, clear of the Q wave
-_P_START_FRACTION = 0.25
+# 0.3 RR rather than 0.25 RR: at 60-75 bpm the window then reaches 240-300 ms before R,
+# which covers P waves of PR intervals up to about 220-260 ms (mild first-degree AV block).
+_P_START_FRACTION = 0.30
 _P_START_MIN_S = 0.12
 _P_START_MAX_S = 0.30
 _T_START_S = 0.10
 _QTC_S = 0.42
-# Bounds on the RR used to size windows, so a pause or a missed beat does not stretch T across seconds.
+# Bounds on the RR used to size windows, so that a pause or a missed beat does not
+# stretch a T window across seconds.
 _RR_MIN_S = 0.30
 _RR_MAX_S = 2.0
 _RR_DEFAULT_S = 1.0  # a lone beat: assume 60 bpm
@@ -54,7 +57,7 @@ def delineate(r_peaks: np.ndarray, n_samples: int, fs: float) -> np.ndarray:
     numpy.ndarray
         int8 ``[n_samples]`` with :data:`BACKGROUND`, :data:`P_WAVE`,
         :data:`QRS` or :data:`T_WAVE` per sample. Per beat: QRS is R +- 50 ms;
-        P runs from ``R - clip(0.25 RR, 120 ms, 300 ms)`` to ``R - 60 ms`` (RR
+        P runs from ``R - clip(0.3 RR, 120 ms, 300 ms)`` to ``R - 60 ms`` (RR
         before the beat); T runs from ``R + 100 ms`` to ``R + 0.42 sqrt(RR) s``
         (RR after the beat), cut before the next beat's P window. Windows
         never overlap; where QRS meets another window, QRS wins.
@@ -147,7 +150,11 @@ def compute_regions(X: np.ndarray, fs: float, workers: int = 1) -> np.ndarray:
     fs
         Sampling rate in Hz.
     workers
-        Number of processes; 1 runs in this process.
+        Number of processes; 1 runs in this process. Worker processes are
+        spawned (not forked), so a script that calls this with ``workers > 1``
+        needs the usual ``if __name__ == "__main__":`` guard. Each worker pays
+        about a second to import scipy, and one record takes a few
+        milliseconds, so a pool only pays off beyond a few thousand records.
 
     Returns
     -------
@@ -157,12 +164,13 @@ def compute_regions(X: np.ndarray, fs: float, workers: int = 1) -> np.ndarray:
     Raises
     ------
     ValueError
-        If ``X`` is not 3-D or ``workers`` is below 1.
+        If ``X`` is not 3-D, ``workers`` is below 1 or ``fs`` below 50 Hz.
     """
     if X.ndim != 3:
         raise ValueError(f"X must be [N, n_leads, T]; got shape {X.shape}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    check_fs(fs)
     n = X.shape[0]
     chunk = max(_MIN_CHUNK, -(-n // (workers * _CHUNKS_PER_WORKER)))
     bounds = [(a, min(n, a + chunk)) for a in range(0, n, chunk)]
@@ -179,20 +187,23 @@ def _run_pool(
     X: np.ndarray, fs: float, workers: int, bounds: list[tuple[int, int]], out: np.ndarray
 ) -> None:
     """Fill ``out`` chunk by chunk in a process pool, keeping few chunks in memory at once."""
-    # spawn, not fork: the caller may already run torch threads, which a fork would copy half-way.
+    # spawn, not fork: the caller may already run torch threads, and a forked child inherits
+    # their locks in whatever state they were in.
     context = mp.get_context("spawn")
-    pending: dict[Future[np.ndarray], tuple[int, int]] = {}
     todo = iter(bounds)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for a, b in todo:
-            pending[pool.submit(_codes_chunk, np.ascontiguousarray(X[a:b]), fs)] = (a, b)
-            if len(pending) >= 2 * workers:
-                break
+
+        def submit(span: tuple[int, int]) -> Future[np.ndarray]:
+            return pool.submit(_codes_chunk, np.ascontiguousarray(X[span[0] : span[1]]), fs)
+
+        # Two chunks per worker in flight: workers never idle, and a memmap is never
+        # read into memory all at once.
+        pending = {submit(span): span for _, span in zip(range(2 * workers), todo)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 a, b = pending.pop(future)
                 out[a:b] = future.result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending[pool.submit(_codes_chunk, np.ascontiguousarray(X[nxt[0] : nxt[1]]), fs)] = nxt
+                span = next(todo, None)
+                if span is not None:
+                    pending[submit(span)] = span

@@ -4,8 +4,15 @@ The detector follows Pan & Tompkins (1985) in spirit -- band-pass, derivative,
 squaring, moving-window integration, an adaptive threshold between running
 signal and noise peak levels, a refractory period and search-back -- but works
 on all leads at once: each lead's integrated energy is normalised to its own
-scale and weighted by how "peaky" it is, so the result does not depend on the
-units (mV or z-scored), on QRS polarity, or on one flat or noisy lead.
+scale, weighted by how "peaky" it is and the loudest leads at each instant are
+trimmed, so the result does not depend on the units (mV or z-scored), on QRS
+polarity, or on one flat or noisy lead.
+
+Each detection is then placed on the maximum of the spatial QRS magnitude
+(the root sum of squares of the clean, wander-free leads) within +-40 ms; on a
+single lead that is the extremum of ``|signal|``. Taking the magnitude rather
+than one "dominant" lead matters in bundle branch block, where the loudest
+precordial lead often peaks on the late R' 60 ms after the main R.
 """
 
 from __future__ import annotations
@@ -27,15 +34,24 @@ _REFINE_HALF_S = 0.04
 # A peak this close after a beat and much smaller than it is taken for a T wave.
 _T_WAVE_WINDOW_S = 0.36
 _T_WAVE_RATIO = 0.5
+_QTC_S = 0.42
+# Hamilton & Tompkins' 0.3125 rather than Pan & Tompkins' 0.25: the search-back
+# (at half the threshold) recovers the few small beats this misses.
+_THRESHOLD_FRACTION = 0.3125
 _SEARCHBACK_FACTOR = 1.66
 _RR_HISTORY = 8
 # Each lead's normalised energy is capped so one artefact burst cannot outvote the rest.
 _LEAD_CAP = 4.0
+# With n usable leads, the (n - 1) // 5 largest contributions at each sample are left out
+# of the sum (2 of 12): enough to ignore one or two artefact-ridden leads.
+_TRIM_ONE_IN = 5
 _LEAD_SCALE_PERCENTILE = 98.0
 # Peak-to-peak below this (in any unit, mV or z-score) is a flat lead.
 _FLAT_PTP = 1e-6
 # At 30 bpm at least one beat every 2 s; the QRS level is estimated from that many peaks.
 _MIN_BEATS_PER_S = 0.5
+# Leads at least half as clean as the cleanest one place the R peak.
+_CLEAN_QUALITY_RATIO = 0.5
 
 
 def detect_r_peaks(signal: np.ndarray, fs: float, leads_axis: int = 0) -> np.ndarray:
@@ -54,9 +70,10 @@ def detect_r_peaks(signal: np.ndarray, fs: float, leads_axis: int = 0) -> np.nda
     Returns
     -------
     numpy.ndarray
-        Sorted, unique int64 sample indices of the R peaks: the extremum of
-        ``|signal|`` within +-40 ms of each detected QRS on the lead with the
-        largest QRS energy. Empty for flat or too-short signals.
+        Sorted, unique int64 sample indices of the R peaks: the maximum of the
+        spatial QRS magnitude over the clean leads (``|signal|`` for one lead)
+        within +-40 ms of each detected QRS. Empty for flat or too-short
+        signals.
 
     Raises
     ------
@@ -64,24 +81,24 @@ def detect_r_peaks(signal: np.ndarray, fs: float, leads_axis: int = 0) -> np.nda
         If ``fs`` is too low or ``signal`` has the wrong number of dimensions.
     """
     x = as_leads_first(signal, leads_axis)
-    _check_fs(fs)
+    check_fs(fs)
     empty = np.zeros(0, dtype=np.int64)
     n = x.shape[1]
     if n < int(round(2 * _REFRACTORY_S * fs)):
         return empty
-    mwi = lead_energy(x, fs)
-    weights = lead_weights(x, mwi)
+    mwi = _lead_energy(x, fs)
+    background, high = np.percentile(mwi, [50.0, _LEAD_SCALE_PERCENTILE], axis=-1)
+    weights = _lead_weights(x, background, high)
     if not np.any(weights > 0):
         return empty
-    combined = combine_leads(mwi, weights)
+    combined = _combine_leads(mwi, weights, background, high)
     positions, heights = _candidates(combined, fs)
     if positions.size == 0:
         return empty
     beats = _threshold_beats(positions, heights, fs, n)
     if beats.size == 0:
         return empty
-    lead = _dominant_lead(mwi, weights, beats)
-    return _refine(x[lead], beats, fs)
+    return _refine(_qrs_magnitude(x, mwi, background, beats, fs), beats, fs)
 
 
 def heart_rate(r_peaks: np.ndarray, fs: float) -> float:
@@ -134,7 +151,8 @@ def as_leads_first(signal: np.ndarray, leads_axis: int = 0) -> np.ndarray:
     return x
 
 
-def _check_fs(fs: float) -> None:
+def check_fs(fs: float) -> None:
+    """Raise ``ValueError`` unless ``fs`` (Hz) is high enough to resolve a QRS complex."""
     if not np.isfinite(fs) or fs < _MIN_FS:
         raise ValueError(f"fs must be at least {_MIN_FS:g} Hz to resolve the QRS complex, got {fs}")
 
@@ -148,54 +166,61 @@ def _bandpass_sos(fs: float, low_hz: float, high_hz: float) -> np.ndarray:
 
 def _bandpass(x: np.ndarray, fs: float, band: tuple[float, float]) -> np.ndarray:
     sos = _bandpass_sos(float(fs), band[0], band[1])
-    # Removing the median first keeps the DC step at the edges from ringing through the filter.
-    centred = x - np.median(x, axis=-1, keepdims=True)
+    # Removing the offset first keeps the DC step at the edges from ringing through the filter.
+    centred = x - np.mean(x, axis=-1, keepdims=True)
     padlen = min(centred.shape[-1] - 1, int(fs))
     return sps.sosfiltfilt(sos, centred, axis=-1, padlen=padlen)
 
 
-def lead_energy(x: np.ndarray, fs: float) -> np.ndarray:
-    """Per-lead moving-window integrated QRS energy, ``[n_leads, T]``.
+def _lead_energy(x: np.ndarray, fs: float) -> np.ndarray:
+    """Per-lead moving-window integrated QRS energy envelope, ``[n_leads, T]``.
 
-    Band-pass (about 5-18 Hz), first difference, square, then a centred moving
-    average over 120 ms. The zero-phase filter and the centred window keep the
-    energy peak on the QRS rather than delayed behind it.
+    Band-pass (about 5-18 Hz), first difference, square, a centred moving
+    average over 120 ms, then the square root. The zero-phase filter and the
+    centred window keep the peak on the QRS rather than delayed behind it. The
+    root turns energy back into amplitude: a tall ectopic beat has 3x, not 10x,
+    the height of a sinus beat, so the sinus beats still clear the threshold.
     """
     filtered = _bandpass(x, fs, _QRS_BAND_HZ)
     slope = np.diff(filtered, axis=-1, prepend=filtered[:, :1]) * fs
     width = max(1, int(round(_INTEGRATION_S * fs)))
-    return uniform_filter1d(slope * slope, size=width, axis=-1, mode="nearest")
+    energy = uniform_filter1d(slope * slope, size=width, axis=-1, mode="nearest")
+    return np.sqrt(np.maximum(energy, 0.0))
 
 
-def lead_weights(x: np.ndarray, mwi: np.ndarray) -> np.ndarray:
+def _lead_weights(x: np.ndarray, background: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Weight in ``[0, 1]`` per lead: 0 for flat leads, near 1 for clean beat trains.
 
     ``1 - median / p98`` of the integrated energy: a lead with sharp QRS bursts
     over a quiet background scores near 1, a lead drowned in broadband noise
     (energy everywhere) scores near 0.
     """
-    high = np.percentile(mwi, _LEAD_SCALE_PERCENTILE, axis=-1)
-    median = np.median(mwi, axis=-1)
     flat = (np.ptp(x, axis=-1) <= _FLAT_PTP) | (high <= 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        weights = np.where(flat, 0.0, 1.0 - median / np.where(high > 0, high, 1.0))
+    weights = np.where(flat, 0.0, 1.0 - background / np.where(high > 0, high, 1.0))
     return np.clip(weights, 0.0, 1.0)
 
 
-def combine_leads(mwi: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of per-lead energies, each normalised to its own scale.
+def _combine_leads(
+    mwi: np.ndarray, weights: np.ndarray, background: np.ndarray, high: np.ndarray
+) -> np.ndarray:
+    """Trimmed, weighted sum of per-lead energies, each normalised to its own scale.
 
-    Normalising makes the sum independent of units and lead gain; capping keeps
-    a single artefact from dominating.
+    Normalising makes the sum independent of units and lead gain. At each
+    sample the largest contributions (2 of 12 leads) are dropped, so an
+    artefact burst or noise in a single lead cannot make a beat on its own;
+    a true QRS shows in most leads and survives the trim.
     """
     keep = weights > 0
-    energy = mwi[keep]
-    low = np.median(energy, axis=-1, keepdims=True)
-    high = np.percentile(energy, _LEAD_SCALE_PERCENTILE, axis=-1, keepdims=True)
-    scale = np.where(high > low, high - low, 1.0)
-    normalised = np.clip((energy - low) / scale, 0.0, _LEAD_CAP)
-    w = weights[keep]
-    return (w[:, np.newaxis] * normalised).sum(axis=0) / w.sum()
+    low = background[keep, np.newaxis]
+    top = high[keep, np.newaxis]
+    scale = np.where(top > low, top - low, 1.0)
+    normalised = np.clip((mwi[keep] - low) / scale, 0.0, _LEAD_CAP)
+    contributions = weights[keep][:, np.newaxis] * normalised
+    n_trim = (contributions.shape[0] - 1) // _TRIM_ONE_IN
+    if n_trim == 0:
+        return contributions.sum(axis=0)
+    n_kept = contributions.shape[0] - n_trim
+    return np.partition(contributions, n_kept - 1, axis=0)[:n_kept].sum(axis=0)
 
 
 def _candidates(combined: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
@@ -224,18 +249,16 @@ def _initial_levels(heights: np.ndarray, n: int, fs: float) -> tuple[float, floa
 def _threshold_beats(positions: np.ndarray, heights: np.ndarray, fs: float, n: int) -> np.ndarray:
     """Pan-Tompkins-like adaptive thresholding of energy peaks, then search-back."""
     spk, npk = _initial_levels(heights, n, fs)
-    t_window = int(round(_T_WAVE_WINDOW_S * fs))
     edge = int(round(_INTEGRATION_S * fs))
     thresholds = np.empty(positions.size)
     accepted: list[int] = []
     for i, (pos, h) in enumerate(zip(positions, heights)):
-        thr = npk + 0.25 * (spk - npk)
+        thr = npk + _THRESHOLD_FRACTION * (spk - npk)
         thresholds[i] = thr
-        is_beat = h >= thr
+        is_beat = bool(h >= thr)
         if is_beat and accepted:
-            prev = accepted[-1]
-            if pos - positions[prev] < t_window and h < _T_WAVE_RATIO * heights[prev]:
-                is_beat = False
+            rr = _recent_rr(positions, accepted)
+            is_beat = not _is_t_wave(i, accepted[-1], positions, heights, rr, fs)
         # At the edges the window and filters are incomplete: only a clear beat counts there.
         if is_beat and (pos < edge or pos >= n - edge) and h < 0.5 * spk:
             is_beat = False
@@ -246,6 +269,29 @@ def _threshold_beats(positions: np.ndarray, heights: np.ndarray, fs: float, n: i
             npk = 0.125 * h + 0.875 * npk
     beats = _search_back(np.asarray(accepted, dtype=np.int64), positions, heights, thresholds, fs)
     return positions[beats]
+
+
+def _recent_rr(positions: np.ndarray, accepted: list[int]) -> float | None:
+    """Mean of the last 8 RR intervals (samples) among accepted beats; None before two beats."""
+    if len(accepted) < 2:
+        return None
+    recent = positions[np.asarray(accepted[-_RR_HISTORY - 1 :])]
+    return float(np.mean(np.diff(recent)))
+
+
+def _is_t_wave(
+    i: int, prev: int, positions: np.ndarray, heights: np.ndarray, rr: float | None, fs: float
+) -> bool:
+    """Whether peak ``i`` is small and soon enough after beat ``prev`` to be its T wave.
+
+    The window grows with RR as the QT interval does (about 0.42 s * sqrt(RR)),
+    so that slow rhythms, whose T wave comes late, are covered too.
+    """
+    window_s = _T_WAVE_WINDOW_S
+    if rr is not None:
+        window_s = max(window_s, _QTC_S * float(np.sqrt(rr / fs)))
+    soon = positions[i] - positions[prev] < window_s * fs
+    return bool(soon and heights[i] < _T_WAVE_RATIO * heights[prev])
 
 
 def _search_back(
@@ -259,7 +305,6 @@ def _search_back(
     if accepted.size < 2:
         return accepted
     refractory = _REFRACTORY_S * fs
-    t_window = _T_WAVE_WINDOW_S * fs
     beats = list(accepted)
     k = 1
     while k < len(beats):
@@ -267,19 +312,16 @@ def _search_back(
         gap = positions[right] - positions[left]
         rr_mean = _running_rr(positions, beats, k)
         if rr_mean is not None and gap > _SEARCHBACK_FACTOR * rr_mean:
-            idx = np.arange(left + 1, right)
-            ok = (
-                (heights[idx] >= 0.5 * thresholds[idx])
-                & (positions[idx] - positions[left] > refractory)
-                & (positions[right] - positions[idx] > refractory)
-            )
-            # Still reject T-wave-like peaks right after a beat.
-            t_like = (positions[idx] - positions[left] < t_window) & (
-                heights[idx] < _T_WAVE_RATIO * heights[left]
-            )
-            idx = idx[ok & ~t_like]
-            if idx.size:
-                beats.insert(k, int(idx[np.argmax(heights[idx])]))
+            inside = [
+                j
+                for j in range(left + 1, right)
+                if heights[j] >= 0.5 * thresholds[j]
+                and positions[j] - positions[left] > refractory
+                and positions[right] - positions[j] > refractory
+                and not _is_t_wave(j, left, positions, heights, rr_mean, fs)
+            ]
+            if inside:
+                beats.insert(k, max(inside, key=lambda j: heights[j]))
                 continue  # re-examine the shorter gap left of the new beat
         k += 1
     return np.asarray(beats, dtype=np.int64)
@@ -298,19 +340,29 @@ def _running_rr(positions: np.ndarray, beats: list[int], k: int) -> float | None
     return float(np.mean(recent))
 
 
-def _dominant_lead(mwi: np.ndarray, weights: np.ndarray, beats: np.ndarray) -> int:
-    """The lead whose QRS energy stands highest above its own background."""
+def _qrs_magnitude(
+    x: np.ndarray, mwi: np.ndarray, background: np.ndarray, beats: np.ndarray, fs: float
+) -> np.ndarray:
+    """Spatial QRS magnitude over the clean leads, wander removed, ``[T]``."""
+    shape = _bandpass(x[_clean_leads(mwi, background, beats)], fs, _SHAPE_BAND_HZ)
+    return np.sqrt(np.sum(shape * shape, axis=0))
+
+
+def _clean_leads(mwi: np.ndarray, background: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """Leads whose energy at the beats stands clear of their background.
+
+    Quality is the share of a lead's energy at the beats that is not background;
+    a lead of loud noise (or a flat one) scores near 0 and would otherwise pull
+    the magnitude's maximum to wherever the noise happens to peak.
+    """
     at_beats = np.median(mwi[:, beats], axis=-1)
-    background = np.median(mwi, axis=-1)
-    # Absolute energy (the biggest QRS gives the sharpest extremum), discounted by
-    # lead quality so that a lead does not win on noise alone.
-    score = (at_beats - background) * weights
-    return int(np.argmax(score))
+    safe = np.where(at_beats > 0, at_beats, 1.0)
+    quality = np.where(at_beats > 0, 1.0 - background / safe, 0.0)
+    return quality >= _CLEAN_QUALITY_RATIO * quality.max()
 
 
-def _refine(lead: np.ndarray, beats: np.ndarray, fs: float) -> np.ndarray:
-    """Move each beat to the extremum of ``|lead|`` within +-40 ms, after removing wander."""
-    shape = np.abs(_bandpass(lead[np.newaxis, :], fs, _SHAPE_BAND_HZ)[0])
+def _refine(shape: np.ndarray, beats: np.ndarray, fs: float) -> np.ndarray:
+    """Move each beat to the maximum of ``shape`` within +-40 ms."""
     n = shape.size
     half = max(1, int(round(_REFINE_HALF_S * fs)))
     refined = []
