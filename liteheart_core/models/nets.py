@@ -199,11 +199,12 @@ class NetConfig:
 
 
 def teacher_config() -> NetConfig:
-    """xresnet1d50-style 12-lead teacher (bottleneck blocks, BatchNorm, ~2.7 M parameters).
+    """xresnet1d50-style 12-lead teacher (bottleneck blocks, BatchNorm, ~4.7 M parameters).
 
     Depths (3, 4, 6, 3) and a 3-conv stem follow xresnet50; the inner widths are halved
-    (32..256 instead of 64..512) because PTB-XL-sized data does not need the 8 M-parameter
-    original, and a smaller teacher is cheaper to run on every distillation batch.
+    (32..256 instead of 64..512; outputs 128..1024 channels) because PTB-XL-sized data does
+    not need the ~18 M parameters of the full-width version, and a smaller teacher is
+    cheaper to run on every distillation batch.
     """
     return NetConfig(
         kind="xresnet1d",
@@ -219,7 +220,7 @@ def teacher_config() -> NetConfig:
 
 
 def student_config() -> NetConfig:
-    """Compact 1-lead student: depthwise-separable blocks, GroupNorm, ~85 k parameters.
+    """Compact 1-lead student: depthwise-separable blocks, GroupNorm, ~78 k parameters.
 
     One stem conv plus pooling (/4), then four single-block stages down to /32. The
     depthwise kernel is wide (9 taps) because depthwise taps are nearly free and the
@@ -258,7 +259,8 @@ def _norm(cfg: NetConfig, channels: int, zero: bool = False) -> nn.Module:
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv1d:
-    # Bias-free: every conv is followed by a norm whose shift makes a bias redundant.
+    # Bias-free: every conv feeds a norm (directly or through a pointwise conv), and the
+    # norm's shift makes a bias redundant.
     return nn.Conv1d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False)
 
 
@@ -484,11 +486,13 @@ def measure_latency(model: nn.Module, n_leads: int, length: int, threads: int = 
     device = param.device if param is not None else torch.device("cpu")
     x = torch.randn(1, n_leads, length, device=device)
     old_threads = torch.get_num_threads()
-    was_training = model.training
+    # Frozen TorchScript modules have no training flag; they are already inference-only.
+    was_training = bool(getattr(model, "training", False))
     times: list[float] = []
     try:
         torch.set_num_threads(threads)
-        model.eval()
+        if was_training:
+            model.eval()
         with torch.inference_mode():
             for _ in range(min(20, repeats)):  # warm-up: allocator and kernel selection
                 model(x)
@@ -502,7 +506,8 @@ def measure_latency(model: nn.Module, n_leads: int, length: int, threads: int = 
                 times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old_threads)
-        model.train(was_training)
+        if was_training:
+            model.train()
     ordered = sorted(times)
     return {
         "median_ms": statistics.median(ordered),
