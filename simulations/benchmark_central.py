@@ -72,7 +72,8 @@ def _job(kind: str, data_path: str, cfg: dict, teacher_path: str | None, out_dir
     from liteheart_core.data.signal import lead_indices
 
     leads = list(range(12)) if tcfg.method == "teacher" else lead_indices(tcfg.student_lead)
-    probs = predict(result.model, va.x[:, leads], resolve_device(tcfg.device))
+    device = resolve_device(tcfg.device)
+    probs = predict(result.model.to(device), va.x[:, leads], device)
     return {"name": name, "kind": kind, "method": cfg["method"], "fraction": cfg["labelled_fraction"],
             "seed": cfg["seed"], "checkpoint": str(ckpt), "metrics": {k: result.val_metrics[k] for k in
                                                                        ("macro_f1", "macro_auc", "macro_ap")},
@@ -111,6 +112,8 @@ def paired_seed_bootstrap(y: np.ndarray, a: list[dict], b: list[dict], n: int = 
     pa = {r["seed"]: (np.asarray(r["probs"]), np.asarray(r["thresholds"])) for r in a}
     pb = {r["seed"]: (np.asarray(r["probs"]), np.asarray(r["thresholds"])) for r in b}
     seeds = sorted(set(pa) & set(pb))
+    if not seeds:
+        return {}
     diffs = {"macro_f1": [], "macro_auc": []}
     for _ in range(n):
         idx = rng.integers(0, len(y), len(y))
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="results", help="folder for the .md and .json")
     parser.add_argument("--name", default="central_benchmark")
     parser.add_argument("--work", default="runs/benchmark_central", help="folder for checkpoints")
+    parser.add_argument("--aggregate", default=None,
+                        help="only build the tables from a runs .jsonl written by an earlier (possibly cut) run")
     args = parser.parse_args(argv)
 
     from liteheart_core.data.dataset import resolve_data
@@ -152,7 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
     common = {"task": "superdiagnostic", "device": args.device}
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs_file = out / f"{args.name}_runs.jsonl"
+
     def log(r: dict) -> None:
+        with runs_file.open("a") as fh:  # every finished run is kept, even if the whole job is cut short
+            fh.write(json.dumps(r) + "\n")
         m = r["metrics"]
         print(f"[{time.time() - t0:7.1f}s] {r['name']}: F1 {m['macro_f1']:.3f} AUC {m['macro_auc']:.3f} "
               f"({r['epochs']} ep, {r['seconds']} s)", flush=True)
@@ -168,12 +179,13 @@ def main(argv: list[str] | None = None) -> None:
                     teacher_jobs.append(("same", str(data.root), {**common, "method": "teacher",
                                          "labelled_fraction": f, "seed": seed, "epochs": args.teacher_epochs,
                                          "lr": 1e-3}, None, str(work), threads))
-    teachers = _run_all(teacher_jobs, args.workers, log)
+    previous = [json.loads(line) for line in Path(args.aggregate).read_text().splitlines()] if args.aggregate else None
+    teachers = [r for r in previous if r["method"] == "teacher"] if previous else _run_all(teacher_jobs, args.workers, log)
 
-    def teacher_for(table: str, fraction: float, seed: int) -> dict:
+    def teacher_for(table: str, fraction: float, seed: int) -> dict | None:
         want = 1.0 if table == "archive" or fraction == 1.0 else fraction
         kinds = ("archive", "same") if want == 1.0 else ("same",)
-        return next(t for t in teachers if t["seed"] == seed and t["fraction"] == want and t["kind"] in kinds)
+        return next((t for t in teachers if t["seed"] == seed and t["fraction"] == want and t["kind"] in kinds), None)
 
     student_jobs = []
     for table in tables:
@@ -183,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
             for seed in seeds:
                 for method in methods:
                     t = teacher_for(table, f, seed)
+                    if t is None and method != "supervised":
+                        continue
                     student_jobs.append((table, str(data.root), {**common, "method": method, "labelled_fraction": f,
                                          "seed": seed, "epochs": args.epochs},
                                          None if method == "supervised" else t["checkpoint"], str(work), threads))
@@ -194,7 +208,10 @@ def main(argv: list[str] | None = None) -> None:
         if key not in seen:
             seen.add(key)
             unique_jobs.append(job)
-    students = _run_all(unique_jobs, args.workers, log)
+    if previous:
+        students = [r for r in previous if r["method"] != "teacher"]
+    else:
+        students = _run_all(unique_jobs, args.workers, log)
 
     from liteheart_core.train import load_split
 
@@ -218,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         for f in fractions:
             def runs(method: str) -> list[dict]:
                 if method == "teacher":
-                    return [teacher_for(table, f, s) for s in seeds]
+                    return [t for t in (teacher_for(table, f, s) for s in seeds) if t is not None]
                 kinds = {table, "archive"} if (table == "same" and f == 1.0) else {table}
                 if method == "supervised":
                     return [r for r in students if r["method"] == method and r["fraction"] == f]
@@ -243,12 +260,12 @@ def main(argv: list[str] | None = None) -> None:
             comparisons = {}
             for a, b in (("liteheart", "kd"), ("liteheart", "supervised"), ("kd", "supervised")):
                 if a in entry and b in entry:
-                    comparisons[f"{a}-vs-{b}"] = paired_seed_bootstrap(y, runs(a), runs(b), n=300)
+                    comp = paired_seed_bootstrap(y, runs(a), runs(b), n=300)
+                    if comp:
+                        comparisons[f"{a}-vs-{b}"] = comp
             rows[str(f)] = {"methods": entry, "paired_bootstrap": comparisons}
         report["tables"][table] = rows
     report["runs"] = [{k: v for k, v in r.items() if k != "probs"} for r in teachers + students]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(report, indent=2))
     (out / f"{args.name}.md").write_text(render_markdown(report))
     print(f"wrote {out / args.name}.md and .json in {time.time() - t0:.0f} s")
