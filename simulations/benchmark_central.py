@@ -141,6 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default="runs/benchmark_central", help="folder for checkpoints")
     parser.add_argument("--aggregate", default=None,
                         help="only build the tables from a runs .jsonl written by an earlier (possibly cut) run")
+    parser.add_argument("--run-command", default=None, help="with --aggregate: the command that produced the runs")
+    parser.add_argument("--run-machine", default=None, help="with --aggregate: the machine the runs were trained on")
+    parser.add_argument("--run-seconds", type=float, default=None, help="with --aggregate: wall time of the runs")
+    parser.add_argument("--note", action="append", default=[], help="a line added to the report (repeatable)")
     args = parser.parse_args(argv)
 
     from liteheart_core.data.dataset import resolve_data
@@ -221,14 +225,17 @@ def main(argv: list[str] | None = None) -> None:
                     (len(y), 1)) + np.random.default_rng(0).normal(0, 1e-9, y.shape)
     naive = summarise(y, prior, tune_thresholds(y, prior))
 
-    report = {"command": "python -m simulations.benchmark_central " + " ".join(shlex.quote(a) for a in
-                                                                              (argv or sys.argv[1:])),
+    this_command = "python -m simulations.benchmark_central " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    report = {"command": args.run_command or this_command,
+              "aggregated_by": this_command if args.aggregate else None,
               "data": {"path": data.meta["source_root"], "fingerprint": data.fingerprint,
                        "records": data.meta["records"], "train_records": int(len(data.rows("superdiagnostic",
                                                                                            list(range(1, 9))))),
                        "val_records": int(len(y)), "task": "superdiagnostic", "fs": data.fs,
                        "window_s": data.meta["settings"]["window_s"]},
-              "machine": machine(), "seconds": round(time.time() - t0, 1), "seeds": seeds,
+              "machine": args.run_machine or machine(),
+              "seconds": args.run_seconds if args.run_seconds is not None else round(time.time() - t0, 1),
+              "seeds": seeds, "notes": args.note,
               "epochs": args.epochs, "teacher_epochs": args.teacher_epochs, "naive": naive, "tables": {}}
     for table in tables:
         rows = {}
@@ -274,7 +281,10 @@ def main(argv: list[str] | None = None) -> None:
 def render_markdown(report: dict) -> str:
     """The tables of a benchmark report as markdown."""
     lines = ["# Centralised benchmark: 12-lead teacher -> lead-I student", "",
-             f"Command: `{report['command']}`", "",
+             f"Command: `{report['command']}`", ""]
+    if report.get("aggregated_by"):
+        lines += [f"Tables built from the runs file by: `{report['aggregated_by']}`", ""]
+    lines += [
              f"Data: {report['data']['path']} (PTB-XL, {report['data']['records']} records, fingerprint "
              f"`{report['data']['fingerprint'][:16]}`), task superdiagnostic, {report['data']['fs']} Hz, "
              f"{report['data']['window_s']:.0f}-s windows; folds 1-8 train ({report['data']['train_records']} "
@@ -288,6 +298,7 @@ def render_markdown(report: dict) -> str:
              "between rows use identical procedures.", "",
              f"Naive floor (class prior): macro F1 {report['naive']['macro_f1']:.3f}, AUC "
              f"{report['naive']['macro_auc']:.3f}.", ""]
+    lines += [f"Note: {n}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])
     titles = {"archive": "Archive teacher (teacher trained on all training labels)",
               "same": "Same labels (teacher trained on the students' labelled subset)"}
     for table, rows in report["tables"].items():
@@ -303,6 +314,13 @@ def render_markdown(report: dict) -> str:
                              f"{e['macro_ap'][0]:.3f} ± {e['macro_ap'][1]:.3f} | "
                              f"{'' if gap is None else f'{gap:.2f}'} | {e['n_seeds']} |")
             lines.append("")
+            lh, kd = content["methods"].get("liteheart"), content["methods"].get("kd")
+            if lh and kd and lh.get("gap_closed_f1") is not None:
+                met = lh["gap_closed_f1"] >= 0.5 and lh["macro_f1"][0] - kd["macro_f1"][0] >= 0.03
+                lines.append(f"- Goal check: LiteHeart closes {lh['gap_closed_f1']:.2f} of the teacher-student macro-F1 "
+                             f"gap (goal >= 0.50) and leads vanilla KD by "
+                             f"{100 * (lh['macro_f1'][0] - kd['macro_f1'][0]):+.1f} F1 points (goal >= +3.0): "
+                             f"{'met' if met else 'NOT met'}.")
             for name, comp in content["paired_bootstrap"].items():
                 f1, auc = comp["macro_f1"], comp["macro_auc"]
                 lines.append(f"- {name}: ΔF1 {f1['mean']:+.3f} [{f1['ci95'][0]:+.3f}, {f1['ci95'][1]:+.3f}], "
