@@ -198,7 +198,7 @@ def load_split(data: PreparedData, task: str, folds: tuple[int, ...]) -> Split:
     regions = None
     if data.regions is not None:
         regions = torch.as_tensor(np.asarray(data.regions[rows]), dtype=torch.int64)
-    return Split(torch.as_tensor(data.x(rows)), torch.as_tensor(y[rows], dtype=torch.float32), regions, rows)
+    return Split(torch.as_tensor(data.x(rows), dtype=torch.float32), torch.as_tensor(y[rows], dtype=torch.float32), regions, rows)
 
 
 @dataclass
@@ -297,6 +297,101 @@ def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: D
     return total, log
 
 
+@dataclass
+class Trainable:
+    """One model's training state on the device: inputs, labels, regions and cached teacher targets."""
+
+    model: Net
+    leads: list[int]
+    x: Tensor  # [N, len(leads), T]
+    y: Tensor
+    mask: Tensor  # bool [N]: which records keep their labels
+    codes: Tensor | None
+    teacher: Net | None = None
+    distiller: Distiller | None = None
+    t_logits: Tensor | None = None
+    t_feats: list[Tensor | None] | None = None
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
+
+
+def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled: np.ndarray,
+                   codes: Tensor | None, device: torch.device, teacher: Net | None = None) -> Trainable:
+    """Move a training set to the device and compute the frozen teacher's targets on it once."""
+    is_teacher = cfg.method == "teacher"
+    leads = list(range(12)) if is_teacher else lead_indices(cfg.student_lead)
+    uses_teacher = not is_teacher and cfg.method != "supervised"
+    if uses_teacher and teacher is None:
+        raise ValueError(f"method {cfg.method} needs a teacher checkpoint")
+    tr = Trainable(model=model.to(device), leads=leads, x=x[:, leads].to(device), y=y.to(device),
+                   mask=torch.as_tensor(np.asarray(labelled, dtype=bool), device=device),
+                   codes=codes.to(device) if codes is not None else None)
+    if uses_teacher:
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        tr.teacher = teacher
+        tr.distiller = Distiller(model, teacher, cfg).to(device)
+        stages = tr.distiller.teacher_stages() or [len(teacher.stage_channels) - 1]
+        if cfg.loss_weights.evidence > 0:
+            stages = sorted(set(stages) | {len(teacher.stage_channels) - 1})
+        tr.t_logits, tr.t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16)
+        while len(tr.t_feats) < len(teacher.stage_channels):
+            tr.t_feats.append(None)
+    return tr
+
+
+def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: np.random.Generator,
+              gen: torch.Generator, fs: float, steps: int, sched=None,
+              anchor: list[Tensor] | None = None, proximal_mu: float = 0.0) -> dict[str, float]:
+    """``steps`` optimisation steps; returns the mean of every logged term.
+
+    ``anchor`` and ``proximal_mu`` add FedProx's proximal term mu/2 * ||w - w_global||^2.
+    """
+    device = tr.x.device
+    params = tr.parameters()
+    lab_idx = np.flatnonzero(tr.mask.cpu().numpy())
+    n = len(tr.x)
+    if len(lab_idx) == 0 and cfg.method in ("teacher", "supervised"):
+        raise ValueError(f"{cfg.method} training needs labelled records and this set has none")
+    tr.model.train()
+    sums: dict[str, float] = {}
+    for _ in range(steps):
+        if cfg.method in ("teacher", "supervised"):
+            idx = rng.choice(lab_idx, size=cfg.batch_size, replace=len(lab_idx) < cfg.batch_size)
+        elif len(lab_idx) == 0:  # a client without labels learns from the teacher alone
+            idx = rng.choice(n, size=min(cfg.batch_size, n), replace=False)
+        else:  # half labelled, half from every training record: labels are scarce, unlabelled plenty
+            half = max(1, cfg.batch_size // 2)
+            idx = np.concatenate([rng.choice(lab_idx, size=half, replace=len(lab_idx) < half),
+                                  rng.choice(n, size=min(cfg.batch_size - half, n), replace=False)])
+        it = torch.as_tensor(idx, device=device)
+        xb = tr.x[it]
+        if cfg.method == "teacher":
+            xb = weak_augment(xb, gen, fs=fs)
+        t_logits = tr.t_logits[it] if tr.t_logits is not None else None
+        t_feats = [f[it] if f is not None else None for f in tr.t_feats] if tr.t_feats is not None else None
+        with autocast(device, cfg.bf16):
+            loss, log = _objective(cfg, tr.model, tr.teacher, tr.distiller, xb, tr.y[it], tr.mask[it],
+                                   tr.codes[it] if tr.codes is not None else None, t_logits, t_feats, gen, fs)
+        if anchor is not None and proximal_mu > 0:
+            prox = sum(((p - a) ** 2).sum() for p, a in zip(tr.model.parameters(), anchor))
+            loss = loss + proximal_mu / 2 * prox
+            log["proximal"] = float(prox.detach())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss: {log}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        for k, v in log.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return {k: v / max(1, steps) for k, v in sums.items()}
+
+
 def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
           progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
     """Train the teacher (``method="teacher"``) or a lead-I student, early-stopped on validation macro AUC.
@@ -313,74 +408,29 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     classes = data.tasks[cfg.task] if cfg.task in data.tasks else data.labels(cfg.task)[0]
-    tr = load_split(data, cfg.task, cfg.train_folds)
+    tr_split = load_split(data, cfg.task, cfg.train_folds)
     va = load_split(data, cfg.task, cfg.val_folds)
-    labelled = labelled_subset(data.index, data.labels(cfg.task)[1], tr.rows, cfg.labelled_fraction, cfg.seed)
+    labelled = labelled_subset(data.index, data.labels(cfg.task)[1], tr_split.rows, cfg.labelled_fraction, cfg.seed)
     is_teacher = cfg.method == "teacher"
-    leads = list(range(12)) if is_teacher else lead_indices(cfg.student_lead)
-    if not is_teacher and cfg.method != "supervised" and teacher is None:
-        raise ValueError(f"method {cfg.method} needs a teacher checkpoint")
+    n_leads = 12 if is_teacher else len(lead_indices(cfg.student_lead))
     net_cfg = cfg.net or (teacher_config() if is_teacher else student_config())
-    model = build_net(len(leads), len(classes), net_cfg).to(device)
-    distiller, t_logits_all, t_feats_all = None, None, None
-    uses_teacher = not is_teacher and cfg.method != "supervised"
-    if uses_teacher:
-        teacher = teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        distiller = Distiller(model, teacher, cfg).to(device)
-        stages = distiller.teacher_stages() or [len(teacher.stage_channels) - 1]
-        if cfg.loss_weights.evidence > 0:
-            stages = sorted(set(stages) | {len(teacher.stage_channels) - 1})
-        t_logits_all, t_feats_all = teacher_targets(teacher, tr.x, stages, device, bf16=cfg.bf16)
-        while len(t_feats_all) < len(teacher.stage_channels):
-            t_feats_all.append(None)
-    params = list(model.parameters()) + (list(distiller.parameters()) if distiller else [])
+    model = build_net(n_leads, len(classes), net_cfg)
+    tr = make_trainable(model, cfg, tr_split.x, tr_split.y, labelled, tr_split.regions, device, teacher)
+    params = tr.parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_train = len(tr.rows)
-    steps_per_epoch = max(1, math.ceil(n_train / cfg.batch_size))
+    steps_per_epoch = max(1, math.ceil(len(tr_split.rows) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    lab_idx = np.flatnonzero(labelled)
-    x_tr = tr.x[:, leads].to(device)
-    y_tr = tr.y.to(device)
-    mask_tr = torch.as_tensor(labelled, device=device)
-    codes_tr = tr.regions.to(device) if tr.regions is not None else None
-    x_va = va.x[:, leads]
+    x_va = va.x[:, tr.leads]
     best, best_auc, stale, history = None, -1.0, 0, []
     fs = float(data.fs)
     for epoch in range(cfg.epochs):
-        model.train()
-        sums: dict[str, float] = {}
-        for _ in range(steps_per_epoch):
-            if cfg.method in ("teacher", "supervised"):
-                idx = rng.choice(lab_idx, size=min(cfg.batch_size, len(lab_idx)), replace=len(lab_idx) < cfg.batch_size)
-            else:  # half labelled, half from every training record: labels are scarce, unlabelled plenty
-                half = max(1, cfg.batch_size // 2)
-                idx = np.concatenate([rng.choice(lab_idx, size=half, replace=len(lab_idx) < half),
-                                      rng.choice(n_train, size=cfg.batch_size - half, replace=False)])
-            it = torch.as_tensor(idx, device=device)
-            xb = x_tr[it]
-            if is_teacher:
-                xb = weak_augment(xb, gen, fs=fs)
-            t_logits = t_logits_all[it] if t_logits_all is not None else None
-            t_feats = [f[it] if f is not None else None for f in t_feats_all] if t_feats_all is not None else None
-            with autocast(device, cfg.bf16):
-                loss, log = _objective(cfg, model, teacher if uses_teacher else None, distiller, xb, y_tr[it],
-                                       mask_tr[it], codes_tr[it] if codes_tr is not None else None, t_logits,
-                                       t_feats, gen, fs)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}: {log}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            sched.step()
-            for k, v in log.items():
-                sums[k] = sums.get(k, 0.0) + v
+        try:
+            log = run_epoch(tr, cfg, opt, rng, gen, fs, steps_per_epoch, sched)
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"epoch {epoch + 1}: {exc}") from exc
         probs = predict(model, x_va, device, bf16=cfg.bf16)
         val = summarise(va.y.numpy(), probs, tune_thresholds(va.y.numpy(), probs))
-        entry = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
-                 "val_macro_auc": val["macro_auc"], "val_macro_f1": val["macro_f1"]}
+        entry = {"epoch": epoch + 1, **log, "val_macro_auc": val["macro_auc"], "val_macro_f1": val["macro_f1"]}
         history.append(entry)
         if progress:
             progress(epoch + 1, cfg.epochs, entry)
