@@ -317,8 +317,13 @@ class Trainable:
 
 
 def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled: np.ndarray,
-                   codes: Tensor | None, device: torch.device, teacher: Net | None = None) -> Trainable:
-    """Move a training set to the device and compute the frozen teacher's targets on it once."""
+                   codes: Tensor | None, device: torch.device, teacher: Net | None = None,
+                   targets: tuple[Tensor, list[Tensor | None]] | None = None) -> Trainable:
+    """Move a training set to the device and compute the frozen teacher's targets on it once.
+
+    ``targets`` are teacher targets computed earlier for the same records and
+    teacher (a federated client reuses them across rounds).
+    """
     is_teacher = cfg.method == "teacher"
     leads = list(range(12)) if is_teacher else lead_indices(cfg.student_lead)
     uses_teacher = not is_teacher and cfg.method != "supervised"
@@ -336,7 +341,11 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
         stages = tr.distiller.teacher_stages() or [len(teacher.stage_channels) - 1]
         if cfg.loss_weights.evidence > 0:
             stages = sorted(set(stages) | {len(teacher.stage_channels) - 1})
-        tr.t_logits, tr.t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16)
+        if targets is not None and all(s < len(targets[1]) and targets[1][s] is not None for s in stages):
+            tr.t_logits, tr.t_feats = targets[0].to(device), [f.to(device) if f is not None else None
+                                                              for f in targets[1]]
+        else:
+            tr.t_logits, tr.t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16)
         while len(tr.t_feats) < len(teacher.stage_channels):
             tr.t_feats.append(None)
     return tr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from simulations.data_cmd import data_app
+from simulations.run_cmd import run_cmd
 from simulations.train_cmd import evaluate_cmd, train_cmd
 
 app = typer.Typer(help="LiteHeart simulations: data preparation, training, evaluation and federated simulation.",
@@ -12,6 +13,7 @@ app = typer.Typer(help="LiteHeart simulations: data preparation, training, evalu
 app.add_typer(data_app, name="data")
 app.command("train")(train_cmd)
 app.command("evaluate")(evaluate_cmd)
+app.command("run")(run_cmd)
 
 if __name__ == "__main__":
     app()

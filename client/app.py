@@ -1,0 +1,126 @@
+"""LiteHeart ClientApp: unpack the message, call ``liteheart_core.federated``, pack the reply.
+
+Node config keys
+----------------
+``data-path``          a PTB-XL/Challenge/prepared folder on this node (deployment)
+``labelled-fraction``  fraction of the local training records whose labels are used (deployment)
+``partition-id`` / ``num-partitions``  set by the simulation engine
+``cache-dir``          where the teacher is cached by content hash (default: the LiteHeart cache)
+
+Only weights and scalar metrics leave the node; the teacher arrives once and is
+cached by its content hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from liteheart_core.data.dataset import default_cache_dir
+from liteheart_core.federated import (
+    LocalData,
+    local_round,
+    simulated_client_data,
+    site_data,
+    state_hash,
+    train_config,
+)
+from liteheart_core.models import Net, NetConfig, build_net
+
+# wfdb calls a pandas API that pandas 3 deprecates; nothing for a node operator to act on
+warnings.filterwarnings("ignore", message="The inplace keyword")
+
+app = ClientApp()
+
+
+def teacher_cache_dir(context: Context) -> Path:
+    return Path(str(context.node_config.get("cache-dir", default_cache_dir() / "teachers")))
+
+
+def _teacher_file(context: Context, digest: str) -> Path:
+    if not digest or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(f"bad teacher hash {digest!r}")
+    return teacher_cache_dir(context) / f"{digest}.pt"
+
+
+@lru_cache(maxsize=2)
+def _load_teacher(path: str) -> Net:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    meta = blob["meta"]
+    net = build_net(int(meta["n_leads"]), len(meta["classes"]), NetConfig.from_dict(meta["net_config"]))
+    net.load_state_dict(blob["state_dict"])
+    net.content_hash = Path(path).stem  # keys the per-client cache of teacher targets
+    return net.eval()
+
+
+def local_data(context: Context, cfg: dict) -> LocalData:
+    """This node's records: its own folder in deployment, its partition in simulation."""
+    node = context.node_config
+    if "data-path" in node:
+        fraction = float(node.get("labelled-fraction", cfg.get("labelled-fraction", 1.0)))
+        return site_data(str(node["data-path"]), str(cfg["task"]), fraction, int(cfg.get("seed", 0)))
+    if "partition-id" not in node:
+        raise ValueError("node config has neither data-path nor partition-id: this node has no data")
+    return simulated_client_data(str(cfg["data"]), int(cfg["synth-records"]), str(cfg["task"]),
+                                 int(node["partition-id"]), int(node["num-partitions"]), str(cfg["partition"]),
+                                 float(cfg["alpha"]), float(cfg["labelled-fraction"]), int(cfg.get("seed", 0)))
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Teacher shipping: ``teacher-check`` (do you hold this hash?) and ``teacher-install``."""
+    cfg = msg.content["config"]
+    action = str(cfg["action"])
+    digest = str(cfg["teacher-hash"])
+    path = _teacher_file(context, digest)
+    if action == "teacher-check":
+        return Message(RecordDict({"status": MetricRecord({"has-teacher": int(path.is_file())})}), reply_to=msg)
+    if action != "teacher-install":
+        raise ValueError(f"unknown query action {action!r}")
+    state = msg.content["teacher"].to_torch_state_dict()
+    got = state_hash(state)
+    if got != digest:
+        raise ValueError(f"teacher arrived corrupted: hash {got[:12]} != announced {digest[:12]}")
+    meta = json.loads(str(cfg["teacher-meta"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    torch.save({"meta": meta, "state_dict": state}, tmp)
+    os.replace(tmp, path)
+    return Message(RecordDict({"status": MetricRecord({"has-teacher": 1})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local round: the global student in, the locally trained student and metrics out."""
+    cfg = dict(msg.content["config"])
+    torch.set_num_threads(max(1, int(cfg.get("client-threads", 1))))
+    student_state = msg.content["arrays"].to_torch_state_dict()
+    data = local_data(context, cfg)
+    tcfg = train_config(cfg)
+    student = build_net(1, len(data.classes), NetConfig.from_dict(json.loads(str(cfg["student-net"]))))
+    student.load_state_dict(student_state)
+    teacher = None
+    if tcfg.method != "supervised":
+        path = _teacher_file(context, str(cfg["teacher-hash"]))
+        if not path.is_file():
+            raise ValueError("the teacher has not been installed on this node")
+        teacher = _load_teacher(str(path))
+    distiller = context.state.get("distiller")
+    dstate = distiller.to_torch_state_dict() if isinstance(distiller, ArrayRecord) else None
+    state, metrics, dstate = local_round(student, teacher, data, tcfg, int(cfg["local-epochs"]),
+                                         int(cfg["server-round"]), float(cfg.get("proximal-mu", 0.0)), dstate)
+    if dstate:
+        context.state["distiller"] = ArrayRecord(dstate)
+    # FedAvg needs the same metric keys from every client: a fixed set, missing terms as 0
+    keys = ("num-examples", "labelled-examples", "total", "bce", "kd", "feature", "evidence", "mi", "pseudo",
+            "consistency", "local-val-f1", "local-val-auc", "train-seconds")
+    clean = {k: float(metrics.get(k, 0.0)) for k in keys}
+    clean = {k: (0.0 if v != v else v) for k, v in clean.items()}  # NaN (no local validation) -> 0
+    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(clean)}), reply_to=msg)

@@ -1,0 +1,200 @@
+"""The server's side of a run: teacher, registry, rounds through the strategy, checkpoints, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from liteheart_core.checkpoint import load_checkpoint, save_checkpoint
+from liteheart_core.config import FedConfig
+from liteheart_core.data.dataset import PreparedData, default_cache_dir
+from liteheart_core.data.splits import SPLITS
+from liteheart_core.federated import global_evaluation, open_data, state_hash, student_for
+from liteheart_core.models import Net, student_config
+from liteheart_core.storage import CheckpointInfo, Registry
+from liteheart_core.train import TrainConfig, checkpoint_meta, train
+from server.strategy import LiteHeartFedAvg, LiteHeartFedProx
+
+log = logging.getLogger("liteheart.server")
+
+
+@dataclass
+class ServerOptions:
+    """Where a run keeps its state; not part of the science config."""
+
+    run_dir: Path = Path("runs")
+    db_url: str = ""  # empty: runs/registry.sqlite
+    run_id: str = ""  # empty: a new id
+    resume: bool = False
+    name: str = ""
+    on_round: Callable[[int, dict], None] | None = None  # progress hook (CLI)
+    result: dict = field(default_factory=dict)  # filled with run_id and rounds for the caller
+
+
+def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
+    """The frozen teacher: the given checkpoint, or one trained on the server's labelled data (cached)."""
+    if cfg.teacher:
+        net, meta = load_checkpoint(Path(cfg.teacher))
+        if meta["kind"] != "teacher":
+            raise ValueError(f"{cfg.teacher} is a {meta['kind']} checkpoint, not a teacher")
+        return net, meta
+    key = hashlib.sha256(json.dumps([data.fingerprint, cfg.task, cfg.teacher_epochs, cfg.seed]).encode()).hexdigest()
+    path = default_cache_dir() / "teachers" / f"teacher-{key[:16]}.pt"
+    if path.is_file():
+        log.info("teacher taken from cache %s", path)
+        return load_checkpoint(path)
+    log.info("training the 12-lead teacher on the server's data (%d epochs); cached at %s", cfg.teacher_epochs, path)
+    tcfg = TrainConfig(method="teacher", task=cfg.task, epochs=cfg.teacher_epochs, lr=1e-3, seed=cfg.seed,
+                       device=cfg.device, patience=max(3, cfg.teacher_epochs))
+    result = train(data, tcfg)
+    save_checkpoint(path, result.model, checkpoint_meta(data, tcfg, result))
+    return load_checkpoint(path)
+
+
+def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict) -> ConfigRecord:
+    """What every client is told each round: settings only, never data."""
+    keys = ("data", "synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
+            "batch-size", "lr", "seed", "device", "student-lead")
+    values = {k: v for k, v in cfg.to_dict().items() if k in keys}
+    values.update({"teacher-hash": teacher_hash, "student-net": json.dumps(student_net),
+                   "proximal-mu": float(cfg.proximal_mu), "client-threads": 1})
+    return ConfigRecord(values)
+
+
+def run_federation(grid: Grid, cfg: FedConfig, opts: ServerOptions) -> dict:
+    """Run (or resume) a federated LiteHeart run on a Flower grid; returns the registry's view of it."""
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(opts.db_url or Registry.default_url(opts.run_dir))
+    try:
+        return _run(grid, cfg, opts, registry)
+    finally:
+        registry.close()
+
+
+def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) -> dict:
+    data = open_data(cfg.data, cfg.synth_records, cfg.seed)
+    classes = data.tasks[cfg.task]
+    offset = 0
+    if opts.resume:
+        run = registry.get_run(opts.run_id)
+        if run is None:
+            raise ValueError(f"run {opts.run_id} is not in the registry {opts.db_url or opts.run_dir}")
+        cfg = FedConfig.from_dict(run["config"]["fed"])  # a resumed run keeps its own settings
+        run_id = opts.run_id
+        offset = registry.last_round(run_id)
+        registry.set_status(run_id, "running")
+    else:
+        run_id = registry.create_run({"fed": cfg.to_dict()}, data.fingerprint, run_id=opts.run_id or None,
+                                     name=opts.name)
+    opts.result["run_id"] = run_id
+    ckpt_dir = opts.run_dir / run_id / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        teacher, tmeta = provide_teacher(cfg, data)
+        if tmeta["classes"] != classes:
+            raise ValueError(f"teacher classes {tmeta['classes']} differ from the data's {classes}")
+        torch.manual_seed(cfg.seed)
+        student = student_for(classes, cfg.student_lead)
+        student_net = student.cfg.to_dict()
+        if offset:
+            last = registry.last_checkpoint(run_id)
+            if last is None:
+                raise ValueError(f"run {run_id} has {offset} rounds but no checkpoint to resume from")
+            state = torch.load(last.path, map_location="cpu", weights_only=True)["state_dict"]
+            if hashlib.sha256(Path(last.path).read_bytes()).hexdigest() != last.sha256:
+                raise ValueError(f"checkpoint {last.path} does not match its recorded sha256")
+            student.load_state_dict(state)
+            log.info("resuming run %s after round %d from %s", run_id, offset, last.path)
+        remaining = cfg.rounds - offset
+        if remaining <= 0:
+            registry.set_status(run_id, "completed")
+            return registry.show_run(run_id)
+        tstate = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+        thash = state_hash(tstate)
+        tmeta_small = {k: tmeta[k] for k in ("classes", "leads", "n_leads", "fs", "length", "net_config", "task")}
+        base = LiteHeartFedProx if cfg.strategy == "fedprox" else LiteHeartFedAvg
+        kwargs = {"proximal_mu": cfg.proximal_mu} if cfg.strategy == "fedprox" else {}
+        strategy = base(fraction_train=cfg.fraction_train, fraction_evaluate=0.0, min_train_nodes=cfg.min_clients,
+                        min_available_nodes=cfg.min_clients, **kwargs)
+        strategy.setup(ArrayRecord(tstate), thash, tmeta_small, cfg.round_timeout, round_offset=offset,
+                       min_replies=cfg.min_replies)
+        timer = {"t": time.perf_counter()}
+        rounds_out: list[dict] = opts.result.setdefault("rounds", [])
+
+        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            net = student_for(classes, cfg.student_lead, student_net)
+            net.load_state_dict(arrays.to_torch_state_dict())
+            metrics, thresholds = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device)
+            if server_round == 0:
+                log.info("initial global student: macro F1 %.3f, AUC %.3f", metrics["macro_f1"], metrics["macro_auc"])
+                timer["t"] = time.perf_counter()
+                return MetricRecord({k: float(v) for k, v in metrics.items()})
+            number = server_round + offset
+            path = ckpt_dir / f"round-{number:04d}.pt"
+            meta = federated_meta(cfg, data, tmeta, student_net, thresholds, metrics, run_id, number)
+            sha = save_checkpoint(path, net.cpu(), meta)
+            train_metrics = _aggregate_from_reports(strategy.reports)
+            train_metrics["aggregated"] = float(strategy.aggregated)
+            participants = [r["node_id"] for r in strategy.reports if r["status"] == "ok"]
+            duration = time.perf_counter() - timer["t"]
+            registry.record_round(run_id, number, train_metrics=train_metrics, central_metrics=metrics,
+                                  participants=participants, duration_s=duration, client_reports=strategy.reports,
+                                  checkpoint=CheckpointInfo(run_id, number, str(path), sha))
+            entry = {"round": number, "macro_f1": metrics["macro_f1"], "macro_auc": metrics["macro_auc"],
+                     "loss": train_metrics.get("total", float("nan")), "clients": len(participants),
+                     "failures": sum(r["status"] != "ok" for r in strategy.reports), "seconds": round(duration, 1)}
+            rounds_out.append(entry)
+            if opts.on_round:
+                opts.on_round(number, entry)
+            timer["t"] = time.perf_counter()
+            return MetricRecord({k: float(v) for k, v in metrics.items()})
+
+        strategy.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
+                                                              student.state_dict().items()}),
+                       num_rounds=remaining, timeout=cfg.round_timeout,
+                       train_config=round_config(cfg, thash, student_net), evaluate_fn=evaluate)
+        last = registry.last_checkpoint(run_id)
+        if last is not None:  # the final global student, scorable with `liteheart-sim evaluate`
+            final = opts.run_dir / run_id / "global_student.pt"
+            final.write_bytes(Path(last.path).read_bytes())
+        opts.result["teacher_transfers"] = strategy.teacher_transfers
+        registry.set_status(run_id, "completed")
+    except BaseException as exc:
+        registry.set_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                            error=f"{type(exc).__name__}: {exc}")
+        raise
+    return registry.show_run(run_id)
+
+
+def _aggregate_from_reports(reports: list[dict]) -> dict[str, float]:
+    """Example-weighted mean of every client metric over the successful replies."""
+    ok = [r for r in reports if r["status"] == "ok" and r["num_examples"] > 0]
+    if not ok:
+        return {}
+    weights = np.array([r["num_examples"] for r in ok], dtype=float)
+    keys = set.intersection(*(set(r["metrics"]) for r in ok))
+    return {k: float(np.average([r["metrics"][k] for r in ok], weights=weights)) for k in sorted(keys)}
+
+
+def federated_meta(cfg: FedConfig, data: PreparedData, tmeta: dict, student_net: dict, thresholds: np.ndarray,
+                   metrics: dict, run_id: str, number: int) -> dict:
+    """Checkpoint metadata of a global student, scorable like a centralised one."""
+    from liteheart_core.data.signal import lead_indices
+
+    return {"kind": "student", "method": f"federated-{cfg.method}", "task": cfg.task, "classes": tmeta["classes"],
+            "leads": [data.meta["leads"][i] for i in lead_indices(cfg.student_lead)], "n_leads": 1,
+            "fs": data.fs, "length": int(data.meta["length"]), "prep_settings": data.meta["settings"],
+            "net_config": student_net, "thresholds": [float(t) for t in thresholds],
+            "val_metrics": {k: float(v) for k, v in metrics.items()}, "data_fingerprint": data.fingerprint,
+            "run_id": run_id, "round": number, "fed_config": cfg.to_dict(),
+            "train_folds": list(SPLITS["train"])}

@@ -1,0 +1,166 @@
+"""``liteheart-sim run``: a federated LiteHeart run on Flower's Simulation Engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from simulations.data_cmd import err, fail, out
+
+
+def flower_env(run_dir: Path) -> None:
+    """Keep Flower's state in the run folder, quiet, and never installing dependencies at run time."""
+    os.environ.setdefault("FLWR_HOME", str((run_dir / ".flwr").resolve()))
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    os.environ["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def quiet_flower(verbose: bool) -> None:
+    """Flower logs every message at INFO; a user wants our round lines and real warnings."""
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+    ours = logging.getLogger("liteheart")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+
+
+def print_partitions(cfg) -> None:
+    """The table of what each simulated client holds, printed before round 1."""
+    from liteheart_core.data.partition import partition, partition_table, render_partition_table
+    from liteheart_core.data.splits import SPLITS
+    from liteheart_core.federated import LOCAL_VAL_FOLD, open_data
+
+    data = open_data(cfg.data, cfg.synth_records, cfg.seed)
+    classes, y = data.labels(cfg.task)
+    rows = data.rows(cfg.task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])
+    parts = partition(data.index, y, rows, cfg.clients, cfg.partition, alpha=cfg.alpha,
+                      labelled_fraction=cfg.labelled_fraction, seed=cfg.seed)
+    err.print(render_partition_table(partition_table(parts, y, classes)))
+
+
+def simulate(cfg, opts, verbose: bool = False) -> dict:
+    """Run the Simulation Engine with ``cfg.clients`` virtual SuperNodes; returns the server's result dict."""
+    from flwr.simulation import run_simulation
+
+    from client.app import app as client_app
+    from server.app import make_server_app
+
+    flower_env(opts.run_dir)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lh-ray-"))  # short path: Ray's socket names must stay < 108 bytes
+    try:
+        run_simulation(server_app=make_server_app(cfg, opts), client_app=client_app, num_supernodes=cfg.clients,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": min(os.cpu_count() or 1, cfg.clients),
+                                                     "_temp_dir": str(ray_tmp), "include_dashboard": False}},
+                       verbose_logging=verbose)
+    finally:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        except ImportError:
+            pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return opts.result
+
+
+def run_cmd(
+    scenario: Annotated[Optional[Path], typer.Option(help="A scenario TOML file; the options below override it.")] = None,
+    clients: Annotated[Optional[int], typer.Option(help="Number of simulated clients.")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Federated rounds.")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="iid, site or dirichlet.")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Dirichlet concentration (smaller: more label skew).")] = None,
+    labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="'synth' (embedded synthetic ECGs) or a PTB-XL/Challenge folder.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Client objective: liteheart, kd, fitnets, supervised, ...")] = None,
+    local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="fedavg or fedprox.")] = None,
+    proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx mu.")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on the data and cached).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="Registry URL (default: sqlite file in the run folder).")] = None,
+    run_dir: Annotated[Path, typer.Option(help="Folder for the registry, checkpoints and Flower state.")] = Path("runs"),
+    resume: Annotated[Optional[str], typer.Option(help="Continue this run id from its last completed round.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a final JSON summary.")] = False,
+    verbose: Annotated[bool, typer.Option(help="Flower's verbose logging.")] = False,
+) -> None:
+    """Run federated LiteHeart in simulation. With no options: the embedded synthetic data, 4 clients, 6 rounds."""
+    from liteheart_core.config import FedConfig
+    from server.orchestrate import ServerOptions
+
+    overrides = {k: v for k, v in {"clients": clients, "rounds": rounds, "partition": partition, "alpha": alpha,
+                                    "labelled-fraction": labelled_fraction, "data": data, "method": method,
+                                    "local-epochs": local_epochs, "strategy": strategy, "proximal-mu": proximal_mu,
+                                    "teacher": str(teacher) if teacher else None, "seed": seed,
+                                    "device": device}.items() if v is not None}
+    try:
+        cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
+        if cfg.data != "synth" and not Path(cfg.data).exists():
+            raise ValueError(f"data folder {cfg.data} does not exist")
+        if cfg.teacher and not Path(cfg.teacher).is_file():
+            raise ValueError(f"teacher checkpoint {cfg.teacher} does not exist")
+        cfg = FedConfig.from_dict({**cfg.to_dict(), "min-clients": min(cfg.min_clients, cfg.clients)})
+    except ValueError as exc:
+        fail(str(exc))
+    quiet_flower(verbose)
+
+    def on_round(number: int, entry: dict) -> None:
+        err.print(f"round {number:3d}/{cfg.rounds}: global macro F1 {entry['macro_f1']:.3f}  AUC "
+                  f"{entry['macro_auc']:.3f}  loss {entry['loss']:.3f}  clients {entry['clients']}"
+                  f"  failures {entry['failures']}  {entry['seconds']} s")
+
+    opts = ServerOptions(run_dir=run_dir, db_url=db or "", run_id=resume or "", resume=resume is not None,
+                         on_round=on_round)
+    if not as_json or err.is_terminal:
+        err.print(f"[bold]LiteHeart simulation[/]: data {cfg.data}, {cfg.clients} clients, {cfg.rounds} rounds, "
+                  f"{cfg.partition} partition, {cfg.labelled_fraction:.0%} labelled, method {cfg.method}")
+    try:
+        print_partitions(cfg)
+        result = simulate(cfg, opts, verbose)
+    except ValueError as exc:
+        fail(str(exc))
+    summary = finish_summary(opts, result)
+    if summary.get("status") != "completed":
+        fail(f"run {summary.get('run_id')} ended {summary.get('status')}: {summary.get('error')}", code=1)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        final = summary["final"]
+        out.print(f"run {summary['run_id']} completed: global student macro F1 {final.get('macro_f1', float('nan')):.3f},"
+                  f" AUC {final.get('macro_auc', float('nan')):.3f}; checkpoint {summary['global_student']}")
+
+
+def finish_summary(opts, result: dict) -> dict:
+    """The final JSON: run id, per-round metrics and the final global student's scores, from the registry."""
+    from liteheart_core.storage import Registry
+
+    run_id = result.get("run_id")
+    if not run_id:
+        return {"status": "failed", "error": "the server did not start a run (see the log above)"}
+    registry = Registry(opts.db_url or Registry.default_url(opts.run_dir))
+    try:
+        shown = registry.show_run(run_id)
+    finally:
+        registry.close()
+    rounds = [{"round": r["number"], "macro_f1": r["central_metrics"].get("macro_f1"),
+               "macro_auc": r["central_metrics"].get("macro_auc"), "loss": r["train_metrics"].get("total"),
+               "participants": len(r["participants"]), "failures": r["n_failures"]} for r in shown["rounds"]]
+    return {"run_id": run_id, "status": shown["run"]["status"], "error": shown["run"].get("error"),
+            "rounds": rounds, "final": rounds[-1] if rounds else {},
+            "global_student": str(opts.run_dir / run_id / "global_student.pt"),
+            "teacher_transfers": result.get("teacher_transfers")}
