@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from simulations.data_cmd import data_app
+from server.runs_cmd import runs_app
 from simulations.train_cmd import teacher_train_cmd
 
 app = typer.Typer(help="LiteHeart server: holds the teacher and the global student.", no_args_is_help=True)
@@ -12,6 +13,7 @@ app.add_typer(data_app, name="data")
 teacher_app = typer.Typer(help="The frozen 12-lead teacher.", no_args_is_help=True)
 teacher_app.command("train")(teacher_train_cmd)
 app.add_typer(teacher_app, name="teacher")
+app.add_typer(runs_app, name="runs")
 
 if __name__ == "__main__":
     app()

@@ -44,3 +44,35 @@ def ecg_like(n_leads: int, n: int, fs: float, seed: int = 0, hr: float = 70.0) -
             sig[:, lead] += gain * np.exp(-0.5 * ((t - b) / 0.012) ** 2)
             sig[:, lead] += 0.25 * gain * np.exp(-0.5 * ((t - b - 0.28) / 0.05) ** 2)
     return sig + 0.01 * rng.standard_normal((n, n_leads))
+
+
+# Tiny networks keep CPU tests fast; the real configs are exercised by tests/models and the benchmarks.
+TINY_TEACHER = {"kind": "xresnet1d", "widths": [8, 16, 16, 16], "depths": [1, 1, 1, 1], "kernel_size": 5,
+                "stem_width": 8, "norm": "batch", "dropout": 0.0, "block": "basic", "stem_convs": 1}
+TINY_STUDENT = {"kind": "student", "widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1], "kernel_size": 5,
+                "stem_width": 8, "norm": "group", "dropout": 0.0, "block": "separable", "stem_convs": 1,
+                "norm_groups": 4}
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory: pytest.TempPathFactory):
+    """160 synthetic records in the PTB-XL layout, prepared (regions included)."""
+    from liteheart_core.data.dataset import resolve_data
+    from liteheart_core.data.synth import write_synth_ptbxl
+
+    root = tmp_path_factory.mktemp("synth")
+    write_synth_ptbxl(root / "raw", n=160, seed=1)
+    return resolve_data(root / "raw", cache_dir=root / "prepared")
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(synth_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 12-lead teacher checkpoint trained for 3 epochs on ``synth_data``."""
+    from liteheart_core.checkpoint import save_checkpoint
+    from liteheart_core.train import TrainConfig, checkpoint_meta, train
+
+    cfg = TrainConfig(method="teacher", epochs=3, batch_size=32, lr=3e-3, device="cpu", net=TINY_TEACHER)
+    result = train(synth_data, cfg)
+    path = tmp_path_factory.mktemp("ck") / "teacher.pt"
+    save_checkpoint(path, result.model, checkpoint_meta(synth_data, cfg, result))
+    return path

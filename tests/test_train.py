@@ -10,33 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from liteheart_core.checkpoint import load_checkpoint, save_checkpoint
-from liteheart_core.data.dataset import resolve_data
 from liteheart_core.data.splits import labelled_subset
-from liteheart_core.data.synth import write_synth_ptbxl
 from liteheart_core.scoring import score
 from liteheart_core.train import METHODS, TrainConfig, checkpoint_meta, train
-
-TINY_TEACHER = {"kind": "xresnet1d", "widths": [8, 16, 16, 16], "depths": [1, 1, 1, 1], "kernel_size": 5,
-                "stem_width": 8, "norm": "batch", "dropout": 0.0, "block": "basic", "stem_convs": 1}
-TINY_STUDENT = {"kind": "student", "widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1], "kernel_size": 5,
-                "stem_width": 8, "norm": "group", "dropout": 0.0, "block": "separable", "stem_convs": 1,
-                "norm_groups": 4}
-
-
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("synth")
-    write_synth_ptbxl(root / "raw", n=160, seed=1)
-    return resolve_data(root / "raw", cache_dir=root / "prepared")
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(synth_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = TrainConfig(method="teacher", epochs=3, batch_size=32, lr=3e-3, device="cpu", net=TINY_TEACHER)
-    result = train(synth_data, cfg)
-    path = tmp_path_factory.mktemp("ck") / "teacher.pt"
-    save_checkpoint(path, result.model, checkpoint_meta(synth_data, cfg, result))
-    return path
+from tests.conftest import TINY_STUDENT
 
 
 def test_labelled_subset_is_patient_disjoint_and_stratified(synth_data) -> None:

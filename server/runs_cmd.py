@@ -1,0 +1,111 @@
+"""``liteheart-server runs list|show|export``: read the run registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from simulations.data_cmd import fail, out
+
+runs_app = typer.Typer(help="Read the run registry (runs, rounds, client reports, checkpoints).",
+                       no_args_is_help=True)
+
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="Registry URL (default: sqlite file in --run-dir).")]
+RunDirOpt = Annotated[Path, typer.Option(help="Run folder holding registry.sqlite.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _registry(db: Optional[str], run_dir: Path):
+    from liteheart_core.storage import Registry, RegistryError
+
+    url = db or Registry.default_url(run_dir)
+    if not db and not (run_dir / "registry.sqlite").is_file():
+        fail(f"no registry at {run_dir / 'registry.sqlite'}: pass --run-dir of a run folder or --db URL")
+    try:
+        return Registry(url)
+    except RegistryError as exc:
+        fail(str(exc))
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+@runs_app.command("list")
+def list_cmd(db: DbOpt = None, run_dir: RunDirOpt = Path("runs"), as_json: JsonOpt = False) -> None:
+    """Every run, newest first."""
+    registry = _registry(db, run_dir)
+    try:
+        runs = registry.list_runs()
+    finally:
+        registry.close()
+    if as_json:
+        print(json.dumps(runs, indent=2, default=str))
+        return
+    table = Table(title="LiteHeart runs")
+    for col in ("id", "name", "status", "created_at", "rounds", "macro_f1"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(*[_fmt(r.get(c)) for c in ("id", "name", "status", "created_at", "rounds", "macro_f1")])
+    out.print(table)
+
+
+@runs_app.command("show")
+def show_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")], db: DbOpt = None,
+             run_dir: RunDirOpt = Path("runs"), as_json: JsonOpt = False) -> None:
+    """One run: config, every round's metrics and the client reports (failures with reasons)."""
+    from liteheart_core.storage import RegistryError
+
+    registry = _registry(db, run_dir)
+    try:
+        shown = registry.export_run(run_id)
+    except RegistryError as exc:
+        fail(str(exc))
+    finally:
+        registry.close()
+    if as_json:
+        print(json.dumps(shown, indent=2, default=str))
+        return
+    run = shown["run"]
+    out.print(f"[bold]run {run['id']}[/] {run['status']}  created {run['created_at']}  data {run['data_fingerprint'][:12]}")
+    if run.get("error"):
+        out.print(f"[red]error:[/] {run['error']}")
+    table = Table(title="rounds")
+    for col in ("round", "macro F1", "macro AUC", "loss", "clients", "failures", "seconds"):
+        table.add_column(col, justify="right")
+    for r in shown["rounds"]:
+        table.add_row(str(r["number"]), _fmt(r["central_metrics"].get("macro_f1")),
+                      _fmt(r["central_metrics"].get("macro_auc")), _fmt(r["train_metrics"].get("total")),
+                      str(len(r["participants"])), str(r["n_failures"]), _fmt(r["duration_s"]))
+    out.print(table)
+    for r in shown["rounds"]:
+        for rep in r["client_reports"]:
+            if rep["status"] != "ok":
+                out.print(f"round {r['number']}: node {rep['node_id']} failed: {rep['reason']}")
+
+
+@runs_app.command("export")
+def export_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")],
+               to: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
+               db: DbOpt = None, run_dir: RunDirOpt = Path("runs"),
+               as_json: JsonOpt = True) -> None:
+    """Everything about a run as one JSON document."""
+    from liteheart_core.storage import RegistryError
+
+    registry = _registry(db, run_dir)
+    try:
+        doc = registry.export_run(run_id)
+    except RegistryError as exc:
+        fail(str(exc))
+    finally:
+        registry.close()
+    text = json.dumps(doc, indent=2, default=str)
+    if to:
+        to.write_text(text)
+        out.print(f"wrote {to}")
+    else:
+        print(text)
