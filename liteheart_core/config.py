@@ -24,7 +24,7 @@ class FedConfig:
     synth_records: int = 600
     task: str = "superdiagnostic"
     clients: int = 4
-    rounds: int = 6
+    rounds: int = 8
     partition: str = "iid"
     alpha: float = 0.5
     labelled_fraction: float = 0.3

@@ -99,7 +99,7 @@ def run_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print a final JSON summary.")] = False,
     verbose: Annotated[bool, typer.Option(help="Flower's verbose logging.")] = False,
 ) -> None:
-    """Run federated LiteHeart in simulation. With no options: the embedded synthetic data, 4 clients, 6 rounds."""
+    """Run federated LiteHeart in simulation. With no options: the embedded synthetic data, 4 clients, 8 rounds."""
     from liteheart_core.config import FedConfig
     from server.orchestrate import ServerOptions
 
