@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from liteheart_core.data.splits import labelled_subset
+from liteheart_core.data.splits import labelled_subset, primary_labels
 
 SCHEMES = ("iid", "site", "dirichlet")
 UNKNOWN_SITE = "?"
@@ -177,18 +177,9 @@ def _patient_groups(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, with_s
     of_row = of_row.ravel()
     n_groups = int(of_row.max()) + 1 if len(rows) else 0
     size = np.bincount(of_row, minlength=n_groups)
-    primary = _primary_labels(y[rows], of_row, n_groups)
+    primary = primary_labels(y[rows], of_row, n_groups)
     site = _group_sites(index.loc[rows, "site"].astype(str).to_numpy(), of_row) if with_site else np.array([])
     return _Groups(rows=rows, of_row=of_row, size=size, primary=primary, site=site)
-
-
-def _primary_labels(y_rows: np.ndarray, of_row: np.ndarray, n_groups: int) -> np.ndarray:
-    """Each group's rarest present class (-1 when unlabelled), so rare classes are spread on purpose."""
-    present = np.zeros((n_groups, y_rows.shape[1]), dtype=bool)
-    np.logical_or.at(present, of_row, y_rows.astype(bool))
-    prevalence = y_rows.sum(0).astype(float)
-    scores = np.where(present, prevalence[None, :], np.inf)
-    return np.where(present.any(1), scores.argmin(1), -1)
 
 
 def _group_sites(site: np.ndarray, of_row: np.ndarray) -> np.ndarray:

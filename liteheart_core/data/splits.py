@@ -17,6 +17,15 @@ def split_folds(split: str) -> tuple[int, ...] | None:
     return SPLITS[split]
 
 
+def primary_labels(y_rows: np.ndarray, of_row: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each patient group's rarest present class (-1 when unlabelled), so rare classes are spread on purpose."""
+    present = np.zeros((n_groups, y_rows.shape[1]), dtype=bool)
+    np.logical_or.at(present, of_row, y_rows.astype(bool))
+    prevalence = y_rows.sum(0).astype(float)
+    scores = np.where(present, prevalence[None, :], np.inf)
+    return np.where(present.any(1), scores.argmin(1), -1)
+
+
 def labelled_subset(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A seeded, patient-disjoint, label-stratified subset of ``rows`` that keeps its labels.
 
@@ -35,14 +44,9 @@ def labelled_subset(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, fracti
         return np.ones(len(rows), dtype=bool)
     patients = index.loc[rows, "patient"].astype(str).to_numpy()
     patients = np.where(patients == "", index.loc[rows, "record"].astype(str).to_numpy(), patients)
-    prevalence = y[rows].sum(0).astype(float)
-    prevalence[prevalence == 0] = np.inf
     unique, inverse = np.unique(patients, return_inverse=True)
-    patient_labels = np.zeros((len(unique), y.shape[1]), dtype=bool)
-    np.logical_or.at(patient_labels, inverse, y[rows].astype(bool))
-    # stratum = the patient's rarest class (-1 if unlabelled)
-    scores = np.where(patient_labels, prevalence[None, :], np.inf)
-    stratum = np.where(patient_labels.any(1), scores.argmin(1), -1)
+    inverse = inverse.ravel()
+    stratum = primary_labels(y[rows], inverse, len(unique))
     rng = np.random.default_rng(seed)
     chosen = np.zeros(len(unique), dtype=bool)
     for s in np.unique(stratum):
