@@ -97,11 +97,11 @@ def simulated_client_data(data: str, synth_records: int, task: str, partition_id
     prepared = open_data(data, synth_records, seed)
     _, y = prepared.labels(task)
     rows = prepared.rows(task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])
-    parts = partition(prepared.index, y, rows, num_partitions, scheme, alpha=alpha, labelled_fraction=1.0, seed=seed)
+    parts = partition(prepared.index, y, rows, num_partitions, scheme, alpha=alpha,
+                      labelled_fraction=labelled_fraction, seed=seed)
     part = parts[partition_id]
-    folds = prepared.index.loc[part.rows, "fold"].to_numpy()
-    train_rows, val_rows = part.rows[folds != LOCAL_VAL_FOLD], part.rows[folds == LOCAL_VAL_FOLD]
-    labelled = _labelled(prepared, y, train_rows, labelled_fraction, seed + partition_id)
+    train = prepared.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
+    train_rows, val_rows, labelled = part.rows[train], part.rows[~train], part.labelled[train]
     return _local(prepared, task, train_rows, labelled, val_rows, part.name)
 
 

@@ -38,6 +38,7 @@ class ServerOptions:
     resume: bool = False
     name: str = ""
     on_round: Callable[[int, dict], None] | None = None  # progress hook (CLI)
+    partition_table: list[dict] | None = None  # what each simulated client holds (None in deployment)
     result: dict = field(default_factory=dict)  # filled with run_id and rounds for the caller
 
 
@@ -94,8 +95,8 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
         offset = registry.last_round(run_id)
         registry.set_status(run_id, "running")
     else:
-        run_id = registry.create_run({"fed": cfg.to_dict()}, data.fingerprint, run_id=opts.run_id or None,
-                                     name=opts.name)
+        run_id = registry.create_run({"fed": cfg.to_dict(), "partition_table": opts.partition_table},
+                                     data.fingerprint, run_id=opts.run_id or None, name=opts.name)
     opts.result["run_id"] = run_id
     ckpt_dir = opts.run_dir / run_id / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,8 @@ def quiet_flower(verbose: bool) -> None:
     ours.propagate = False
 
 
-def print_partitions(cfg) -> None:
-    """The table of what each simulated client holds, printed before round 1."""
+def print_partitions(cfg) -> list[dict]:
+    """The table of what each simulated client holds, printed before round 1 (and returned for the registry)."""
     from liteheart_core.data.partition import partition, partition_table, render_partition_table
     from liteheart_core.data.splits import SPLITS
     from liteheart_core.federated import LOCAL_VAL_FOLD, open_data
@@ -48,7 +48,13 @@ def print_partitions(cfg) -> None:
     rows = data.rows(cfg.task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])
     parts = partition(data.index, y, rows, cfg.clients, cfg.partition, alpha=cfg.alpha,
                       labelled_fraction=cfg.labelled_fraction, seed=cfg.seed)
-    err.print(render_partition_table(partition_table(parts, y, classes)))
+    table = partition_table(parts, y, classes)
+    for row, part in zip(table, parts):  # what the client trains on vs. validates on locally (fold 9)
+        train = data.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
+        row["labelled"] = int(part.labelled[train].sum())
+        row["train"], row["local val"] = int(train.sum()), int((~train).sum())
+    err.print(render_partition_table(table))
+    return table
 
 
 def simulate(cfg, opts, verbose: bool = False) -> dict:
@@ -130,7 +136,8 @@ def run_cmd(
         err.print(f"[bold]LiteHeart simulation[/]: data {cfg.data}, {cfg.clients} clients, {cfg.rounds} rounds, "
                   f"{cfg.partition} partition, {cfg.labelled_fraction:.0%} labelled, method {cfg.method}")
     try:
-        print_partitions(cfg)
+        if not opts.resume:
+            opts.partition_table = print_partitions(cfg)
         result = simulate(cfg, opts, verbose)
     except ValueError as exc:
         fail(str(exc))
