@@ -53,7 +53,10 @@ def print_partitions(cfg) -> list[dict]:
         train = data.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
         row["labelled"] = int(part.labelled[train].sum())
         row["train"], row["local val"] = int(train.sum()), int((~train).sum())
-    err.print(render_partition_table(table))
+    shown = table if len(table) <= 40 else table[:20]  # 1,000 rows help nobody; the registry keeps them all
+    err.print(render_partition_table(shown))
+    if len(table) > len(shown):
+        err.print(f"... and {len(table) - len(shown)} more clients (all {len(table)} are in the registry)")
     return table
 
 
