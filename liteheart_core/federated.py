@@ -82,6 +82,20 @@ def _local(data: PreparedData, task: str, rows: np.ndarray, labelled: np.ndarray
         val_y=torch.as_tensor(y[val_rows], dtype=torch.float32), classes=classes, fs=float(data.fs), name=name)
 
 
+@lru_cache(maxsize=2)
+def client_partitions(data: str, synth_records: int, task: str, num_partitions: int, scheme: str, alpha: float,
+                      labelled_fraction: float, seed: int) -> tuple:
+    """Every client's partition, computed once per process: with 1,000 clients, recomputing it for each
+    sampled client dominated the round (see results/performance.md)."""
+    from liteheart_core.data.partition import partition
+
+    prepared = open_data(data, synth_records, seed)
+    _, y = prepared.labels(task)
+    rows = prepared.rows(task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])
+    return tuple(partition(prepared.index, y, rows, num_partitions, scheme, alpha=alpha,
+                           labelled_fraction=labelled_fraction, seed=seed))
+
+
 @lru_cache(maxsize=8)
 def simulated_client_data(data: str, synth_records: int, task: str, partition_id: int, num_partitions: int,
                           scheme: str, alpha: float, labelled_fraction: float, seed: int) -> LocalData:
@@ -90,16 +104,13 @@ def simulated_client_data(data: str, synth_records: int, task: str, partition_id
     Folds 1-9 are partitioned by patient; a client trains on its fold 1-8 records
     and validates locally on its fold-9 records (the server scores all of fold 9).
     """
-    from liteheart_core.data.partition import partition
-
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
     prepared = open_data(data, synth_records, seed)
-    _, y = prepared.labels(task)
-    rows = prepared.rows(task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])
-    parts = partition(prepared.index, y, rows, num_partitions, scheme, alpha=alpha,
-                      labelled_fraction=labelled_fraction, seed=seed)
-    part = parts[partition_id]
+    if os.environ.get("LITEHEART_PARTITION_CACHE", "1") == "0":  # the 'before' of the benchmark's A/B
+        client_partitions.cache_clear()
+    part = client_partitions(data, synth_records, task, num_partitions, scheme, alpha, labelled_fraction,
+                             seed)[partition_id]
     train = prepared.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
     train_rows, val_rows, labelled = part.rows[train], part.rows[~train], part.labelled[train]
     return _local(prepared, task, train_rows, labelled, val_rows, part.name)
