@@ -57,7 +57,8 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
     log.info("training the 12-lead teacher on the server's data (%d epochs); cached at %s", cfg.teacher_epochs, path)
     tcfg = TrainConfig(method="teacher", task=cfg.task, epochs=cfg.teacher_epochs, lr=1e-3, seed=cfg.seed,
                        device=cfg.device, patience=max(3, cfg.teacher_epochs))
-    result = train(data, tcfg)
+    result = train(data, tcfg, progress=lambda epoch, total, entry: log.info(
+        "teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"]))
     save_checkpoint(path, result.model, checkpoint_meta(data, tcfg, result))
     return load_checkpoint(path)
 
@@ -171,7 +172,8 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
         opts.result["teacher_transfers"] = strategy.teacher_transfers
         registry.set_status(run_id, "completed")
     except BaseException as exc:
-        registry.set_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+        # a deployed ServerApp is stopped by Flower's signal handler, which exits with SystemExit
+        registry.set_status(run_id, "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
                             error=f"{type(exc).__name__}: {exc}")
         raise
     return registry.show_run(run_id)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from simulations.data_cmd import fail, out
+from simulations.data_cmd import err, fail, out
 
 runs_app = typer.Typer(help="Read the run registry (runs, rounds, client reports, checkpoints).",
                        no_args_is_help=True)
@@ -109,3 +109,25 @@ def export_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")],
         out.print(f"wrote {to}")
     else:
         print(text)
+
+
+@runs_app.command("report")
+def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")],
+               to: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md and figures/.")],
+               db: DbOpt = None, run_dir: RunDirOpt = Path("runs"),
+               bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+               ) -> None:
+    """A run report (HTML + Markdown + PNGs): config, partition, rounds, per-class scores and calibration."""
+    from server.artifacts import ArtifactError, load_run
+    from server.report import build_report
+    from simulations.progress import step_progress
+
+    try:
+        shown = load_run(run_id, run_dir, db)
+        with step_progress("preparing the run's data") as progress:
+            made = build_report(shown, run_dir, to, n_bootstrap=bootstrap, progress=progress)
+    except ArtifactError as exc:
+        fail(str(exc))
+    for warning in made["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}")
+    out.print(f"wrote {made['html']} and {made['markdown']} ({len(made['figures'])} figures)")

@@ -83,19 +83,24 @@ def _job(kind: str, data_path: str, cfg: dict, teacher_path: str | None, out_dir
             "last_log": result.history[-1] if result.history else {}}
 
 
-def _run_all(jobs: list[tuple], workers: int, log) -> list[dict]:
+def _run_all(jobs: list[tuple], workers: int, log, label: str = "runs") -> list[dict]:
+    from simulations.progress import job_progress
+
     results = []
-    if workers <= 1:
-        for job in jobs:
-            results.append(_job(*job))
-            log(results[-1])
-        return results
-    # spawn: a forked child must not inherit an initialised CUDA context
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_job, *job) for job in jobs]
-        for fut in as_completed(futures):
-            results.append(fut.result())
-            log(results[-1])
+    with job_progress(label, len(jobs)) as done:
+        if workers <= 1:
+            for job in jobs:
+                results.append(_job(*job))
+                log(results[-1])
+                done(results[-1]["name"])
+            return results
+        # spawn: a forked child must not inherit an initialised CUDA context
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_job, *job) for job in jobs]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                log(results[-1])
+                done(results[-1]["name"])
     return results
 
 
@@ -184,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                                          "labelled_fraction": f, "seed": seed, "epochs": args.teacher_epochs,
                                          "lr": 1e-3}, None, str(work), threads))
     previous = [json.loads(line) for line in Path(args.aggregate).read_text().splitlines()] if args.aggregate else None
-    teachers = [r for r in previous if r["method"] == "teacher"] if previous else _run_all(teacher_jobs, args.workers, log)
+    teachers = ([r for r in previous if r["method"] == "teacher"] if previous
+                else _run_all(teacher_jobs, args.workers, log, "teachers"))
 
     def teacher_for(table: str, fraction: float, seed: int) -> dict | None:
         want = 1.0 if table == "archive" or fraction == 1.0 else fraction
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     if previous:
         students = [r for r in previous if r["method"] != "teacher"]
     else:
-        students = _run_all(unique_jobs, args.workers, log)
+        students = _run_all(unique_jobs, args.workers, log, "students")
 
     from liteheart_core.train import load_split
 

@@ -14,13 +14,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from simulations.benchmark_central import machine
+
+
+def run_with_progress(cmd: list[str], rounds: int) -> tuple[int, str, str]:
+    """Run ``liteheart-sim run`` with a bar that advances on each of its ``round N/R:`` lines."""
+    from simulations.progress import job_progress
+
+    lines = []
+    with tempfile.TemporaryFile("w+") as stdout, job_progress("federated rounds", rounds) as done:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:  # the JSON summary goes to a file, so this pipe is the only one to drain
+            lines.append(line)
+            if re.match(r"round\s+\d+/\d+:", line):
+                done(line.split(":", 1)[1].strip()[:70])
+        code = proc.wait()
+        stdout.seek(0)
+        return code, stdout.read(), "".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,10 +68,10 @@ def main(argv: list[str] | None = None) -> None:
         summary = json.loads(Path(args.summary).read_text())
         seconds = args.run_seconds
     else:
-        done = subprocess.run(run_cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"the federated run failed:\n{done.stderr[-2000:]}")
-        summary = json.loads(done.stdout)
+        code, stdout, stderr = run_with_progress(run_cmd, args.rounds)
+        if code != 0:
+            sys.exit(f"the federated run failed:\n{stderr[-2000:]}")
+        summary = json.loads(stdout)
         seconds = time.time() - t0
 
     central = json.loads(Path(args.central).read_text()) if Path(args.central).is_file() else None

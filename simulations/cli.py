@@ -15,5 +15,9 @@ app.command("train")(train_cmd)
 app.command("evaluate")(evaluate_cmd)
 app.command("run")(run_cmd)
 
+from simulations.plot_record import plot_record_cmd  # noqa: E402  (kept last: one line per addition)
+
+app.command("plot-record")(plot_record_cmd)
+
 if __name__ == "__main__":
     app()

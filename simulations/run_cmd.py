@@ -42,7 +42,9 @@ def print_partitions(cfg) -> list[dict]:
     from liteheart_core.data.partition import partition, partition_table, render_partition_table
     from liteheart_core.data.splits import SPLITS
     from liteheart_core.federated import LOCAL_VAL_FOLD, open_data
+    from simulations.progress import prepare_run_data
 
+    prepare_run_data(cfg.data, cfg.synth_records, cfg.seed)  # with a bar; open_data then finds the cache
     data = open_data(cfg.data, cfg.synth_records, cfg.seed)
     classes, y = data.labels(cfg.task)
     rows = data.rows(cfg.task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])

@@ -19,10 +19,12 @@ def _open_data(path: Path, prep_settings: dict | None = None):
     from liteheart_core.data.dataset import resolve_data
     from liteheart_core.data.prepare import PreparationError, PrepSettings
     from liteheart_core.data.ptbxl import LayoutError
+    from simulations.progress import step_progress
 
     try:
         settings = PrepSettings.from_dict(prep_settings) if prep_settings else None
-        return resolve_data(path, settings=settings)
+        with step_progress("preparing the data") as progress:
+            return resolve_data(path, settings=settings, progress=progress)
     except (LayoutError, PreparationError, ValueError) as exc:
         fail(str(exc))
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -86,13 +87,14 @@ class PreparedData:
         return sig if leads == "all" else sig[:, lead_indices(leads)]
 
 
-def resolve_data(path: str | Path, cache_dir: Path | None = None, settings: PrepSettings | None = None) -> PreparedData:
-    """Open a prepared dataset, preparing a raw PTB-XL/Challenge folder first when needed."""
+def resolve_data(path: str | Path, cache_dir: Path | None = None, settings: PrepSettings | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> PreparedData:
+    """Open a prepared dataset, preparing a raw PTB-XL/Challenge folder first when needed (``progress(done, total)``)."""
     path = Path(path)
     if not path.exists():
         raise LayoutError(f"data path {path} does not exist")
     if (path / "meta.json").is_file():
         return PreparedData.open(path)
     detect_kind(path)  # a clear error for a folder that is no dataset
-    summary = prepare(path, cache_dir or default_cache_dir(), settings=settings)
+    summary = prepare(path, cache_dir or default_cache_dir(), settings=settings, progress=progress)
     return PreparedData.open(Path(summary["path"]))
