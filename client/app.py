@@ -4,7 +4,9 @@ Node config keys
 ----------------
 ``data-path``          a PTB-XL/Challenge/prepared folder on this node (deployment)
 ``labelled-fraction``  fraction of the local training records whose labels are used (deployment)
-``partition-id`` / ``num-partitions``  set by the simulation engine
+``partition-id`` / ``num-partitions``  this partition of a dataset (set by the simulation engine, or by
+                       ``liteheart-client start --partition-id``); the scheme comes from the round config
+``data``               with partition ids: this node's copy of the dataset (default: the round config's)
 ``cache-dir``          where the teacher is cached by content hash (default: the LiteHeart cache)
 
 Only weights and scalar metrics leave the node; the teacher arrives once and is
@@ -68,9 +70,12 @@ def local_data(context: Context, cfg: dict) -> LocalData:
         return site_data(str(node["data-path"]), str(cfg["task"]), fraction, int(cfg.get("seed", 0)))
     if "partition-id" not in node:
         raise ValueError("node config has neither data-path nor partition-id: this node has no data")
-    return simulated_client_data(str(cfg["data"]), int(cfg["synth-records"]), str(cfg["task"]),
+    # a deployed node names its own copy of the dataset; a simulated one shares the server's
+    data = str(node.get("data", cfg["data"]))
+    fraction = float(node.get("labelled-fraction", cfg["labelled-fraction"]))
+    return simulated_client_data(data, int(cfg["synth-records"]), str(cfg["task"]),
                                  int(node["partition-id"]), int(node["num-partitions"]), str(cfg["partition"]),
-                                 float(cfg["alpha"]), float(cfg["labelled-fraction"]), int(cfg.get("seed", 0)))
+                                 float(cfg["alpha"]), fraction, int(cfg.get("seed", 0)))
 
 
 @app.query()

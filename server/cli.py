@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from simulations.data_cmd import data_app
+from server.deploy import start_cmd
+from server.export import export_cmd
 from server.runs_cmd import runs_app
 from simulations.train_cmd import teacher_train_cmd
 
@@ -14,6 +16,8 @@ teacher_app = typer.Typer(help="The frozen 12-lead teacher.", no_args_is_help=Tr
 teacher_app.command("train")(teacher_train_cmd)
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(runs_app, name="runs")
+app.command("start")(start_cmd)
+app.command("export")(export_cmd)
 
 if __name__ == "__main__":
     app()

@@ -52,6 +52,7 @@ class LiteHeartMixin:
         self.nodes_with_teacher: set[int] = set()
         self.teacher_transfers = 0
         self.sampled: list[int] = []
+        self.sent: list[Message] = []
         self.reports: list[dict] = []
         self.reference: dict[str, np.ndarray] = {}
         self.aggregated = False
@@ -91,6 +92,7 @@ class LiteHeartMixin:
                         grid: Grid) -> Iterable[Message]:
         messages = list(super().configure_train(server_round + self.round_offset, arrays, config, grid))
         self.sampled = [m.metadata.dst_node_id for m in messages]
+        self.sent = messages  # the Grid sets their message ids when it pushes them
         if str(config.get("method", "")) != "supervised":
             self.ship_teacher(grid, self.sampled)
         self.reference = {k: v.numpy() for k, v in arrays.items()}
@@ -100,8 +102,11 @@ class LiteHeartMixin:
         replies = list(replies)
         reports, good = [], []
         answered = set()
+        # Flower's own error replies (node unavailable) come from the SuperLink (node id 1):
+        # the message they answer names the node
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in self.sent}
         for r in replies:
-            node = r.metadata.src_node_id
+            node = sent_to.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
             answered.add(node)
             if r.has_error():
                 reports.append({"node_id": str(node), "status": "failed", "num_examples": 0, "metrics": {},

@@ -1,0 +1,507 @@
+"""``liteheart-server start``: a real deployment on this machine, owned from start to end.
+
+It starts a SuperLink on 127.0.0.1 (Flower 1.42 serves the Fleet, Control and Runtime
+APIs over HTTP on ONE port), writes a Flower app project whose run config carries this
+run's settings (``<run-dir>/fab/``), submits it with ``flwr run``, prints the rounds as
+the ServerApp records them in the registry, and stops everything it started when the
+run ends, on Ctrl-C or on SIGTERM. The SuperLink keeps its state in
+``<run-dir>/.flwr/superlink-<port>.db``, so SuperNodes reconnect to a restarted
+SuperLink on the same port without being restarted (``--resume`` after a crash).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import tomli_w
+import typer
+
+from simulations.data_cmd import err, fail, out
+from simulations.processes import (
+    LOOPBACK,
+    end_processes,
+    find_processes,
+    flower_env,
+    flower_exe,
+    port_free,
+    sigterm_as_interrupt,
+    stop_tree,
+    tail,
+)
+
+DEFAULT_PORT = 9092
+HEALTH_TIMEOUT_S = 60.0
+STATUS_EVERY_S = 10.0  # each `flwr list` is a Python start (~1 s of CPU): the registry is polled instead
+FLWR_CALL_TIMEOUT_S = 60.0
+LEFTOVER_PATIENCE_S = 3.0  # orphans of a dead SuperLink can only exit; Flower's own monitors take 5-30 s
+
+
+class DeployError(RuntimeError):
+    """The deployment cannot go on; the message says why and where the log is."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where one SuperLink of a run folder keeps its state, and how the Flower CLI reaches it."""
+
+    run_dir: Path  # absolute
+    port: int
+
+    @property
+    def home(self) -> Path:
+        return self.run_dir / ".flwr"
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def connection(self) -> str:
+        return f"liteheart-{self.port}"
+
+    @property
+    def database(self) -> Path:
+        return self.home / f"superlink-{self.port}.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / f"superlink-{self.port}.log"
+
+    @property
+    def fab_dir(self) -> Path:
+        return self.run_dir / "fab"
+
+
+# --- the Flower app project and the connection -------------------------------------------------
+
+
+def write_fab(dep: Deployment, run_config: dict[str, Any]) -> Path:
+    """The Flower app project ``flwr run`` packs: our installed apps, this run's config.
+
+    Only ``pyproject.toml``: the components name the installed ``server``/``client``
+    packages, so the FAB carries settings and no code or weights.
+    """
+    doc = {
+        "project": {"name": "liteheart-deployment", "version": "0.1.0", "license": "Apache-2.0",
+                    "description": "A LiteHeart run written by `liteheart-server start`.", "dependencies": []},
+        "tool": {"flwr": {"app": {"publisher": "liteheart",
+                                  "components": {"serverapp": "server.app:app", "clientapp": "client.app:app"},
+                                  "config": run_config}}},
+    }
+    dep.fab_dir.mkdir(parents=True, exist_ok=True)
+    (dep.fab_dir / "pyproject.toml").write_text(tomli_w.dumps(doc))
+    return dep.fab_dir
+
+
+def write_connection(dep: Deployment) -> None:
+    """Add this SuperLink to ``$FLWR_HOME/config.toml`` (other ports' connections are kept)."""
+    path = dep.home / "config.toml"
+    doc: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            doc = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError:
+            doc = {}
+    links = doc.setdefault("superlink", {})
+    links["default"] = dep.connection
+    links[dep.connection] = {"address": dep.address, "insecure": True}
+    dep.home.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(doc))
+
+
+# --- the SuperLink and the Flower CLI -----------------------------------------------------------
+
+
+def end_leftovers(dep: Deployment, patience: float = LEFTOVER_PATIENCE_S) -> None:
+    """Stop the SuperExec and ServerApp left by an earlier SuperLink on this port that was killed.
+
+    Flower's parent monitors end them, but only after 5-30 s (more on a busy machine), and
+    until then the crashed run's ServerApp could still write to the registry.
+    """
+    left = find_processes(("flower-superexec", "flwr-serverapp"), dep.address)
+    if left:
+        err.print(f"stopping {len(left)} Flower process(es) left by an earlier SuperLink on {dep.address} "
+                  f"(pids {', '.join(str(pid) for pid, _ in left)})")
+        end_processes(left, patience)
+
+
+def start_superlink(dep: Deployment, env: dict[str, str]) -> subprocess.Popen:
+    """``flower-superlink`` on loopback, in our process group, logging to the run folder."""
+    dep.home.mkdir(parents=True, exist_ok=True)
+    log = dep.log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            [flower_exe("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+             "--host", LOOPBACK, "--port", str(dep.port), "--database", str(dep.database)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=dep.run_dir)
+    finally:
+        log.close()
+
+
+def wait_healthy(dep: Deployment, proc: subprocess.Popen, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    """Until ``GET /health`` answers 200 from our SuperLink (not from whoever else holds the port)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes via a proxy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DeployError(f"the SuperLink exited at start (code {proc.returncode}); its log "
+                              f"{dep.log_path}:\n{tail(dep.log_path)}")
+        try:
+            with opener.open(f"http://{dep.address}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise DeployError(f"the SuperLink did not become healthy within {timeout:.0f} s; its log {dep.log_path}")
+
+
+def flwr_json(dep: Deployment, env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run one ``flwr ... --format json`` command against this SuperLink and return its JSON."""
+    cmd = [flower_exe("flwr"), *args, "--format", "json"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=dep.run_dir,
+                              timeout=FLWR_CALL_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        raise DeployError(f"`{' '.join(cmd)}` did not answer within {FLWR_CALL_TIMEOUT_S:.0f} s") from None
+    text = done.stdout.strip()
+    start = text.find("{")
+    try:
+        result = json.loads(text[start:]) if start >= 0 else {}
+    except json.JSONDecodeError:
+        result = {}
+    if done.returncode != 0 or not result.get("success", False):
+        reason = result.get("error-message") or (done.stderr.strip() or text or f"exit code {done.returncode}")
+        raise DeployError(f"`{' '.join(cmd)}` failed: {' '.join(str(reason).split())}")
+    return result
+
+
+def stop_stale_runs(dep: Deployment, env: dict[str, str]) -> list[str]:
+    """Stop runs a previous SuperLink on this database left unfinished (a crash): nodes then ignore them."""
+    stale = [r["run-id"] for r in flwr_json(dep, env, "list", dep.connection).get("runs", [])
+             if not str(r.get("status", "")).startswith("finished")]
+    for run in stale:
+        try:
+            flwr_json(dep, env, "stop", run, dep.connection)
+        except DeployError as exc:
+            err.print(f"[yellow]warning:[/] could not stop stale Flower run {run}: {exc}")
+    return stale
+
+
+def online_nodes(dep: Deployment, env: dict[str, str]) -> int:
+    nodes = flwr_json(dep, env, "supernode", "list", dep.connection).get("nodes", [])
+    return sum(str(n.get("status")) == "online" for n in nodes)
+
+
+def wait_for_nodes(dep: Deployment, env: dict[str, str], proc: subprocess.Popen, expected: int) -> None:
+    """Submit only when ``expected`` SuperNodes are online, so that all of them take part in round 1."""
+    seen = -1
+    while True:
+        _check_alive(dep, proc)
+        count = online_nodes(dep, env)
+        if count != seen:
+            err.print(f"waiting for clients: {count}/{expected} connected to {dep.address}")
+            seen = count
+        if count >= expected:
+            return
+        time.sleep(2.0)
+
+
+def submit(dep: Deployment, env: dict[str, str]) -> str:
+    """``flwr run <fab> <connection>``; returns Flower's run id."""
+    result = flwr_json(dep, env, "run", str(dep.fab_dir), dep.connection)
+    run = result.get("run-id")
+    if not run:
+        raise DeployError(f"flwr run returned no run id: {result}")
+    return str(run)
+
+
+def _check_alive(dep: Deployment, proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        raise DeployError(f"the SuperLink exited unexpectedly (code {proc.returncode}); its log "
+                          f"{dep.log_path}:\n{tail(dep.log_path)}")
+
+
+# --- following the run --------------------------------------------------------------------------
+
+
+def print_round(entry: dict, total: int) -> None:
+    """One line per round, from the registry's record of it."""
+    central, train = entry["central_metrics"], entry["train_metrics"]
+    failed = [r for r in entry["client_reports"] if r["status"] != "ok"]
+    line = (f"round {entry['number']:3d}/{total}: global macro F1 {central.get('macro_f1', float('nan')):.3f}  "
+            f"AUC {central.get('macro_auc', float('nan')):.3f}  loss {train.get('total', float('nan')):.3f}  "
+            f"clients {len(entry['participants'])}  failures {len(failed)}  {entry['duration_s']:.1f} s")
+    err.print(line)
+    for report in failed:
+        err.print(f"    [yellow]node {report['node_id']}[/]: {report['reason']}")
+
+
+def follow(dep: Deployment, env: dict[str, str], proc: subprocess.Popen, flwr_run: str, registry_url: str,
+           run_id: str, total: int, already: int) -> dict[str, Any]:
+    """Print each new round from the registry until Flower reports the run finished; returns Flower's row.
+
+    The registry is cheap to read and is polled often; Flower's status costs a ``flwr``
+    process, so it is asked rarely, and every second once the registry says the run ended.
+    """
+    from liteheart_core.storage import Registry, RegistryError
+    from liteheart_core.storage.models import TERMINAL_STATUSES
+
+    printed, failures, seen_running = already, 0, False
+    next_status = time.monotonic() + STATUS_EVERY_S
+    registry = Registry(registry_url)
+    try:
+        while True:
+            _check_alive(dep, proc)
+            try:
+                run = registry.get_run(run_id)
+                if registry.last_round(run_id) > printed:
+                    for entry in registry.show_run(run_id)["rounds"]:
+                        if entry["number"] > printed:
+                            print_round(entry, total)
+                            printed = entry["number"]
+            except RegistryError:
+                run = None  # busy: the next poll will tell
+            status = run["status"] if run else None
+            seen_running = seen_running or status == "running"
+            if seen_running and status in TERMINAL_STATUSES:
+                next_status = min(next_status, time.monotonic())
+            if time.monotonic() >= next_status:
+                try:
+                    runs = flwr_json(dep, env, "list", dep.connection, "--run-id", flwr_run).get("runs", [])
+                    failures = 0
+                except DeployError:
+                    failures += 1
+                    if failures >= 5:
+                        raise
+                    runs = []
+                if runs and str(runs[0].get("status", "")).startswith("finished"):
+                    return runs[0]
+                ended = seen_running and status in TERMINAL_STATUSES
+                next_status = time.monotonic() + (1.0 if ended else STATUS_EVERY_S)
+            time.sleep(0.5)
+    finally:
+        registry.close()
+
+
+def save_serverapp_log(dep: Deployment, env: dict[str, str], flwr_run: str, path: Path) -> Path | None:
+    """The ServerApp's log as the SuperLink kept it (``flwr log --show``), into the run folder."""
+    try:
+        done = subprocess.run([flower_exe("flwr"), "log", flwr_run, dep.connection, "--show"], capture_output=True,
+                              text=True, env=env, cwd=dep.run_dir, timeout=FLWR_CALL_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(done.stdout + done.stderr)
+    return path
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def _check_data(data: str) -> None:
+    if data == "synth":
+        return
+    from liteheart_core.data.prepare import detect_kind
+    from liteheart_core.data.ptbxl import LayoutError
+
+    path = Path(data)
+    if not path.exists():
+        raise ValueError(f"data folder {data} does not exist")
+    if not (path / "meta.json").is_file():
+        try:
+            detect_kind(path)
+        except LayoutError as exc:
+            raise ValueError(f"data folder {data}: {exc}") from None
+
+
+def _absolute(value: str) -> str:
+    return value if value in ("", "synth") else str(Path(value).expanduser().resolve())
+
+
+def _new_config(scenario: Optional[Path], overrides: dict[str, Any]):
+    from liteheart_core.config import FedConfig
+
+    cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
+    return FedConfig.from_dict({**cfg.to_dict(), "data": _absolute(cfg.data), "teacher": _absolute(cfg.teacher)})
+
+
+def _stored_config(registry_url: str, run_id: str, run_dir: Path, db: Optional[str]):
+    """The settings a run was started with, from the registry (a resumed run keeps them)."""
+    from liteheart_core.config import FedConfig
+    from liteheart_core.storage import Registry, RegistryError
+
+    if not db and not (run_dir / "registry.sqlite").is_file():
+        raise ValueError(f"cannot resume {run_id}: no registry at {run_dir / 'registry.sqlite'} "
+                         "(pass the --run-dir of the run, or --db)")
+    try:
+        with Registry(registry_url) as registry:
+            run = registry.get_run(run_id)
+            last = registry.last_round(run_id)
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
+    if run is None:
+        raise ValueError(f"cannot resume {run_id}: no such run in the registry {registry_url}")
+    return FedConfig.from_dict(run["config"]["fed"]), run["status"], last
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one ``start`` will submit: the settings, the run id, and how to start it."""
+
+    cfg: Any  # FedConfig
+    run_id: str
+    resume: bool
+    already: int  # rounds recorded before this start
+    expected: int  # clients to wait for before submitting (0: let the strategy wait)
+    status: str = ""  # the registry's status of a resumed run
+
+
+def plan_run(registry_url: str, run_dir: Path, db: Optional[str], resume: Optional[str],
+             scenario: Optional[Path], overrides: dict[str, Any], clients_expected: Optional[int]) -> Plan:
+    """Validate everything that can be checked before a process starts; ValueError says what is wrong."""
+    if resume is not None:
+        cfg, status, already = _stored_config(registry_url, resume, run_dir, db)
+        if overrides or scenario:
+            names = [f"--{k}" for k in overrides] + (["--scenario"] if scenario else [])
+            err.print(f"[yellow]note:[/] a resumed run keeps its stored settings; ignoring {', '.join(names)}")
+        plan = Plan(cfg, resume, True, already, clients_expected or 0, status)
+    else:
+        if "data" not in overrides:
+            raise ValueError("--data is required: the server's own data ('synth' or a dataset folder)")
+        cfg = _new_config(scenario, overrides)
+        expected = clients_expected if clients_expected is not None else cfg.min_clients
+        if expected < cfg.min_clients:
+            raise ValueError(f"--clients-expected {expected} is below --min-clients {cfg.min_clients}")
+        cfg = type(cfg).from_dict({**cfg.to_dict(), "clients": expected})
+        plan = Plan(cfg, secrets.token_hex(4), False, 0, expected)
+    _check_data(plan.cfg.data)
+    if plan.cfg.teacher and not Path(plan.cfg.teacher).is_file():
+        raise ValueError(f"teacher checkpoint {plan.cfg.teacher} does not exist")
+    return plan
+
+
+def deploy(dep: Deployment, plan: Plan, env: dict[str, str], registry_url: str) -> tuple[dict, str, Path | None]:
+    """SuperLink up, stale runs stopped, clients awaited, run submitted and followed; the SuperLink tree stopped.
+
+    Returns Flower's final row of the run, its Flower run id and the saved ServerApp log.
+    """
+    superlink: subprocess.Popen | None = None
+    had_state = dep.database.is_file()
+    try:
+        end_leftovers(dep)
+        superlink = start_superlink(dep, env)
+        wait_healthy(dep, superlink)
+        if had_state:
+            for stale in stop_stale_runs(dep, env):
+                err.print(f"stopped Flower run {stale}, left unfinished by an earlier SuperLink")
+        if plan.expected:
+            wait_for_nodes(dep, env, superlink, plan.expected)
+        flwr_run = submit(dep, env)
+        err.print(f"submitted: Flower run {flwr_run} (LiteHeart run {plan.run_id}); clients join with "
+                  f"`liteheart-client start --server {dep.address} --data DIR`")
+        row = follow(dep, env, superlink, flwr_run, registry_url, plan.run_id, plan.cfg.rounds, plan.already)
+        return row, flwr_run, save_serverapp_log(dep, env, flwr_run, dep.run_dir / plan.run_id / "serverapp.log")
+    finally:
+        if superlink is not None:
+            stop_tree(superlink)
+
+
+def start_cmd(
+    data: Annotated[Optional[str], typer.Option(help="The server's own data: 'synth' or a PTB-XL/Challenge/prepared folder (validation fold 9; trains the teacher when no --teacher).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Federated rounds.")] = None,
+    min_clients: Annotated[Optional[int], typer.Option(help="Clients that must be connected before a round starts.")] = None,
+    port: Annotated[int, typer.Option(help="Port of the SuperLink on 127.0.0.1 (Fleet, Control and Runtime APIs).")] = DEFAULT_PORT,
+    db: Annotated[Optional[str], typer.Option("--db", help="Registry URL (default: sqlite file in the run folder).")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue this run id after its last completed round (fresh SuperLink).")] = None,
+    run_dir: Annotated[Path, typer.Option(help="Folder for the registry, checkpoints, the app project and Flower state.")] = Path("runs"),
+    clients_expected: Annotated[Optional[int], typer.Option(help="Submit the run once this many clients are connected (default: --min-clients).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="Client objective: liteheart, kd, fitnets, supervised, ...")] = None,
+    labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
+    local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")] = None,
+    scenario: Annotated[Optional[Path], typer.Option(help="A scenario TOML file; the options above override it.")] = None,
+    round_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for the clients' replies in a round.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a final JSON summary.")] = False,
+) -> None:
+    """Run a federation for real: a SuperLink on 127.0.0.1, the run submitted with `flwr run`, followed to its end."""
+    from liteheart_core.storage import Registry, RegistryError
+
+    run_dir = run_dir.expanduser().resolve()
+    registry_url = db or Registry.default_url(run_dir)
+    overrides = {k: v for k, v in {"data": data, "rounds": rounds, "min-clients": min_clients, "method": method,
+                                    "labelled-fraction": labelled_fraction, "local-epochs": local_epochs,
+                                    "teacher": str(teacher) if teacher else None,
+                                    "round-timeout": round_timeout}.items() if v is not None}
+    try:
+        plan = plan_run(registry_url, run_dir, db, resume, scenario, overrides, clients_expected)
+    except ValueError as exc:
+        fail(str(exc))
+    if plan.resume and plan.status == "completed" and plan.already >= plan.cfg.rounds:
+        out.print(f"run {plan.run_id} is already completed ({plan.already} rounds)")
+        return
+    if not 1 <= port <= 65535:
+        fail(f"--port must be in 1..65535, got {port}")
+    if not port_free(port):
+        fail(f"port {port} is in use; choose another with --port")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        Registry(registry_url).close()  # the tables exist before two processes could race to create them
+    except (OSError, RegistryError) as exc:
+        fail(str(exc))
+
+    dep = Deployment(run_dir=run_dir, port=port)
+    options = {"run-dir": str(run_dir), "db-url": db or "", "run-id": plan.run_id, "resume": plan.resume,
+               "run-name": ""}
+    write_fab(dep, {**plan.cfg.to_dict(), **options})
+    write_connection(dep)
+    if not as_json or err.is_terminal:
+        what = f"resuming run {plan.run_id} after round {plan.already}" if plan.resume else f"run {plan.run_id}"
+        err.print(f"[bold]LiteHeart deployment[/]: {what}; data {plan.cfg.data}, {plan.cfg.rounds} rounds, "
+                  f"min {plan.cfg.min_clients} clients, method {plan.cfg.method}; SuperLink on {dep.address} "
+                  f"(log {dep.log_path})")
+    with sigterm_as_interrupt():
+        try:
+            row, flwr_run, log_path = deploy(dep, plan, flower_env(dep.home), registry_url)
+        except (DeployError, FileNotFoundError) as exc:
+            fail(str(exc), code=1)
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted:[/] the SuperLink and the ServerApp were stopped")
+            raise typer.Exit(130) from None
+    finish(dep, plan.run_id, db, row, flwr_run, log_path, as_json)
+
+
+def finish(dep: Deployment, run_id: str, db: Optional[str], row: dict, flwr_run: str, log_path: Path | None,
+           as_json: bool) -> None:
+    """Exit 0 with a summary when Flower and the registry both say completed; a clear error otherwise."""
+    from server.orchestrate import ServerOptions
+    from simulations.run_cmd import finish_summary
+
+    opts = ServerOptions(run_dir=dep.run_dir, db_url=db or "")
+    try:
+        summary = finish_summary(opts, {"run_id": run_id})
+    except Exception as exc:  # noqa: BLE001 - the registry may not hold the run when the ServerApp died early
+        summary = {"run_id": run_id, "status": "unknown", "error": str(exc), "rounds": [], "final": {}}
+    summary.update({"flower_run_id": flwr_run, "flower_status": row.get("status"),
+                    "serverapp_log": str(log_path) if log_path else None})
+    if row.get("status") != "finished:completed" or summary.get("status") != "completed":
+        reason = summary.get("error") or row.get("status-details") or "no reason recorded"
+        if log_path is not None:
+            err.print(f"[dim]last lines of the ServerApp log {log_path}:[/]\n{tail(log_path)}")
+        fail(f"run {run_id} ended {row.get('status')} (registry: {summary.get('status')}): {reason}", code=1)
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    final = summary["final"]
+    out.print(f"run {run_id} completed: global student macro F1 {final.get('macro_f1', float('nan')):.3f}, "
+              f"AUC {final.get('macro_auc', float('nan')):.3f}; checkpoint {summary['global_student']}")
