@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from liteheart_core.config import FedConfig
 from liteheart_core.data.dataset import PreparedData, default_cache_dir, resolve_data
 from liteheart_core.data.signal import lead_indices
 from liteheart_core.data.splits import SPLITS, labelled_subset

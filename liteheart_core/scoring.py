@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from liteheart_core.checkpoint import thresholds_of
 from liteheart_core.data.dataset import PreparedData

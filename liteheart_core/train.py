@@ -27,7 +27,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from liteheart_core.data.dataset import PreparedData

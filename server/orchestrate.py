@@ -20,7 +20,7 @@ from liteheart_core.config import FedConfig
 from liteheart_core.data.dataset import PreparedData, default_cache_dir
 from liteheart_core.data.splits import SPLITS
 from liteheart_core.federated import global_evaluation, open_data, state_hash, student_for
-from liteheart_core.models import Net, student_config
+from liteheart_core.models import Net
 from liteheart_core.storage import CheckpointInfo, Registry
 from liteheart_core.train import TrainConfig, checkpoint_meta, train
 from server.strategy import LiteHeartFedAvg, LiteHeartFedProx

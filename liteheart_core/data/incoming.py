@@ -29,17 +29,8 @@ import numpy as np
 import pandas as pd
 
 from liteheart_core.data import challenge, ptbxl
-from liteheart_core.data.prepare import PrepSettings
-from liteheart_core.data.signal import (
-    STANDARD_LEADS,
-    RawRecord,
-    RecordError,
-    bandpass,
-    canonical_lead,
-    fit_windows,
-    resample,
-    standardise,
-)
+from liteheart_core.data.prepare import PrepSettings, prepare_signal
+from liteheart_core.data.signal import STANDARD_LEADS, RawRecord, RecordError, canonical_lead
 
 SINGLE_LEAD: tuple[str, ...] = ("I",)
 _PTBXL_SEARCH_DEPTH = 4  # records100/00000/00001_lr.hea lies two folders below the database
@@ -178,16 +169,7 @@ def prepare_recording(raw: RawRecord, settings: PrepSettings | None = None) -> P
         The record is shorter than ``settings.min_seconds``.
     """
     settings = settings or PrepSettings()
-    x = raw.signal
-    seconds = x.shape[-1] / raw.fs
-    if seconds < settings.min_seconds:
-        raise RecordError(raw.record, f"only {seconds:.1f} s long (minimum {settings.min_seconds} s)")
-    if settings.bandpass is not None:
-        x = bandpass(x, raw.fs, *settings.bandpass)
-    x = resample(x, raw.fs, settings.fs)
-    if settings.standardise:
-        x = standardise(x)
-    wins, _, valid = fit_windows(x, settings.length, settings.long_records)
+    wins, _, valid = prepare_signal(raw, settings)
     windows = np.stack(wins).astype(np.float32)
     regions = None
     if settings.regions:

@@ -29,6 +29,7 @@ from liteheart_core.data import challenge, ptbxl
 from liteheart_core.data.ptbxl import LayoutError, RecordMeta
 from liteheart_core.data.signal import (
     STANDARD_LEADS,
+    RawRecord,
     RecordError,
     bandpass,
     fit_windows,
@@ -99,20 +100,31 @@ class _Result:
     error: str | None = None
 
 
+def prepare_signal(raw: RawRecord, settings: PrepSettings, length: int | None = None,
+                   long_records: str | None = None) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """One record's signal -> windows, the same way for batch preparation, ingest and single-record plots.
+
+    Raises
+    ------
+    RecordError
+        The record is shorter than ``settings.min_seconds``.
+    """
+    x = raw.signal
+    seconds = x.shape[-1] / raw.fs
+    if seconds < settings.min_seconds:
+        raise RecordError(raw.record, f"only {seconds:.1f} s long (minimum {settings.min_seconds} s)")
+    if settings.bandpass is not None:
+        x = bandpass(x, raw.fs, *settings.bandpass)
+    x = resample(x, raw.fs, settings.fs)
+    if settings.standardise:
+        x = standardise(x)
+    return fit_windows(x, length or settings.length, long_records or settings.long_records)
+
+
 def _process(meta: RecordMeta, settings: PrepSettings) -> _Result:
     """One record -> windows; a bad record becomes a result carrying its reason."""
     try:
-        raw = read_wfdb(meta.path, meta.record)
-        x = raw.signal
-        seconds = x.shape[-1] / raw.fs
-        if seconds < settings.min_seconds:
-            raise RecordError(meta.record, f"only {seconds:.1f} s long (minimum {settings.min_seconds} s)")
-        if settings.bandpass is not None:
-            x = bandpass(x, raw.fs, *settings.bandpass)
-        x = resample(x, raw.fs, settings.fs)
-        if settings.standardise:
-            x = standardise(x)
-        wins, starts, valid = fit_windows(x, settings.length, settings.long_records)
+        wins, starts, valid = prepare_signal(read_wfdb(meta.path, meta.record), settings)
         return _Result(meta.record, wins, starts, valid)
     except RecordError as exc:
         return _Result(meta.record, error=exc.reason)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liteheart_core.data.prepare import PrepSettings
-from liteheart_core.data.signal import RecordError, bandpass, fit_windows, read_wfdb, resample, standardise
+from liteheart_core.data.prepare import PrepSettings, prepare_signal
+from liteheart_core.data.signal import read_wfdb
 
 WFDB_SUFFIXES = (".hea", ".dat", ".mat")
 
@@ -65,16 +65,8 @@ def prepare_record(path: Path, prep_settings: dict, length: int | None = None) -
     length = int(length or settings.length)
     base = record_base(path)
     raw = read_wfdb(base)
-    x = raw.signal
-    seconds = x.shape[-1] / raw.fs
-    if seconds < settings.min_seconds:
-        raise RecordError(raw.record, f"only {seconds:.1f} s long (minimum {settings.min_seconds} s)")
-    if settings.bandpass is not None:
-        x = bandpass(x, raw.fs, *settings.bandpass)
-    x = resample(x, raw.fs, settings.fs)
-    if settings.standardise:
-        x = standardise(x)
-    windows, starts, valid = fit_windows(x, length, "crop")
+    seconds = raw.signal.shape[-1] / raw.fs
+    windows, starts, valid = prepare_signal(raw, settings, length=length, long_records="crop")
     return PreparedRecord(record=raw.record, window=np.ascontiguousarray(windows[0], dtype=np.float32),
                           fs=float(settings.fs), source_fs=raw.fs, source_seconds=seconds, start=starts[0],
                           valid=valid[0], units=raw.units)
