@@ -30,9 +30,8 @@ import pandas as pd
 
 from liteheart_core.data import challenge, ptbxl
 from liteheart_core.data.prepare import PrepSettings, prepare_signal
-from liteheart_core.data.signal import STANDARD_LEADS, RawRecord, RecordError, canonical_lead
+from liteheart_core.data.signal import RawRecord, read_wfdb
 
-SINGLE_LEAD: tuple[str, ...] = ("I",)
 _PTBXL_SEARCH_DEPTH = 4  # records100/00000/00001_lr.hea lies two folders below the database
 
 
@@ -97,58 +96,15 @@ def file_signature(record: Path) -> tuple[tuple[str, int, int], ...]:
 def read_recording(path: Path, record: str | None = None) -> RawRecord:
     """Read a 12-lead record (standard lead order) or a one-lead record of lead I.
 
+    A flat recording is returned, not refused: the quality gate stores it with its reason.
+
     Raises
     ------
     RecordError
         Missing or corrupt header or signal file, truncated signal, unknown sampling rate,
         an incomplete lead set other than lead I alone, or NaN/Inf samples.
     """
-    import wfdb
-
-    rid = record or path.name
-    header = path.with_name(path.name + ".hea")
-    if not header.is_file():
-        raise RecordError(rid, f"header file {header} is missing")
-    try:
-        head = wfdb.rdheader(str(path))
-    except Exception as exc:  # wfdb raises many types for a bad header
-        raise RecordError(rid, f"corrupt header {header.name}: {exc}") from exc
-    if head.fs is None or not np.isfinite(head.fs) or head.fs <= 0:
-        raise RecordError(rid, f"unknown sampling rate in {header.name}")
-    for name in sorted(set(head.file_name or [])):
-        if not (path.parent / name).is_file():
-            raise RecordError(rid, f"signal file {name} is missing")
-    names = list(head.sig_name or [])
-    positions: dict[str, int] = {}
-    for i, n in enumerate(names):
-        try:
-            positions.setdefault(canonical_lead(n), i)
-        except ValueError:
-            continue  # extra non-ECG channels are ignored
-    if all(lead in positions for lead in STANDARD_LEADS):
-        leads = STANDARD_LEADS
-    elif len(names) == 1 and "I" in positions:
-        leads = SINGLE_LEAD
-    else:
-        missing = [lead for lead in STANDARD_LEADS if lead not in positions]
-        raise RecordError(rid, f"missing leads {', '.join(missing)} (file has {', '.join(names) or 'none'}; "
-                               "a record needs the 12 standard leads, or lead I alone)")
-    try:
-        rec = wfdb.rdrecord(str(path), physical=True)
-    except Exception as exc:
-        raise RecordError(rid, f"corrupt or truncated signal file: {exc}") from exc
-    data = rec.p_signal
-    if data is None or data.ndim != 2 or data.shape[0] == 0:
-        raise RecordError(rid, "signal file holds no samples")
-    if head.sig_len and data.shape[0] < head.sig_len:
-        raise RecordError(rid, f"truncated signal: {data.shape[0]} of {head.sig_len} samples")
-    order = [positions[lead] for lead in leads]
-    x = np.ascontiguousarray(data[:, order].T, dtype=np.float32)
-    if not np.all(np.isfinite(x)):
-        bad = [leads[i] for i in range(len(leads)) if not np.all(np.isfinite(x[i]))]
-        raise RecordError(rid, f"NaN or infinite samples in leads {', '.join(bad)}")
-    units = tuple(str((rec.units or [""] * len(names))[i]) for i in order)
-    return RawRecord(record=rid, signal=x, fs=float(head.fs), units=units)
+    return read_wfdb(path, record, allow_single_lead=True, reject_flat=False)
 
 
 @dataclass(frozen=True)

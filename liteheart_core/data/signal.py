@@ -64,7 +64,8 @@ def lead_indices(leads: str | list[str] | tuple[str, ...]) -> list[int]:
     return [STANDARD_LEADS.index(canonical_lead(x)) for x in leads]
 
 
-def read_wfdb(path: Path, record: str | None = None) -> RawRecord:
+def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool = False,
+              reject_flat: bool = True) -> RawRecord:
     """Read one WFDB record (``.hea`` plus ``.dat``/``.mat``) into standard lead order.
 
     Parameters
@@ -73,6 +74,10 @@ def read_wfdb(path: Path, record: str | None = None) -> RawRecord:
         Record path without extension.
     record
         Id used in error messages (defaults to the file stem).
+    allow_single_lead
+        Also accept a one-channel record of lead I (a wearable's recording); it comes back as [1, T].
+    reject_flat
+        Refuse a record that is flat in every lead (the ingest path leaves that to its quality gate).
 
     Raises
     ------
@@ -83,7 +88,7 @@ def read_wfdb(path: Path, record: str | None = None) -> RawRecord:
     import wfdb  # imported here so that worker processes pay for it only when reading
 
     rid = record or path.name
-    header = path.with_suffix(".hea")
+    header = path.with_name(path.name + ".hea")  # not with_suffix: record names may contain dots
     if not header.is_file():
         raise RecordError(rid, f"header file {header} is missing")
     try:
@@ -99,13 +104,21 @@ def read_wfdb(path: Path, record: str | None = None) -> RawRecord:
         if not (path.parent / name).is_file():
             raise RecordError(rid, f"signal file {name} is missing")
     names = list(head.sig_name or [])
-    try:
-        positions = {canonical_lead(n): i for i, n in enumerate(names)}
-    except ValueError as exc:
-        raise RecordError(rid, str(exc)) from exc
-    missing = [lead for lead in STANDARD_LEADS if lead not in positions]
-    if missing:
-        raise RecordError(rid, f"missing leads {', '.join(missing)} (file has {', '.join(names)})")
+    positions: dict[str, int] = {}
+    for i, n in enumerate(names):
+        try:
+            positions.setdefault(canonical_lead(n), i)
+        except ValueError:
+            continue  # extra non-ECG channels (respiration, markers) are ignored
+    if all(lead in positions for lead in STANDARD_LEADS):
+        leads = STANDARD_LEADS
+    elif allow_single_lead and len(names) == 1 and "I" in positions:
+        leads = ("I",)
+    else:
+        missing = [lead for lead in STANDARD_LEADS if lead not in positions]
+        needed = "the 12 standard leads, or lead I alone" if allow_single_lead else "the 12 standard leads"
+        raise RecordError(rid, f"missing leads {', '.join(missing)} (file has {', '.join(names) or 'none'}; "
+                               f"a record needs {needed})")
     try:
         rec = wfdb.rdrecord(str(path), physical=True)
     except Exception as exc:
@@ -115,13 +128,12 @@ def read_wfdb(path: Path, record: str | None = None) -> RawRecord:
         raise RecordError(rid, "signal file holds no samples")
     if head.sig_len and data.shape[0] < head.sig_len:
         raise RecordError(rid, f"truncated signal: {data.shape[0]} of {head.sig_len} samples")
-    order = [positions[lead] for lead in STANDARD_LEADS]
+    order = [positions[lead] for lead in leads]
     x = np.ascontiguousarray(data[:, order].T, dtype=np.float32)
     if not np.all(np.isfinite(x)):
-        bad = [STANDARD_LEADS[i] for i in range(12) if not np.all(np.isfinite(x[i]))]
+        bad = [leads[i] for i in range(len(leads)) if not np.all(np.isfinite(x[i]))]
         raise RecordError(rid, f"NaN or infinite samples in leads {', '.join(bad)}")
-    flat = np.ptp(x, axis=1) < 1e-6
-    if flat.all():
+    if reject_flat and (np.ptp(x, axis=1) < 1e-6).all():
         raise RecordError(rid, "flat-line signal in every lead")
     units = tuple(str((rec.units or [""] * len(names))[i]) for i in order)
     return RawRecord(record=rid, signal=x, fs=float(head.fs), units=units)
