@@ -28,12 +28,11 @@ ingesting the same folder again does not bring an evicted recording back.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 from sqlalchemy import (
@@ -69,7 +68,7 @@ from liteheart_core.continual import Candidate, StoredBatch
 from liteheart_core.data.incoming import PreparedRecording, task_classes
 from liteheart_core.quality import QualityReport
 from liteheart_core.storage import mask_url
-from liteheart_core.storage._sqlite import configure_sqlite
+from liteheart_core.storage._sqlite import configure_sqlite, transaction
 from liteheart_core.storage.models import UTCDateTime
 
 STORE_FORMAT = 1
@@ -326,28 +325,14 @@ class RecordStore:
         """The preparation settings (PrepSettings fields) the store was created with."""
         return dict(self._info["prep"])
 
-    @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
+    def session(self, *, write: bool = False) -> ContextManager[Session]:
         """A session that commits when the block succeeds and rolls back when it raises.
 
         ``write`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``), so a
         read-then-write transaction waits for another writer instead of failing half-way.
         Database errors become :class:`StoreError` naming the store and the reason.
         """
-        session = self._sessions()
-        try:
-            if write:
-                session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
-            yield session
-            session.commit()
-        except SQLAlchemyError as exc:
-            session.rollback()
-            raise StoreError(f"store {self.url}: {_reason(exc)}") from exc
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return transaction(self._sessions, write, lambda exc: StoreError(f"store {self.url}: {_reason(exc)}"))
 
     # --- ingest -----------------------------------------------------------------------------
 

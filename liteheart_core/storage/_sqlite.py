@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -49,3 +53,28 @@ def enable_wal(cursor: sqlite3.Cursor) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+@contextmanager
+def transaction(sessions: Callable[[], Session], write: bool,
+                wrap: Callable[[SQLAlchemyError], Exception]) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises.
+
+    ``write`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``) so a
+    read-then-write transaction waits for another writer instead of failing half-way;
+    ``wrap`` turns a database error into the caller's own error type (the cause is kept).
+    """
+    session = sessions()
+    try:
+        if write:
+            session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        yield session
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        raise wrap(exc) from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 from sqlalchemy import Engine, and_, create_engine, func, inspect, select
 from sqlalchemy.engine import URL, make_url
@@ -28,7 +27,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from liteheart_core.storage._checks import check_duration, check_node_id, check_reports, isoformat, plain_json
-from liteheart_core.storage._sqlite import configure_sqlite
+from liteheart_core.storage._sqlite import configure_sqlite, transaction
 from liteheart_core.storage.models import (
     RUN_STATUSES,
     TERMINAL_STATUSES,
@@ -179,8 +178,7 @@ class Registry:
         """Close every pooled connection; the registry is unusable afterwards."""
         self._engine.dispose()
 
-    @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
+    def session(self, *, write: bool = False) -> ContextManager[Session]:
         """A session that commits when the block succeeds and rolls back when it raises.
 
         Parameters
@@ -194,20 +192,7 @@ class Registry:
         RegistryError
             For any database error, with the reason; the transaction is rolled back.
         """
-        session = self._sessions()
-        try:
-            if write:
-                session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
-            yield session
-            session.commit()
-        except SQLAlchemyError as exc:
-            session.rollback()
-            raise RegistryError(f"registry {self.url}: {_reason(exc, self._password)}") from exc
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return transaction(self._sessions, write, lambda exc: RegistryError(f"registry {self.url}: {_reason(exc, self._password)}"))
 
     # --- runs -------------------------------------------------------------------------------
 
