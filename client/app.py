@@ -2,7 +2,10 @@
 
 Node config keys
 ----------------
+``client-kind``        ``paired`` (12-lead, teacher on the node) or ``wearable`` (lead I only, no teacher);
+                       see ``client/local.py``
 ``data-path``          a PTB-XL/Challenge/prepared folder on this node (deployment)
+``store``              a wearable's device record store (``liteheart-client ingest``)
 ``labelled-fraction``  fraction of the local training records whose labels are used (deployment)
 ``partition-id`` / ``num-partitions``  this partition of a dataset (set by the simulation engine, or by
                        ``liteheart-client start --partition-id``); the scheme comes from the round config
@@ -26,14 +29,8 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from liteheart_core.data.dataset import default_cache_dir
-from liteheart_core.federated import (
-    LocalData,
-    local_round,
-    simulated_client_data,
-    site_data,
-    state_hash,
-    train_config,
-)
+from client.local import client_kind, local_data
+from liteheart_core.federated import local_round, state_hash, train_config, wearable_local_round
 from liteheart_core.models import Net, NetConfig, build_net
 
 # wfdb calls a pandas API that pandas 3 deprecates; nothing for a node operator to act on
@@ -62,22 +59,6 @@ def _load_teacher(path: str) -> Net:
     return net.eval()
 
 
-def local_data(context: Context, cfg: dict) -> LocalData:
-    """This node's records: its own folder in deployment, its partition in simulation."""
-    node = context.node_config
-    if "data-path" in node:
-        fraction = float(node.get("labelled-fraction", cfg.get("labelled-fraction", 1.0)))
-        return site_data(str(node["data-path"]), str(cfg["task"]), fraction, int(cfg.get("seed", 0)))
-    if "partition-id" not in node:
-        raise ValueError("node config has neither data-path nor partition-id: this node has no data")
-    # a deployed node names its own copy of the dataset; a simulated one shares the server's
-    data = str(node.get("data", cfg["data"]))
-    fraction = float(node.get("labelled-fraction", cfg["labelled-fraction"]))
-    return simulated_client_data(data, int(cfg["synth-records"]), str(cfg["task"]),
-                                 int(node["partition-id"]), int(node["num-partitions"]), str(cfg["partition"]),
-                                 float(cfg["alpha"]), fraction, int(cfg.get("seed", 0)))
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Teacher shipping: ``teacher-check`` (do you hold this hash?) and ``teacher-install``."""
@@ -86,7 +67,10 @@ def query(msg: Message, context: Context) -> Message:
     digest = str(cfg["teacher-hash"])
     path = _teacher_file(context, digest)
     if action == "teacher-check":
-        return Message(RecordDict({"status": MetricRecord({"has-teacher": int(path.is_file())})}), reply_to=msg)
+        # a wearable never holds the teacher: it says so, and the server stops asking
+        wearable = client_kind(context, dict(cfg)) == "wearable"
+        status = {"has-teacher": int(path.is_file()), "needs-teacher": int(not wearable)}
+        return Message(RecordDict({"status": MetricRecord(status)}), reply_to=msg)
     if action != "teacher-install":
         raise ValueError(f"unknown query action {action!r}")
     state = msg.content["teacher"].to_torch_state_dict()
@@ -107,10 +91,14 @@ def train(msg: Message, context: Context) -> Message:
     cfg = dict(msg.content["config"])
     torch.set_num_threads(max(1, int(cfg.get("client-threads", 1))))
     student_state = msg.content["arrays"].to_torch_state_dict()
-    data = local_data(context, cfg)
+    kind = client_kind(context, cfg)
+    data = local_data(context, cfg, kind)
     tcfg = train_config(cfg)
     student = build_net(1, len(data.classes), NetConfig.from_dict(json.loads(str(cfg["student-net"]))))
     student.load_state_dict(student_state)
+    if kind == "wearable":
+        state, metrics = wearable_local_round(student, data, tcfg, int(cfg["local-epochs"]), int(cfg["server-round"]))
+        return _reply(msg, state, metrics, kind)
     teacher = None
     if tcfg.method != "supervised":
         path = _teacher_file(context, str(cfg["teacher-hash"]))
@@ -123,9 +111,16 @@ def train(msg: Message, context: Context) -> Message:
                                          int(cfg["server-round"]), float(cfg.get("proximal-mu", 0.0)), dstate)
     if dstate:
         context.state["distiller"] = ArrayRecord(dstate)
-    # FedAvg needs the same metric keys from every client: a fixed set, missing terms as 0
-    keys = ("num-examples", "labelled-examples", "total", "bce", "kd", "feature", "evidence", "mi", "pseudo",
-            "consistency", "local-val-f1", "local-val-auc", "train-seconds")
-    clean = {k: float(metrics.get(k, 0.0)) for k in keys}
+    return _reply(msg, state, metrics, kind)
+
+
+# FedAvg needs the same metric keys from every client: a fixed set, missing terms as 0
+METRIC_KEYS = ("num-examples", "labelled-examples", "total", "bce", "kd", "feature", "evidence", "mi", "pseudo",
+               "consistency", "local-val-f1", "local-val-auc", "train-seconds")
+
+
+def _reply(msg: Message, state: dict, metrics: dict, kind: str) -> Message:
+    clean = {k: float(metrics.get(k, 0.0)) for k in METRIC_KEYS}
     clean = {k: (0.0 if v != v else v) for k, v in clean.items()}  # NaN (no local validation) -> 0
+    clean["wearable"] = float(kind == "wearable")  # the client's kind, for per-kind weighting and reports
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(clean)}), reply_to=msg)

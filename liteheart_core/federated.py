@@ -11,7 +11,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from liteheart_core.data.splits import SPLITS, labelled_subset
 from liteheart_core.metrics import summarise, tune_thresholds
 from liteheart_core.models import Net, build_net, student_config
 from liteheart_core.train import TrainConfig, make_trainable, predict, resolve_device, run_epoch
+from liteheart_core.wearable import WearableView, wearable_round, wearable_signals
 
 LOCAL_VAL_FOLD = 9
 
@@ -71,13 +72,19 @@ class LocalData:
 
 
 def _local(data: PreparedData, task: str, rows: np.ndarray, labelled: np.ndarray, val_rows: np.ndarray,
-           name: str) -> LocalData:
+           name: str, view: WearableView | None = None) -> LocalData:
+    """A client's arrays; with a wearable ``view`` only lead I is read, degraded as the device records it."""
     classes, y = data.labels(task)
-    regions = None if data.regions is None else torch.as_tensor(np.asarray(data.regions[rows]), dtype=torch.int64)
+    if view is None:
+        x, val_x = data.x(rows), data.x(val_rows)
+        regions = None if data.regions is None else torch.as_tensor(np.asarray(data.regions[rows]), dtype=torch.int64)
+    else:  # a wearable: lead I only, no regions (no 12-lead delineation on the device)
+        x = wearable_signals(data.x(rows, leads="I"), data.fs, view)
+        val_x = wearable_signals(data.x(val_rows, leads="I"), data.fs, replace(view, seed=view.seed + 1))
+        regions = None
     return LocalData(
-        x=torch.as_tensor(data.x(rows), dtype=torch.float32), y=torch.as_tensor(y[rows], dtype=torch.float32),
-        labelled=labelled, regions=regions,
-        val_x=torch.as_tensor(data.x(val_rows), dtype=torch.float32),
+        x=torch.as_tensor(x, dtype=torch.float32), y=torch.as_tensor(y[rows], dtype=torch.float32),
+        labelled=labelled, regions=regions, val_x=torch.as_tensor(val_x, dtype=torch.float32),
         val_y=torch.as_tensor(y[val_rows], dtype=torch.float32), classes=classes, fs=float(data.fs), name=name)
 
 
@@ -97,11 +104,14 @@ def client_partitions(data: str, synth_records: int, task: str, num_partitions: 
 
 @lru_cache(maxsize=8)
 def simulated_client_data(data: str, synth_records: int, task: str, partition_id: int, num_partitions: int,
-                          scheme: str, alpha: float, labelled_fraction: float, seed: int) -> LocalData:
+                          scheme: str, alpha: float, labelled_fraction: float, seed: int,
+                          view: WearableView | None = None, own_fraction: float = -1.0) -> LocalData:
     """Partition ``partition_id`` of a dataset for a simulated client (cached per process across rounds).
 
     Folds 1-9 are partitioned by patient; a client trains on its fold 1-8 records
     and validates locally on its fold-9 records (the server scores all of fold 9).
+    A wearable (``view`` given) reads lead I only; ``own_fraction`` >= 0 gives it its
+    own share of labelled records instead of the partition's.
     """
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
@@ -112,7 +122,9 @@ def simulated_client_data(data: str, synth_records: int, task: str, partition_id
                              seed)[partition_id]
     train = prepared.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
     train_rows, val_rows, labelled = part.rows[train], part.rows[~train], part.labelled[train]
-    return _local(prepared, task, train_rows, labelled, val_rows, part.name)
+    if own_fraction >= 0:
+        labelled = _labelled(prepared, prepared.labels(task)[1], train_rows, own_fraction, seed + partition_id)
+    return _local(prepared, task, train_rows, labelled, val_rows, part.name, view)
 
 
 def _labelled(prepared: PreparedData, y: np.ndarray, rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -122,8 +134,11 @@ def _labelled(prepared: PreparedData, y: np.ndarray, rows: np.ndarray, fraction:
 
 
 @lru_cache(maxsize=2)
-def site_data(data_path: str, task: str, labelled_fraction: float, seed: int) -> LocalData:
-    """A hospital's own folder (deployment): folds 1-8 (or 80% of patients without folds) train, the rest validate."""
+def site_data(data_path: str, task: str, labelled_fraction: float, seed: int,
+              view: WearableView | None = None) -> LocalData:
+    """A site's own folder (deployment): folds 1-8 (or 80% of patients without folds) train, the rest validate.
+
+    With a wearable ``view``, only lead I of the folder is read."""
     prepared = resolve_data(Path(data_path))
     if task not in prepared.tasks:
         raise ValueError(f"{data_path} has no {task!r} labels; it has {', '.join(prepared.tasks)}")
@@ -141,7 +156,7 @@ def site_data(data_path: str, task: str, labelled_fraction: float, seed: int) ->
         val = np.array([p in held for p in patients])
     train_rows, val_rows = rows[~val], rows[val]
     labelled = _labelled(prepared, y, train_rows, labelled_fraction, seed)
-    return _local(prepared, task, train_rows, labelled, val_rows, Path(data_path).name)
+    return _local(prepared, task, train_rows, labelled, val_rows, Path(data_path).name, view)
 
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:
@@ -216,26 +231,51 @@ def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainC
     return state, metrics, dstate
 
 
+def wearable_local_round(student: Net, local: LocalData, cfg: TrainConfig, epochs: int,
+                         server_round: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """A wearable's round: mean-teacher consistency and pseudo-labels on its lead-I records, BCE on its labels.
+
+    No teacher and no 12-lead record is involved; the metrics carry the paired
+    clients' keys where they apply, so both kinds aggregate together.
+    """
+    if local.x.shape[1] != 1:
+        raise ValueError(f"wearable {local.name} holds {local.x.shape[1]}-lead records; a wearable has lead I only")
+    state, metrics = wearable_round(student, local.x, local.y, local.labelled, cfg, epochs, server_round,
+                                    fs=local.fs)
+    student.load_state_dict(state)
+    metrics.update(local_validation(student, local, "I", torch.device("cpu"), lead_index=0))
+    return state, metrics
+
+
 def local_validation(student: Net, local: LocalData, lead: str = "I",
-                     device: torch.device | None = None) -> dict[str, float]:
-    """Macro F1 (thresholds tuned on these records) and AUC of the student on the client's validation rows."""
+                     device: torch.device | None = None, lead_index: int | None = None) -> dict[str, float]:
+    """Macro F1 (thresholds tuned on these records) and AUC of the student on the client's validation rows.
+
+    ``lead_index`` picks the channel directly (a wearable's records hold lead I alone)."""
     if len(local.val_x) == 0:
         return {"local-val-f1": float("nan"), "local-val-auc": float("nan")}
     device = device or torch.device("cpu")
-    probs = predict(student, local.val_x[:, lead_indices(lead)], device)
+    channels = [lead_index] if lead_index is not None else lead_indices(lead)
+    probs = predict(student, local.val_x[:, channels], device)
     y = local.val_y.numpy()
     s = summarise(y, probs, tune_thresholds(y, probs))
     return {"local-val-f1": s["macro_f1"], "local-val-auc": s["macro_auc"]}
 
 
 def global_evaluation(student: Net, data: PreparedData, task: str, lead: str = "I", device: str = "auto",
-                      folds: tuple[int, ...] = (LOCAL_VAL_FOLD,)) -> tuple[dict[str, float], np.ndarray]:
-    """The server's score of the global student on its validation fold; returns metrics and thresholds."""
+                      folds: tuple[int, ...] = (LOCAL_VAL_FOLD,),
+                      view: WearableView | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """The server's score of the global student on its validation fold; returns metrics and thresholds.
+
+    With a wearable ``view``, the fold's lead I is degraded as a wearable records it."""
     rows = data.rows(task, folds=list(folds))
     if len(rows) == 0:
         raise ValueError(f"the server's data {data.root} hold no {task} record in folds {list(folds)}")
     _, y = data.labels(task)
     dev = resolve_device(device)
-    probs = predict(student.to(dev), data.x(rows, leads=lead), dev)
+    x = data.x(rows, leads=lead)
+    if view is not None:
+        x = wearable_signals(x, data.fs, view)
+    probs = predict(student.to(dev), x, dev)
     thresholds = tune_thresholds(y[rows], probs)
     return summarise(y[rows], probs, thresholds), thresholds

@@ -83,8 +83,11 @@ class PreparedData:
 
     def x(self, rows: np.ndarray, leads: str | list[str] = "all") -> np.ndarray:
         """Signals of ``rows`` (a copy) restricted to ``leads`` ("all", "I", "I,II", ...)."""
-        sig = np.asarray(self.signals[np.asarray(rows, dtype=np.int64)])
-        return sig if leads == "all" else sig[:, lead_indices(leads)]
+        rows = np.asarray(rows, dtype=np.int64)
+        if leads == "all":
+            return np.asarray(self.signals[rows])
+        # only the asked leads are read from the memmap (a wearable's lead I is 1/12 of the bytes)
+        return np.asarray(self.signals[np.ix_(rows, lead_indices(leads))])
 
 
 def resolve_data(path: str | Path, cache_dir: Path | None = None, settings: PrepSettings | None = None,

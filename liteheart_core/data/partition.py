@@ -418,7 +418,8 @@ def render_partition_table(rows: list[dict]) -> Table:
         table.add_column(col, justify="left" if col == "name" else "right", no_wrap=col == "name")
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
-    totals = {c: sum(r[c] for r in rows) for c in columns if c not in ("client", "name")}
+    totals = {c: sum(r[c] for r in rows) if all(isinstance(r[c], (int, float)) for r in rows) else ""
+              for c in columns if c not in ("client", "name")}
     table.add_section()
     table.add_row("", "total", *(str(totals[c]) for c in columns[2:]))
     return table
