@@ -24,14 +24,18 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from liteheart_core.data.dataset import default_cache_dir
 from client.local import client_kind, local_data
 from liteheart_core.federated import local_round, state_hash, train_config, wearable_local_round
 from liteheart_core.models import Net, NetConfig, build_net
+from liteheart_core.privacy import DPSGDConfig, Ledger, dp_sgd_local_round
 
 # wfdb calls a pandas API that pandas 3 deprecates; nothing for a node operator to act on
 warnings.filterwarnings("ignore", message="The inplace keyword")
@@ -85,7 +89,29 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"status": MetricRecord({"has-teacher": 1})}), reply_to=msg)
 
 
-@app.train()
+def dp_clipping_mod(msg: Message, context: Context, call_next) -> Message:
+    """Flower's ``fixedclipping_mod`` when the run asks for it, a pass-through otherwise.
+
+    Mods are fixed when the ClientApp is built, before any run config is known; with
+    ``dp = client`` the server's ``DifferentialPrivacyClientSideFixedClipping`` puts
+    the clipping norm in every train message, and that is what switches clipping on.
+    """
+    config = msg.content.config_records.get("config", {})
+    if KEY_CLIPPING_NORM in config:
+        reply = call_next(msg, context)
+        if reply.has_error() or "arrays" not in reply.content:
+            return reply
+        sent = msg.content["arrays"].to_numpy_ndarrays()
+        if not any(np.any(a != b) for a, b in zip(reply.content["arrays"].to_numpy_ndarrays(), sent)):
+            return reply  # an unchanged model: nothing to clip (Flower's clipping would divide by its zero norm)
+        return fixedclipping_mod(msg, context, lambda m, c: reply)
+    if str(config.get("dp", "none")) == "client":
+        raise ValueError("dp = client, but the server sent no clipping norm: it must run "
+                         "DifferentialPrivacyClientSideFixedClipping")
+    return call_next(msg, context)
+
+
+@app.train(mods=[dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     """One local round: the global student in, the locally trained student and metrics out."""
     cfg = dict(msg.content["config"])
@@ -97,6 +123,8 @@ def train(msg: Message, context: Context) -> Message:
     student = build_net(1, len(data.classes), NetConfig.from_dict(json.loads(str(cfg["student-net"]))))
     student.load_state_dict(student_state)
     if kind == "wearable":
+        if str(cfg.get("dp", "none")) == "dp-sgd":
+            raise ValueError("dp-sgd runs in the 12-lead clients' round; this node is a wearable")
         state, metrics = wearable_local_round(student, data, tcfg, int(cfg["local-epochs"]), int(cfg["server-round"]))
         return _reply(msg, state, metrics, kind)
     teacher = None
@@ -107,11 +135,35 @@ def train(msg: Message, context: Context) -> Message:
         teacher = _load_teacher(str(path))
     distiller = context.state.get("distiller")
     dstate = distiller.to_torch_state_dict() if isinstance(distiller, ArrayRecord) else None
+    if str(cfg.get("dp", "none")) == "dp-sgd":
+        return _dp_sgd_round(msg, context, cfg, student, teacher, data, dstate)
     state, metrics, dstate = local_round(student, teacher, data, tcfg, int(cfg["local-epochs"]),
                                          int(cfg["server-round"]), float(cfg.get("proximal-mu", 0.0)), dstate)
     if dstate:
         context.state["distiller"] = ArrayRecord(dstate)
     return _reply(msg, state, metrics, kind)
+
+
+def _dp_sgd_round(msg: Message, context: Context, cfg: dict, student: Net, teacher: Net | None, data,
+                  dstate: dict | None) -> Message:
+    """Record-level DP-SGD; the node keeps its privacy ledger across rounds in ``context.state``.
+
+    Only the noised weights, record counts and the privacy spent leave the node: the
+    loss terms and local validation scores are computed from records outside the
+    guarantee, so they stay here.
+    """
+    kept = context.state.get("dp-sgd-ledger")
+    ledger = Ledger.from_lists(dict(kept) if isinstance(kept, ConfigRecord) else None)
+    state, metrics, dstate, ledger = dp_sgd_local_round(
+        student, teacher, data, train_config(cfg), int(cfg["local-epochs"]), int(cfg["server-round"]),
+        DPSGDConfig.from_round_config(cfg), ledger, float(cfg.get("proximal-mu", 0.0)), dstate)
+    context.state["dp-sgd-ledger"] = ConfigRecord(ledger.to_lists())
+    if dstate:
+        context.state["distiller"] = ArrayRecord(dstate)
+    keys = ("num-examples", "labelled-examples", "train-seconds", "dp-epsilon", "dp-delta", "dp-noise-multiplier",
+            "dp-steps")
+    clean = {**{k: float(metrics[k]) for k in keys}, "wearable": 0.0}
+    return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(clean)}), reply_to=msg)
 
 
 # FedAvg needs the same metric keys from every client: a fixed set, missing terms as 0

@@ -238,8 +238,18 @@ def privacy_summary(config: dict, rounds: list[dict]) -> dict:
         return any(re.search(pattern, k.lower()) and (v.lower() if isinstance(v, str) else v) not in _OFF
                    for k, v in settings.items())
 
-    dp = active(r"(^|[-_])(dp|epsilon|delta|noise|clip|clipping)([-_]|$)")
-    secure = active(r"(^|[-_])(secagg|secure)([-_]|$)")
+    fed = config.get("fed") or {}
+    if "dp" in fed or "secagg" in fed:
+        # the run config says it outright (`dp`, `secagg`); its other keys (e.g. secagg-clipping-range,
+        # which has a default) mean nothing while their switch is off
+        dp = str(fed.get("dp", "none")).lower() not in _OFF
+        secure = fed.get("secagg") not in _OFF
+        settings = {k: v for k, v in settings.items()
+                    if ((dp and str(k).startswith("dp")) or (secure and str(k).startswith("secagg")))
+                    and (k in ("dp", "secagg") or v not in _OFF)}  # a dp-* key at 0 is unset
+    else:
+        dp = active(r"(^|[-_])(dp|epsilon|delta|noise|clip|clipping)([-_]|$)")
+        secure = active(r"(^|[-_])(secagg|secure)([-_]|$)")
     _, eps = epsilon_per_round(rounds)
     if dp or secure:
         statement = ("the run recorded the privacy settings listed here"

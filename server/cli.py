@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from simulations.data_cmd import data_app
+from server.certs import certs_cmd
 from server.deploy import start_cmd
 from server.export import export_cmd
 from server.runs_cmd import runs_app
@@ -17,6 +18,7 @@ teacher_app.command("train")(teacher_train_cmd)
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(runs_app, name="runs")
 app.command("start")(start_cmd)
+app.command("certs")(certs_cmd)
 app.command("export")(export_cmd)
 
 if __name__ == "__main__":

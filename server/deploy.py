@@ -11,8 +11,12 @@ SuperLink on the same port without being restarted (``--resume`` after a crash).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import secrets
+import socket
+import ssl
 import subprocess
 import time
 import tomllib
@@ -25,6 +29,7 @@ from typing import Annotated, Any, Optional
 import tomli_w
 import typer
 
+from server.certs import CertError, ServerTls, auth_public_keys, check_server_tls, fingerprint, load_public_key
 from simulations.data_cmd import err, fail, out
 from simulations.processes import (
     LOOPBACK,
@@ -55,6 +60,9 @@ class Deployment:
 
     run_dir: Path  # absolute
     port: int
+    host: str = LOOPBACK  # the SuperLink's bind address (a test host's own address in tests/faults)
+    tls: ServerTls | None = None  # None: plaintext (loopback trials only)
+    auth_keys: tuple[Path, ...] = ()  # node public keys to register; non-empty turns node authentication on
 
     @property
     def home(self) -> Path:
@@ -62,7 +70,7 @@ class Deployment:
 
     @property
     def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
     def connection(self) -> str:
@@ -80,6 +88,11 @@ class Deployment:
     def fab_dir(self) -> Path:
         return self.run_dir / "fab"
 
+    @property
+    def registered_keys(self) -> Path:
+        """Which node key got which node id here, so that a key taken out of --auth-keys is unregistered."""
+        return self.home / f"node-keys-{self.port}.json"
+
 
 # --- the Flower app project and the connection -------------------------------------------------
 
@@ -90,11 +103,14 @@ def write_fab(dep: Deployment, run_config: dict[str, Any]) -> Path:
     Only ``pyproject.toml``: the components name the installed ``server``/``client``
     packages, so the FAB carries settings and no code or weights.
     """
+    # Flower 1.42 runs SecAgg+ only with a legacy client (client/secagg_app.py); the server side is chosen
+    # by server.orchestrate from the same setting
+    client_app = "client.secagg_app:app" if run_config.get("secagg") else "client.app:app"
     doc = {
         "project": {"name": "liteheart-deployment", "version": "0.1.0", "license": "Apache-2.0",
                     "description": "A LiteHeart run written by `liteheart-server start`.", "dependencies": []},
         "tool": {"flwr": {"app": {"publisher": "liteheart",
-                                  "components": {"serverapp": "server.app:app", "clientapp": "client.app:app"},
+                                  "components": {"serverapp": "server.app:app", "clientapp": client_app},
                                   "config": run_config}}},
     }
     dep.fab_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +129,9 @@ def write_connection(dep: Deployment) -> None:
             doc = {}
     links = doc.setdefault("superlink", {})
     links["default"] = dep.connection
-    links[dep.connection] = {"address": dep.address, "insecure": True}
+    # with TLS the flwr CLI checks the SuperLink's certificate against the pilot's CA
+    security = {"root-certificates": str(dep.tls.ca)} if dep.tls else {"insecure": True}
+    links[dep.connection] = {"address": dep.address, **security}
     dep.home.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(doc))
 
@@ -135,28 +153,41 @@ def end_leftovers(dep: Deployment, patience: float = LEFTOVER_PATIENCE_S) -> Non
 
 
 def start_superlink(dep: Deployment, env: dict[str, str]) -> subprocess.Popen:
-    """``flower-superlink`` on loopback, in our process group, logging to the run folder."""
+    """``flower-superlink`` on ``dep.host`` (loopback by default), in our process group, logging to the run folder."""
     dep.home.mkdir(parents=True, exist_ok=True)
     log = dep.log_path.open("ab")
     try:
         return subprocess.Popen(
-            [flower_exe("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-             "--host", LOOPBACK, "--port", str(dep.port), "--database", str(dep.database)],
+            [flower_exe("flower-superlink"), *superlink_security(dep), "--disable-runtime-dependency-installation",
+             "--host", dep.host, "--port", str(dep.port), "--database", str(dep.database)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=dep.run_dir)
     finally:
         log.close()
 
 
+def superlink_security(dep: Deployment) -> list[str]:
+    """The SuperLink's TLS and node-authentication flags (Flower allows authentication only with TLS)."""
+    if dep.tls is None:
+        return ["--insecure"]
+    flags = ["--ssl-ca-certfile", str(dep.tls.ca), "--ssl-certfile", str(dep.tls.cert),
+             "--ssl-keyfile", str(dep.tls.key)]
+    return flags + (["--enable-supernode-auth"] if dep.auth_keys else [])
+
+
 def wait_healthy(dep: Deployment, proc: subprocess.Popen, timeout: float = HEALTH_TIMEOUT_S) -> None:
     """Until ``GET /health`` answers 200 from our SuperLink (not from whoever else holds the port)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes via a proxy
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # never via a proxy
+    if dep.tls is not None:  # and with TLS, the pilot's CA vouches for the SuperLink
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(dep.tls.ca))))
+    opener = urllib.request.build_opener(*handlers)
+    scheme = "https" if dep.tls is not None else "http"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise DeployError(f"the SuperLink exited at start (code {proc.returncode}); its log "
                               f"{dep.log_path}:\n{tail(dep.log_path)}")
         try:
-            with opener.open(f"http://{dep.address}/health", timeout=2) as response:
+            with opener.open(f"{scheme}://{dep.address}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -195,6 +226,46 @@ def stop_stale_runs(dep: Deployment, env: dict[str, str]) -> list[str]:
         except DeployError as exc:
             err.print(f"[yellow]warning:[/] could not stop stale Flower run {run}: {exc}")
     return stale
+
+
+def register_node_keys(dep: Deployment, env: dict[str, str]) -> None:
+    """Register every key of ``--auth-keys`` with the SuperLink; unregister the ones taken out since last time.
+
+    Flower's CLI lists node ids but not their keys, so the id each key got is kept in
+    ``registered_keys``. A key already registered (a restart on the same database) is fine.
+    """
+    try:
+        known: dict[str, dict[str, Any]] = json.loads(dep.registered_keys.read_text())
+    except (OSError, ValueError):
+        known = {}
+    current = {fingerprint(load_public_key(path)): path for path in dep.auth_keys}
+    for key_print in [k for k in known if k not in current]:
+        entry = known.pop(key_print)
+        try:
+            flwr_json(dep, env, "supernode", "unregister", str(entry["node_id"]), dep.connection)
+            err.print(f"unregistered node {entry['node_id']} ({entry['name']}, {key_print}): "
+                      "its key is no longer in --auth-keys")
+        except DeployError as exc:
+            err.print(f"[yellow]warning:[/] could not unregister node {entry['node_id']} ({entry['name']}): {exc}")
+    registered, already = [], []
+    for key_print, path in current.items():
+        try:
+            result = flwr_json(dep, env, "supernode", "register", str(path), dep.connection, "--name", path.stem)
+        except DeployError as exc:
+            if "already in use" not in str(exc):
+                raise DeployError(f"could not register node key {path}: {exc}") from None
+            already.append(f"{path.stem} ({key_print})")
+            continue
+        known[key_print] = {"node_id": str(result.get("node-id")), "name": path.stem, "path": str(path)}
+        registered.append(f"{path.stem} ({key_print}) as node {result.get('node-id')}")
+    dep.home.mkdir(parents=True, exist_ok=True)
+    dep.registered_keys.write_text(json.dumps(known, indent=2))
+    for line in registered:
+        err.print(f"registered node key {line}")
+    if already:
+        err.print(f"already registered: {', '.join(already)}")
+    err.print(f"node authentication on: {len(current)} key(s) from {dep.auth_keys[0].parent} may join; any other "
+              "node is refused")
 
 
 def online_nodes(dep: Deployment, env: dict[str, str]) -> int:
@@ -246,6 +317,16 @@ def print_round(entry: dict, total: int) -> None:
         err.print(f"    [yellow]node {report['node_id']}[/]: {report['reason']}")
 
 
+def print_new_rounds(registry: Any, run_id: str, printed: int, total: int) -> int:
+    """Print the rounds after ``printed`` that the registry holds; returns the last one printed."""
+    if registry.last_round(run_id) > printed:
+        for entry in registry.show_run(run_id)["rounds"]:
+            if entry["number"] > printed:
+                print_round(entry, total)
+                printed = entry["number"]
+    return printed
+
+
 def follow(dep: Deployment, env: dict[str, str], proc: subprocess.Popen, flwr_run: str, registry_url: str,
            run_id: str, total: int, already: int) -> dict[str, Any]:
     """Print each new round from the registry until Flower reports the run finished; returns Flower's row.
@@ -264,11 +345,7 @@ def follow(dep: Deployment, env: dict[str, str], proc: subprocess.Popen, flwr_ru
             _check_alive(dep, proc)
             try:
                 run = registry.get_run(run_id)
-                if registry.last_round(run_id) > printed:
-                    for entry in registry.show_run(run_id)["rounds"]:
-                        if entry["number"] > printed:
-                            print_round(entry, total)
-                            printed = entry["number"]
+                printed = print_new_rounds(registry, run_id, printed, total)
             except RegistryError:
                 run = None  # busy: the next poll will tell
             status = run["status"] if run else None
@@ -285,6 +362,8 @@ def follow(dep: Deployment, env: dict[str, str], proc: subprocess.Popen, flwr_ru
                         raise
                     runs = []
                 if runs and str(runs[0].get("status", "")).startswith("finished"):
+                    with contextlib.suppress(RegistryError):  # the last round may have landed during `flwr list`
+                        print_new_rounds(registry, run_id, printed, total)
                     return runs[0]
                 ended = seen_running and status in TERMINAL_STATUSES
                 next_status = time.monotonic() + (1.0 if ended else STATUS_EVERY_S)
@@ -323,6 +402,35 @@ def _check_data(data: str) -> None:
             detect_kind(path)
         except LayoutError as exc:
             raise ValueError(f"data folder {data}: {exc}") from None
+
+
+def check_host(host: str) -> None:
+    """``--host`` must be an IP address this machine holds (a name could resolve anywhere)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        raise ValueError(f"--host {host!r} is not an IP address (e.g. {LOOPBACK})") from None
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as exc:
+            raise ValueError(f"--host {host} is not an address of this machine: {exc.strerror}") from None
+
+
+def check_security(tls: Optional[Path], auth_keys: Optional[Path],
+                   host: str) -> tuple[ServerTls | None, tuple[Path, ...]]:
+    """``--tls`` and ``--auth-keys`` checked before anything starts; ValueError (CertError) says what is wrong."""
+    if auth_keys is not None and tls is None:
+        raise ValueError("--auth-keys needs --tls: Flower authenticates nodes only over TLS")
+    if tls is None:
+        return None, ()
+    server_tls = check_server_tls(tls)
+    if host not in server_tls.names:
+        raise CertError(f"--host {host} is not among the names of the server certificate {server_tls.cert} "
+                        f"({', '.join(server_tls.names)}): re-issue it with `liteheart-server certs --out {tls} "
+                        f"--hostname {host} --force`")
+    keys = tuple(auth_public_keys(auth_keys)) if auth_keys is not None else ()
+    return server_tls, keys
 
 
 def _absolute(value: str) -> str:
@@ -405,11 +513,14 @@ def deploy(dep: Deployment, plan: Plan, env: dict[str, str], registry_url: str) 
         if had_state:
             for stale in stop_stale_runs(dep, env):
                 err.print(f"stopped Flower run {stale}, left unfinished by an earlier SuperLink")
+        if dep.auth_keys:
+            register_node_keys(dep, env)  # before any node is awaited: until then every node is refused
         if plan.expected:
             wait_for_nodes(dep, env, superlink, plan.expected)
         flwr_run = submit(dep, env)
+        security = " --tls ca.crt" + (" --key NAME.key" if dep.auth_keys else "") if dep.tls else ""
         err.print(f"submitted: Flower run {flwr_run} (LiteHeart run {plan.run_id}); clients join with "
-                  f"`liteheart-client start --server {dep.address} --data DIR`")
+                  f"`liteheart-client start --server {dep.address}{security} --data DIR`")
         row = follow(dep, env, superlink, flwr_run, registry_url, plan.run_id, plan.cfg.rounds, plan.already)
         return row, flwr_run, save_serverapp_log(dep, env, flwr_run, dep.run_dir / plan.run_id / "serverapp.log")
     finally:
@@ -421,7 +532,8 @@ def start_cmd(
     data: Annotated[Optional[str], typer.Option(help="The server's own data: 'synth' or a PTB-XL/Challenge/prepared folder (validation fold 9; trains the teacher when no --teacher).")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="Federated rounds.")] = None,
     min_clients: Annotated[Optional[int], typer.Option(help="Clients that must be connected before a round starts.")] = None,
-    port: Annotated[int, typer.Option(help="Port of the SuperLink on 127.0.0.1 (Fleet, Control and Runtime APIs).")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="Port of the SuperLink on --host (Fleet, Control and Runtime APIs).")] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option(help="Address the SuperLink binds to: an IP address of this machine (default loopback; clients elsewhere need a reachable one).")] = LOOPBACK,
     db: Annotated[Optional[str], typer.Option("--db", help="Registry URL (default: sqlite file in the run folder).")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Continue this run id after its last completed round (fresh SuperLink).")] = None,
     run_dir: Annotated[Path, typer.Option(help="Folder for the registry, checkpoints, the app project and Flower state.")] = Path("runs"),
@@ -432,9 +544,11 @@ def start_cmd(
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")] = None,
     scenario: Annotated[Optional[Path], typer.Option(help="A scenario TOML file; the options above override it.")] = None,
     round_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for the clients' replies in a round.")] = None,
+    tls: Annotated[Optional[Path], typer.Option("--tls", help="Serve over TLS with ca.crt, server.crt and server.key of this folder (made by `liteheart-server certs`).")] = None,
+    auth_keys: Annotated[Optional[Path], typer.Option("--auth-keys", help="Admit only nodes whose OpenSSH public key (*.pub) is in this folder (needs --tls).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a final JSON summary.")] = False,
 ) -> None:
-    """Run a federation for real: a SuperLink on 127.0.0.1, the run submitted with `flwr run`, followed to its end."""
+    """Run a federation for real: a SuperLink on --host, the run submitted with `flwr run`, followed to its end."""
     from liteheart_core.storage import Registry, RegistryError
 
     run_dir = run_dir.expanduser().resolve()
@@ -452,7 +566,12 @@ def start_cmd(
         return
     if not 1 <= port <= 65535:
         fail(f"--port must be in 1..65535, got {port}")
-    if not port_free(port):
+    try:
+        check_host(host)
+        server_tls, keys = check_security(tls, auth_keys, host)
+    except ValueError as exc:
+        fail(str(exc))
+    if not port_free(port, host):
         fail(f"port {port} is in use; choose another with --port")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -460,7 +579,7 @@ def start_cmd(
     except (OSError, RegistryError) as exc:
         fail(str(exc))
 
-    dep = Deployment(run_dir=run_dir, port=port)
+    dep = Deployment(run_dir=run_dir, port=port, host=host, tls=server_tls, auth_keys=keys)
     options = {"run-dir": str(run_dir), "db-url": db or "", "run-id": plan.run_id, "resume": plan.resume,
                "run-name": ""}
     write_fab(dep, {**plan.cfg.to_dict(), **options})
@@ -470,6 +589,11 @@ def start_cmd(
         err.print(f"[bold]LiteHeart deployment[/]: {what}; data {plan.cfg.data}, {plan.cfg.rounds} rounds, "
                   f"min {plan.cfg.min_clients} clients, method {plan.cfg.method}; SuperLink on {dep.address} "
                   f"(log {dep.log_path})")
+    if server_tls is None:
+        err.print("[yellow]warning:[/] plaintext SuperLink that admits any node: for trials on this machine, not "
+                  "for real networks (see --tls and --auth-keys)")
+    elif not keys:
+        err.print("[yellow]warning:[/] TLS without --auth-keys: any node that trusts the CA may join")
     with sigterm_as_interrupt():
         try:
             row, flwr_run, log_path = deploy(dep, plan, flower_env(dep.home), registry_url)

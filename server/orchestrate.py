@@ -21,9 +21,13 @@ from liteheart_core.data.dataset import PreparedData, default_cache_dir
 from liteheart_core.data.splits import SPLITS
 from liteheart_core.federated import global_evaluation, open_data, state_hash, student_for
 from liteheart_core.models import Net
+from liteheart_core.privacy import check_no_buffers
 from liteheart_core.storage import CheckpointInfo, Registry
 from liteheart_core.train import TrainConfig, checkpoint_meta, train
-from server.strategy import LiteHeartFedAvg, LiteHeartFedProx
+from liteheart_core.wearable import WearableView
+from server import dp
+from server.secagg import SecAggFedAvg
+from server.strategy import strategy_for
 
 log = logging.getLogger("liteheart.server")
 
@@ -66,10 +70,13 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
 def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict) -> ConfigRecord:
     """What every client is told each round: settings only, never data."""
     keys = ("data", "synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
-            "batch-size", "lr", "seed", "device", "student-lead")
+            "batch-size", "lr", "seed", "device", "student-lead", "wearables", "wearable-labelled-fraction",
+            "wearable-degrade", "wearable-rate")
     values = {k: v for k, v in cfg.to_dict().items() if k in keys}
     values.update({"teacher-hash": teacher_hash, "student-net": json.dumps(student_net),
                    "proximal-mu": float(cfg.proximal_mu), "client-threads": 1})
+    if cfg.dp != "none":  # DP-SGD derives its noise from the target epsilon over the planned rounds
+        values.update({k: v for k, v in cfg.to_dict().items() if k.startswith("dp") or k == "rounds"})
     return ConfigRecord(values)
 
 
@@ -124,12 +131,14 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
         tstate = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
         thash = state_hash(tstate)
         tmeta_small = {k: tmeta[k] for k in ("classes", "leads", "n_leads", "fs", "length", "net_config", "task")}
-        base = LiteHeartFedProx if cfg.strategy == "fedprox" else LiteHeartFedAvg
-        kwargs = {"proximal_mu": cfg.proximal_mu} if cfg.strategy == "fedprox" else {}
-        strategy = base(fraction_train=cfg.fraction_train, fraction_evaluate=0.0, min_train_nodes=cfg.min_clients,
-                        min_available_nodes=cfg.min_clients, **kwargs)
+        strategy = SecAggFedAvg(cfg) if cfg.secagg else strategy_for(cfg)
         strategy.setup(ArrayRecord(tstate), thash, tmeta_small, cfg.round_timeout, round_offset=offset,
-                       min_replies=cfg.min_replies)
+                       min_replies=cfg.min_replies, max_update_norm=cfg.max_update_norm, wearables=cfg.wearables,
+                       wearable_weight=cfg.wearable_weight)
+        if cfg.dp != "none":
+            check_no_buffers(student)  # noise on a running-statistics buffer turns it into NaN
+        runner, account = dp.wrap(strategy, cfg)
+        privacy = dp.RunPrivacy(cfg, runner, account, offset)
         timer = {"t": time.perf_counter()}
         rounds_out: list[dict] = opts.result.setdefault("rounds", [])
 
@@ -137,6 +146,10 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
             net = student_for(classes, cfg.student_lead, student_net)
             net.load_state_dict(arrays.to_torch_state_dict())
             metrics, thresholds = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device)
+            if cfg.wearables:  # the same student on fold 9 as wearables record it (lead I, degraded)
+                view = WearableView(degrade=cfg.wearable_degrade, native_rate=cfg.wearable_rate, seed=cfg.seed)
+                worn, _ = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device, view=view)
+                metrics.update({f"wearable_{k}": v for k, v in worn.items()})
             if server_round == 0:
                 log.info("initial global student: macro F1 %.3f, AUC %.3f", metrics["macro_f1"], metrics["macro_auc"])
                 timer["t"] = time.perf_counter()
@@ -147,6 +160,9 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
             sha = save_checkpoint(path, net.cpu(), meta)
             train_metrics = _aggregate_from_reports(strategy.reports)
             train_metrics["aggregated"] = float(strategy.aggregated)
+            if cfg.dp != "none":  # the run's epsilon replaces the clients' own (a mean of them would mislead)
+                train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("dp-")}
+                train_metrics.update(privacy.round_metrics(strategy.reports))
             participants = [r["node_id"] for r in strategy.reports if r["status"] == "ok"]
             duration = time.perf_counter() - timer["t"]
             registry.record_round(run_id, number, train_metrics=train_metrics, central_metrics=metrics,
@@ -155,16 +171,18 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
             entry = {"round": number, "macro_f1": metrics["macro_f1"], "macro_auc": metrics["macro_auc"],
                      "loss": train_metrics.get("total", float("nan")), "clients": len(participants),
                      "failures": sum(r["status"] != "ok" for r in strategy.reports), "seconds": round(duration, 1)}
+            if "epsilon" in train_metrics:
+                entry["epsilon"] = train_metrics["epsilon"]
             rounds_out.append(entry)
             if opts.on_round:
                 opts.on_round(number, entry)
             timer["t"] = time.perf_counter()
             return MetricRecord({k: float(v) for k, v in metrics.items()})
 
-        strategy.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
-                                                              student.state_dict().items()}),
-                       num_rounds=remaining, timeout=cfg.round_timeout,
-                       train_config=round_config(cfg, thash, student_net), evaluate_fn=evaluate)
+        runner.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
+                                                            student.state_dict().items()}),
+                     num_rounds=remaining, timeout=cfg.round_timeout,
+                     train_config=round_config(cfg, thash, student_net), evaluate_fn=evaluate)
         last = registry.last_checkpoint(run_id)
         if last is not None:  # the final global student, scorable with `liteheart-sim evaluate`
             final = opts.run_dir / run_id / "global_student.pt"
@@ -180,8 +198,31 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
 
 
 def _aggregate_from_reports(reports: list[dict]) -> dict[str, float]:
-    """Example-weighted mean of every client metric over the successful replies."""
-    ok = [r for r in reports if r["status"] == "ok" and r["num_examples"] > 0]
+    """Example-weighted mean of every client metric over the successful replies, overall and per client kind.
+
+    Per kind (when wearables take part): ``<kind>/<metric>`` means over that kind's
+    clients, and ``<kind>/clients`` / ``<kind>/failures`` counts.
+    """
+    out = _weighted_mean([r for r in reports if r["status"] == "ok" and r["num_examples"] > 0])
+    kinds = {_kind(r) for r in reports}
+    if "wearable" in kinds:
+        for kind in sorted(kinds - {None}):
+            mine = [r for r in reports if _kind(r) == kind]
+            ok = [r for r in mine if r["status"] == "ok" and r["num_examples"] > 0]
+            out.update({f"{kind}/{k}": v for k, v in _weighted_mean(ok).items() if k != "wearable"})
+            for k in ("num-examples", "labelled-examples"):  # counts add up; means of them mean little
+                out[f"{kind}/{k}"] = float(sum(r["metrics"].get(k, 0.0) for r in ok))
+            out[f"{kind}/clients"] = float(len(ok))
+            out[f"{kind}/failures"] = float(sum(r["status"] != "ok" for r in mine))
+    return out
+
+
+def _kind(report: dict) -> str | None:
+    flag = report.get("metrics", {}).get("wearable")
+    return None if flag is None else ("wearable" if flag else "paired")
+
+
+def _weighted_mean(ok: list[dict]) -> dict[str, float]:
     if not ok:
         return {}
     weights = np.array([r["num_examples"] for r in ok], dtype=float)

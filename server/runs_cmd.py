@@ -82,6 +82,12 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")], db: DbOpt =
                       _fmt(r["central_metrics"].get("macro_auc")), _fmt(r["train_metrics"].get("total")),
                       str(len(r["participants"])), str(r["n_failures"]), _fmt(r["duration_s"]))
     out.print(table)
+    spent = [r for r in shown["rounds"] if "epsilon" in r["train_metrics"]]
+    if spent:  # differential privacy: epsilon after each round is in its train metrics
+        last = spent[-1]["train_metrics"]
+        out.print(f"privacy spent (dp = {(run.get('config') or {}).get('fed', {}).get('dp', '?')}): epsilon "
+                  f"{last['epsilon']:.3g} at delta {last.get('delta', float('nan')):.3g} after round "
+                  f"{spent[-1]['number']}; per round: {', '.join(_fmt(r['train_metrics']['epsilon']) for r in spent)}")
     for r in shown["rounds"]:
         for rep in r["client_reports"]:
             if rep["status"] != "ok":

@@ -41,7 +41,7 @@ def print_partitions(cfg) -> list[dict]:
     """The table of what each simulated client holds, printed before round 1 (and returned for the registry)."""
     from liteheart_core.data.partition import partition, partition_table, render_partition_table
     from liteheart_core.data.splits import SPLITS
-    from liteheart_core.federated import LOCAL_VAL_FOLD, open_data
+    from liteheart_core.federated import LOCAL_VAL_FOLD, _labelled, open_data
     from simulations.progress import prepare_run_data
 
     prepare_run_data(cfg.data, cfg.synth_records, cfg.seed)  # with a bar; open_data then finds the cache
@@ -51,9 +51,14 @@ def print_partitions(cfg) -> list[dict]:
     parts = partition(data.index, y, rows, cfg.clients, cfg.partition, alpha=cfg.alpha,
                       labelled_fraction=cfg.labelled_fraction, seed=cfg.seed)
     table = partition_table(parts, y, classes)
-    for row, part in zip(table, parts):  # what the client trains on vs. validates on locally (fold 9)
+    for i, (row, part) in enumerate(zip(table, parts)):  # what the client trains on vs. validates on locally
         train = data.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
-        row["labelled"] = int(part.labelled[train].sum())
+        labelled = part.labelled[train]
+        if cfg.wearables:  # the last `wearables` partitions are lead-I wearables (client/local.py)
+            row["kind"] = "wearable" if i >= cfg.clients - cfg.wearables else "paired"
+            if row["kind"] == "wearable" and cfg.wearable_labelled_fraction >= 0:
+                labelled = _labelled(data, y, part.rows[train], cfg.wearable_labelled_fraction, cfg.seed + i)
+        row["labelled"] = int(labelled.sum())
         row["train"], row["local val"] = int(train.sum()), int((~train).sum())
     shown = table if len(table) <= 40 else table[:20]  # 1,000 rows help nobody; the registry keeps them all
     err.print(render_partition_table(shown))
@@ -62,12 +67,21 @@ def print_partitions(cfg) -> list[dict]:
     return table
 
 
-def simulate(cfg, opts, verbose: bool = False) -> dict:
-    """Run the Simulation Engine with ``cfg.clients`` virtual SuperNodes; returns the server's result dict."""
+def simulate(cfg, opts, verbose: bool = False, client_app=None) -> dict:
+    """Run the Simulation Engine with ``cfg.clients`` virtual SuperNodes; returns the server's result dict.
+
+    ``client_app`` defaults to the run's own: the Message API client, or the legacy SecAgg+ client when
+    ``cfg.secagg`` (Flower 1.42 has SecAgg+ only on the legacy stack).
+    """
     from flwr.simulation import run_simulation
 
-    from client.app import app as client_app
     from server.app import make_server_app
+
+    if client_app is None:
+        if cfg.secagg:
+            from client.secagg_app import app as client_app
+        else:
+            from client.app import app as client_app
 
     flower_env(opts.run_dir)
     ray_tmp = Path(tempfile.mkdtemp(prefix="lh-ray-"))  # short path: Ray's socket names must stay < 108 bytes
@@ -99,8 +113,13 @@ def run_cmd(
     data: Annotated[Optional[str], typer.Option(help="'synth' (embedded synthetic ECGs) or a PTB-XL/Challenge folder.")] = None,
     method: Annotated[Optional[str], typer.Option(help="Client objective: liteheart, kd, fitnets, supervised, ...")] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="fedavg or fedprox.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="fedavg, fedprox, fedmedian, trimmed-mean or krum (robust ones: see the README).")] = None,
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx mu.")] = None,
+    wearables: Annotated[Optional[int], typer.Option(help="How many of the clients are lead-I wearables (no teacher).")] = None,
+    wearable_weight: Annotated[Optional[float], typer.Option(help="A wearable's aggregation weight per example, relative to a 12-lead site's.")] = None,
+    secagg: Annotated[Optional[bool], typer.Option("--secagg/--no-secagg", help="SecAgg+ secure aggregation: the server sees only the sum of the updates (fedavg/fedprox; secagg-* keys in a scenario).")] = None,
+    dp: Annotated[Optional[str], typer.Option(help="Differential privacy: none, client, server (client-level) or dp-sgd (record-level); dp-* keys in a scenario.")] = None,
+    dp_epsilon: Annotated[Optional[float], typer.Option(help="Target epsilon after all rounds (the noise is derived from it).")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on the data and cached).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
@@ -118,7 +137,9 @@ def run_cmd(
                                     "labelled-fraction": labelled_fraction, "data": data, "method": method,
                                     "local-epochs": local_epochs, "strategy": strategy, "proximal-mu": proximal_mu,
                                     "teacher": str(teacher) if teacher else None, "seed": seed,
-                                    "device": device}.items() if v is not None}
+                                    "device": device, "wearables": wearables,
+                                    "wearable-weight": wearable_weight, "secagg": secagg, "dp": dp,
+                                    "dp-epsilon": dp_epsilon}.items() if v is not None}
     try:
         cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
         if cfg.data != "synth" and not Path(cfg.data).exists():
@@ -133,7 +154,8 @@ def run_cmd(
     def on_round(number: int, entry: dict) -> None:
         err.print(f"round {number:3d}/{cfg.rounds}: global macro F1 {entry['macro_f1']:.3f}  AUC "
                   f"{entry['macro_auc']:.3f}  loss {entry['loss']:.3f}  clients {entry['clients']}"
-                  f"  failures {entry['failures']}  {entry['seconds']} s")
+                  f"  failures {entry['failures']}  {entry['seconds']} s"
+                  + (f"  epsilon {entry['epsilon']:.3g}" if "epsilon" in entry else ""))
 
     opts = ServerOptions(run_dir=run_dir, db_url=db or "", run_id=resume or "", resume=resume is not None,
                          on_round=on_round)
@@ -155,6 +177,9 @@ def run_cmd(
         final = summary["final"]
         out.print(f"run {summary['run_id']} completed: global student macro F1 {final.get('macro_f1', float('nan')):.3f},"
                   f" AUC {final.get('macro_auc', float('nan')):.3f}; checkpoint {summary['global_student']}")
+        if "epsilon" in final:  # differential privacy: what the whole run spent
+            out.print(f"privacy spent: epsilon {final['epsilon']:.3g} at delta {final['delta']:.3g} "
+                      f"({summary['dp']}, after {final['round']} rounds)")
 
 
 def finish_summary(opts, result: dict) -> dict:
@@ -171,8 +196,11 @@ def finish_summary(opts, result: dict) -> dict:
         registry.close()
     rounds = [{"round": r["number"], "macro_f1": r["central_metrics"].get("macro_f1"),
                "macro_auc": r["central_metrics"].get("macro_auc"), "loss": r["train_metrics"].get("total"),
-               "participants": len(r["participants"]), "failures": r["n_failures"]} for r in shown["rounds"]]
+               "participants": len(r["participants"]), "failures": r["n_failures"],
+               **{k: r["train_metrics"][k] for k in ("epsilon", "delta") if k in r["train_metrics"]}}
+              for r in shown["rounds"]]
     return {"run_id": run_id, "status": shown["run"]["status"], "error": shown["run"].get("error"),
+            "dp": (shown["run"].get("config") or {}).get("fed", {}).get("dp", "none"),
             "rounds": rounds, "final": rounds[-1] if rounds else {},
             "global_student": str(opts.run_dir / run_id / "global_student.pt"),
             "teacher_transfers": result.get("teacher_transfers")}

@@ -180,10 +180,12 @@ class Deployment:
         return self.server(name, "--data", self.data, "--rounds", rounds, "--local-epochs", 1, "--teacher",
                            self.teacher, "--scenario", self.scenario, *args)
 
-    def clients(self, n: int) -> list[Service]:
+    def clients(self, n: int, kinds: tuple[str, ...] = ()) -> list[Service]:
+        kinds = kinds or ("paired",) * n
         return [self._start(f"client{i}", "client.cli", ["--server", f"{LOOPBACK}:{self.port}", "--data", self.data,
                                                           "--partition-id", i, "--num-partitions", n,
-                                                          "--cache-dir", self.node_cache(i)]) for i in range(n)]
+                                                          "--kind", kinds[i], "--cache-dir", self.node_cache(i)])
+                for i in range(n)]
 
     def node_cache(self, i: int) -> Path:
         return self.root / f"node{i}"
@@ -211,9 +213,9 @@ class Deployment:
 
 
 def two_clients(dep: Deployment) -> dict:
-    """One server and two clients, two rounds; then a client CLI alone gets SIGTERM."""
+    """One server, a 12-lead site and a wearable, two rounds; then a client CLI alone gets SIGTERM."""
     server = dep.new_run("server", 2, "--min-clients", 2, "--round-timeout", 120)
-    clients = dep.clients(2)
+    clients = dep.clients(2, kinds=("paired", "wearable"))
     code = server.wait(RUN_LIMIT_S)
     left = server_side_left(dep.port)
     clients[0].proc.terminate()  # the CLI only, as a service manager would: it must stop its SuperNode
@@ -304,15 +306,20 @@ def test_two_clients_complete_two_rounds(deployments) -> None:
     assert [r["number"] for r in shown["rounds"]] == [1, 2]
     for entry in shown["rounds"]:
         assert [r["status"] for r in entry["client_reports"]] == ["ok", "ok"]
+        assert sorted(r["metrics"]["wearable"] for r in entry["client_reports"]) == [0.0, 1.0]  # both kinds
+        assert entry["train_metrics"]["paired/clients"] == entry["train_metrics"]["wearable/clients"] == 1
+        assert entry["train_metrics"]["wearable/kd"] == 0.0 < entry["train_metrics"]["paired/kd"]
         ckpt = entry["checkpoint"]
         assert hashlib.sha256(Path(ckpt["path"]).read_bytes()).hexdigest() == ckpt["sha256"]
-    for i, client in enumerate(done["clients"]):
-        cached = list(dep.node_cache(i).iterdir())
-        assert len(cached) == 1 and cached[0].suffix == ".pt"
-        log = client.text()
-        # the teacher check and its install in round 1, nothing in round 2: shipped once per node
-        assert log.count("Receiving: query message") == 2, log[-3000:]
-        assert log.count("Receiving: train message") == 2
+    paired, wearable = (client.text() for client in done["clients"])
+    cached = list(dep.node_cache(0).iterdir())
+    assert len(cached) == 1 and cached[0].suffix == ".pt"
+    # the site: the teacher check and its install in round 1, nothing in round 2 (shipped once per node);
+    # the wearable: one check, where it says it needs no teacher, and never a teacher on disk
+    assert paired.count("Receiving: query message") == 2, paired[-3000:]
+    assert wearable.count("Receiving: query message") == 1, wearable[-3000:]
+    assert not dep.node_cache(1).exists() or not any(dep.node_cache(1).iterdir())
+    assert paired.count("Receiving: train message") == wearable.count("Receiving: train message") == 2
     assert (dep.run_dir / shown["run"]["id"] / "serverapp.log").is_file()
     assert done["left"] == []  # the SuperLink, SuperExec and ServerApp went with the CLI
     assert done["client_code"] == 130 and done["client_left"] == []  # SuperNode, SuperExec: gone too

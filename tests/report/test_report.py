@@ -95,7 +95,7 @@ def test_report_draws_privacy_spent_and_hides_deployment_partitions(real_run: Re
     with Registry(Registry.default_url(real_run.run_dir)) as registry:
         shown = copy.deepcopy(registry.export_run(real_run.run_id))
     shown["run"]["config"]["partition_table"] = None
-    shown["run"]["config"]["fed"]["dp-noise-multiplier"] = 1.1
+    shown["run"]["config"]["fed"].update({"dp": "server", "dp-noise-multiplier": 1.1, "dp-clip-norm": 2.0})
     for i, r in enumerate(shown["rounds"], 1):
         r["train_metrics"]["epsilon"] = 0.8 * i
 
@@ -126,6 +126,15 @@ def test_privacy_is_none_unless_a_setting_is_on() -> None:
     assert off["differential_privacy"] == "none" and off["secure_aggregation"] == "none" and len(off["settings"]) == 2
     assert on["differential_privacy"] == "on" and on["epsilon_spent"] == 0.5
     assert "without secure aggregation" in on["statement"]
+    # a current run config says it outright: defaults such as secagg-clipping-range mean nothing while off
+    from liteheart_core.config import FedConfig
+
+    default = privacy_summary({"fed": FedConfig().to_dict()}, [])
+    secagg = privacy_summary({"fed": FedConfig(secagg=True, clients=3).to_dict()}, [])
+    assert (default["differential_privacy"], default["secure_aggregation"], default["settings"]) == \
+        ("none", "none", {})
+    assert secagg["secure_aggregation"] == "on" and secagg["differential_privacy"] == "none"
+    assert "secagg-clipping-range" in secagg["settings"] and not any(k.startswith("dp") for k in secagg["settings"])
 
 
 def test_report_without_the_runs_data_says_what_is_missing(real_run: RealRun, tmp_path: Path) -> None:

@@ -1,0 +1,116 @@
+"""Every message of a federated run, both directions, holds model arrays, scalar metrics and settings only.
+
+The run is the real server (``run_federation``) and the real ClientApp over the in-process
+grid, which serialises each message as the SuperLink would and keeps what the other side
+parsed; nothing here trusts the code that builds the messages. Two 12-lead (paired) nodes and
+one wearable take part, so both kinds of client are audited.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+
+from client.app import app
+from liteheart_core.checkpoint import load_checkpoint
+from liteheart_core.config import FedConfig
+from liteheart_core.federated import student_for
+from server.orchestrate import ServerOptions, run_federation
+from simulations.local_grid import LocalGrid, server_identity
+
+NODES = [201, 202, 203]
+
+
+@pytest.fixture(autouse=True)
+def identity():
+    """Messages built outside a running ServerApp need the identity Flower gives its processes."""
+    with server_identity():
+        yield
+
+
+def shapes(state: dict) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {k: (tuple(v.shape), str(np.asarray(v).dtype)) for k, v in state.items()}
+
+
+def strings(msg: Message) -> list[str]:
+    """Every piece of text a message carries: record names, keys, setting values, error reasons."""
+    out = [msg.metadata.message_type, msg.metadata.group_id]
+    if msg.has_error():
+        return out + [str(msg.error.reason)]
+    for name, record in msg.content.items():
+        out.append(name)
+        for key, value in record.items():
+            out.append(key)
+            if isinstance(value, str):
+                out.append(value)
+    return out
+
+
+def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher: Path, tmp_path: Path) -> None:
+    cfg = FedConfig(data=str(synth_data.root), teacher=str(tiny_teacher), clients=len(NODES), rounds=2,
+                    local_epochs=1, batch_size=16, labelled_fraction=0.5, device="cpu", method="liteheart",
+                    wearables=1)
+    teacher, _ = load_checkpoint(tiny_teacher)
+    tstate = {k: v.detach() for k, v in teacher.state_dict().items()}
+    student = student_for(synth_data.tasks[cfg.task], cfg.student_lead)
+    grid = LocalGrid(app, NODES, tmp_path / "nodes")
+
+    shown = run_federation(grid, cfg, ServerOptions(run_dir=tmp_path / "runs"))
+
+    assert shown["run"]["status"] == "completed"
+    student_shapes, teacher_shapes = shapes(student.state_dict()), shapes(tstate)
+    window = int(synth_data.meta["length"])
+    kinds: dict[tuple[str, str], int] = {}
+    action_of: dict[str, str] = {}
+    blob = bytearray()
+    for direction, msg in grid.traffic:
+        assert not msg.has_error(), msg.error.reason
+        content, mtype = msg.content, msg.metadata.message_type
+        if direction == "down":  # a reply answers the action of the message it replies to
+            action_of[msg.metadata.message_id] = str(content["config"]["action"]) if mtype == "query" else mtype
+        action = action_of[msg.metadata.message_id if direction == "down" else msg.metadata.reply_to_message_id]
+        kinds[(direction, action)] = kinds.get((direction, action), 0) + 1
+        expected = {("down", "train"): {"arrays", "config"}, ("up", "train"): {"arrays", "metrics"},
+                    ("down", "teacher-check"): {"config"}, ("up", "teacher-check"): {"status"},
+                    ("down", "teacher-install"): {"config", "teacher"}, ("up", "teacher-install"): {"status"}}
+        assert set(content) == expected[(direction, action)], (direction, action, set(content))
+        for name, record in content.items():
+            if isinstance(record, ArrayRecord):
+                arrays = {k: v.numpy() for k, v in record.items()}
+                # the student's weights, or the teacher's in its own install message: nothing else
+                allowed = teacher_shapes if name == "teacher" else student_shapes
+                assert shapes(arrays) == allowed, (direction, action, name)
+                # no signal window ([*, T], [12 or 1, T]) and no label matrix (uint8 multi-hot) among them
+                assert all(window not in a.shape and a.dtype != np.uint8 for a in arrays.values())
+                for a in arrays.values():
+                    blob += a.tobytes()
+            elif isinstance(record, MetricRecord):
+                assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in record.values()), name
+            else:
+                assert isinstance(record, ConfigRecord), type(record)
+                assert all(isinstance(v, (int, float, str, bool)) for v in record.values()), name
+    # every message kind was seen: teacher shipping to the paired nodes (the wearable never gets the teacher)
+    # and both rounds of training on every node
+    assert kinds[("up", "train")] == len(NODES) * cfg.rounds
+    assert kinds[("down", "teacher-install")] == len(NODES) - cfg.wearables
+
+    # no record's samples hidden in any array, whatever its shape: 8 consecutive float32 samples of each
+    # record's lead I and V2 (per-record standardised, so never the zeros of a fresh bias) are searched for
+    rows = np.arange(len(synth_data.index))
+    x = np.asarray(synth_data.x(rows), dtype=np.float32)
+    probes = [x[i, lead, window // 2:window // 2 + 8].tobytes() for i in range(len(x)) for lead in (0, 7)]
+    assert not any(p in blob for p in probes if p.count(0) < len(p))
+
+    # no record id as a file name or path, no file of the prepared data, no patient folder in any text;
+    # the dataset's root goes out once per round as the `data` setting (simulated nodes share it)
+    names = [f"{int(r):05d}_lr" for r in synth_data.index["record"]] + ["records100", "records500", "signals.npy",
+                                                                          "labels_", "regions.npy", "index.csv"]
+    for direction, msg in grid.traffic:
+        texts = strings(msg)
+        if msg.metadata.message_type == "train" and direction == "down":
+            texts.remove(str(msg.content["config"]["data"]))
+        assert not [t for t in texts for n in names if n in t], direction
+        assert not [t for t in texts if str(synth_data.root) in t], direction
