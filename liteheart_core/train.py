@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from liteheart_core.data.dataset import PreparedData
 from liteheart_core.data.signal import lead_indices
 from liteheart_core.data.splits import SPLITS, labelled_subset
+from liteheart_core.fields import typed_values
 from liteheart_core.losses import (
     CrossLayerMI,
     RegionAdapter,
@@ -134,16 +135,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        data = dict(data)
-        for key in ("region_weights", "feature_stages", "train_folds", "val_folds"):
-            if key in data:
-                data[key] = tuple(data[key])
+        """Settings from a dict (a checkpoint's, the CLI's); bad keys and values are errors naming the key."""
+        data = typed_values(cls, data, "training settings")
         if isinstance(data.get("weights"), dict):
-            data["weights"] = LossWeights(**data["weights"])
+            data["weights"] = LossWeights(**typed_values(LossWeights, data["weights"], "training settings weights"))
+        for key, kind in (("weights", LossWeights), ("net", dict)):
+            if data.get(key) is not None and not isinstance(data[key], kind):
+                raise ValueError(f"bad training settings: {key} = {data[key]!r} is not a table")
         return cls(**data)
 
     def to_dict(self) -> dict:

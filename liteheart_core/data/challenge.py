@@ -32,6 +32,8 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("I", "INCART"),
 )
 _CHAPMAN_LAST = 10646
+_SNOMED = re.compile(r"[0-9]{1,18}")  # SNOMED-CT identifiers: 6-18 digits; shorter ones are unknown, not malformed
+MAX_AGE = 150.0
 
 
 @dataclass(frozen=True)
@@ -81,23 +83,44 @@ def source_of(name: str) -> str:
     raise ValueError(f"record {name}: name prefix matches no Challenge source")
 
 
-def parse_dx(comments: list[str]) -> list[str]:
-    """SNOMED codes from a header's comment lines (``#Dx: a,b`` or ``# Dx: a, b``)."""
-    for line in comments:
-        key, _, value = line.partition(":")
-        if key.strip().lstrip("#").strip().lower() == "dx":
-            return [c.strip() for c in value.split(",") if c.strip()]
-    return []
+def header_comments(lines: list[str]) -> dict[str, str]:
+    """``# key: value`` comment lines of a header, keys lower-cased; the first line of a key wins.
+
+    Only lines starting with ``#`` count, so a signal line whose description holds a colon is no comment.
+    Listing (batch preparation) and the device's label book both read headers through this, so that
+    they agree on a header with a repeated key.
+    """
+    meta: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("#"):
+            key, sep, value = line.lstrip("#").partition(":")
+            if sep:
+                meta.setdefault(key.strip().lower(), value.strip())
+    return meta
+
+
+def parse_dx(lines: list[str]) -> list[str]:
+    """SNOMED codes from a header's lines (``#Dx: a,b`` or ``# Dx: a, b``; the first Dx line)."""
+    return [c.strip() for c in header_comments(lines).get("dx", "").split(",") if c.strip()]
+
+
+def malformed_codes(codes: list[str] | tuple[str, ...]) -> list[str]:
+    """Codes that are not SNOMED-CT identifiers (ASCII digits only): typos, other separators, text."""
+    return [c for c in codes if not _SNOMED.fullmatch(c)]
+
+
+def _age(text: str) -> float:
+    """An age in years, or NaN when absent, unparsable or implausible (the Challenge writes ``NaN``)."""
+    try:
+        age = float(text)
+    except ValueError:
+        return float("nan")
+    return age if 0 <= age <= MAX_AGE else float("nan")
 
 
 def _header_meta(hea: Path) -> dict[str, str]:
     """Read the comment lines of a header without parsing the signal lines (cheap, robust)."""
-    meta: dict[str, str] = {}
-    for line in hea.read_text(errors="replace").splitlines():
-        if line.startswith("#"):
-            key, _, value = line.lstrip("#").partition(":")
-            meta[key.strip().lower()] = value.strip()
-    return meta
+    return header_comments(hea.read_text(errors="replace").splitlines())
 
 
 def read_challenge_records(root: Path) -> tuple[list[RecordMeta], list[dict[str, str]]]:
@@ -107,7 +130,7 @@ def read_challenge_records(root: Path) -> tuple[list[RecordMeta], list[dict[str,
     -------
     records, problems
         Usable records, and ``{"record", "reason"}`` for those skipped at listing
-        time (unknown source, no Dx line). Codes unknown to the Challenge tables
+        time (unknown source, no Dx line, malformed codes). Codes unknown to the Challenge tables
         are left in ``codes``; :func:`challenge_labels` reports them.
     """
     if not root.is_dir():
@@ -129,11 +152,12 @@ def read_challenge_records(root: Path) -> tuple[list[RecordMeta], list[dict[str,
         if not codes:
             problems.append({"record": name, "reason": "header has no '# Dx:' diagnosis line"})
             continue
-        age_text = meta.get("age", "")
-        try:
-            age = float(age_text)
-        except ValueError:
-            age = float("nan")
+        bad = malformed_codes(codes)
+        if bad:
+            problems.append({"record": name, "reason": "malformed SNOMED codes on the '# Dx:' line: "
+                                                       + ", ".join(repr(c) for c in bad)})
+            continue
+        age = _age(meta.get("age", ""))
         records.append(
             RecordMeta(
                 record=name,

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from liteheart_core.data import challenge, ptbxl
+from liteheart_core.fields import coerce, typed_values
 from liteheart_core.data.ptbxl import LayoutError, RecordMeta
 from liteheart_core.data.signal import (
     STANDARD_LEADS,
@@ -38,6 +39,8 @@ from liteheart_core.data.signal import (
     standardise,
 )
 
+MAX_FS = 100_000  # Hz: no ECG is sampled faster; also bounds the arrays a setting can ask for
+MAX_WINDOW_S = 3600.0  # s: one hour per window at most
 PREP_VERSION = 2  # bump whenever the output for the same data and settings changes
 KINDS = ("ptbxl", "challenge")
 
@@ -57,17 +60,21 @@ class PrepSettings:
     unknown_codes: str = "warn"  # Challenge codes in no table: "warn" keeps the record, "skip" drops it
 
     def __post_init__(self) -> None:
-        if self.fs <= 0:
-            raise ValueError(f"fs must be positive, got {self.fs}")
-        if self.window_s <= 0:
-            raise ValueError(f"window_s must be positive, got {self.window_s}")
+        if not 1 <= self.fs <= MAX_FS:
+            raise ValueError(f"fs must be in 1..{MAX_FS} Hz, got {self.fs}")
+        if not 0 < self.window_s <= MAX_WINDOW_S:
+            raise ValueError(f"window_s must be in (0, {MAX_WINDOW_S}] s, got {self.window_s}")
+        if not 0 <= self.min_seconds <= MAX_WINDOW_S:
+            raise ValueError(f"min_seconds must be in [0, {MAX_WINDOW_S}] s, got {self.min_seconds}")
+        if self.source_rate not in (100, 500):
+            raise ValueError(f"source_rate must be 100 or 500 (PTB-XL's records100/records500), got {self.source_rate}")
         if self.long_records not in ("crop", "windows"):
             raise ValueError(f"long_records must be 'crop' or 'windows', got {self.long_records!r}")
         if self.unknown_codes not in ("warn", "skip"):
             raise ValueError(f"unknown_codes must be 'warn' or 'skip', got {self.unknown_codes!r}")
         if self.bandpass is not None:
-            low, high = self.bandpass
-            if not 0 < low < high:
+            low, high = _band(self.bandpass)
+            if not 0 < low < high < MAX_FS:
                 raise ValueError(f"bandpass must be (low, high) with 0 < low < high, got {self.bandpass}")
             object.__setattr__(self, "bandpass", (float(low), float(high)))
 
@@ -77,14 +84,19 @@ class PrepSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PrepSettings":
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown preparation settings: {', '.join(sorted(unknown))}")
-        data = dict(data)
+        """Settings from a dict (a checkpoint's ``prep_settings``, a store's); bad keys and values name the key."""
+        data = typed_values(cls, data, "preparation settings")
         if data.get("bandpass") is not None:
-            data["bandpass"] = tuple(data["bandpass"])
+            data["bandpass"] = _band(data["bandpass"])
         return cls(**data)
+
+
+def _band(value: object) -> tuple[float, float]:
+    """A (low, high) band-pass in Hz, both finite numbers."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"bandpass must be (low, high) in Hz or None, got {value!r}")
+    low, high = (coerce(v, 0.0, "bandpass", "preparation settings") for v in value)
+    return low, high
 
 
 class PreparationError(RuntimeError):
@@ -107,13 +119,17 @@ def prepare_signal(raw: RawRecord, settings: PrepSettings, length: int | None = 
     Raises
     ------
     RecordError
-        The record is shorter than ``settings.min_seconds``.
+        The record is shorter than ``settings.min_seconds``, or its rate is too low for the band-pass.
     """
     x = raw.signal
     seconds = x.shape[-1] / raw.fs
     if seconds < settings.min_seconds:
         raise RecordError(raw.record, f"only {seconds:.1f} s long (minimum {settings.min_seconds} s)")
     if settings.bandpass is not None:
+        low, high = settings.bandpass
+        if not low < min(high, 0.45 * raw.fs):  # the filter's own limit: its high edge stays below Nyquist
+            raise RecordError(raw.record, f"sampling rate {raw.fs:g} Hz is too low for the {low:g}-{high:g} Hz "
+                                          f"band-pass (it needs more than {low / 0.45:.3g} Hz)")
         x = bandpass(x, raw.fs, *settings.bandpass)
     x = resample(x, raw.fs, settings.fs)
     if settings.standardise:

@@ -44,11 +44,36 @@ def is_ptbxl(root: Path) -> bool:
 def _parse_codes(text: object, ecg_id: str) -> dict[str, float]:
     try:
         codes = ast.literal_eval(str(text))
-    except (ValueError, SyntaxError) as exc:
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         raise LayoutError(f"ecg_id {ecg_id}: scp_codes {text!r} is not a dict literal") from exc
     if not isinstance(codes, dict):
         raise LayoutError(f"ecg_id {ecg_id}: scp_codes {text!r} is not a dict")
-    return {str(k): float(v) for k, v in codes.items()}
+    try:
+        return {str(k): float(v) for k, v in codes.items()}
+    except (TypeError, ValueError):
+        raise LayoutError(f"ecg_id {ecg_id}: scp_codes {text!r} must map statements to likelihoods") from None
+
+
+def _whole(value: object, where: str, column: str, missing_ok: bool = False) -> int | None:
+    """A whole-number cell of the database (ids, folds), or None for an empty one when allowed."""
+    if missing_ok and (value is None or (isinstance(value, float) and np.isnan(value)) or value == ""):
+        return None
+    try:
+        number = float(value)  # pandas reads whole columns with a gap as floats
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or not number.is_integer():
+        raise LayoutError(f"ptbxl_database.csv, {where}: {column} {value!r} is not a whole number")
+    return int(number)
+
+
+def _relative_file(value: object, ecg_id: str, column: str) -> str:
+    """A record path inside the dataset folder (no absolute path, no '..')."""
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    parts = Path(text).parts
+    if not text.strip() or Path(text).is_absolute() or ".." in parts:
+        raise LayoutError(f"ecg_id {ecg_id}: {column} {text!r} is not a record path inside the dataset folder")
+    return text
 
 
 def read_ptbxl_records(root: Path, rate: int = 100) -> list[RecordMeta]:
@@ -64,32 +89,57 @@ def read_ptbxl_records(root: Path, rate: int = 100) -> list[RecordMeta]:
         raise LayoutError(f"{root} is not a PTB-XL folder: ptbxl_database.csv is missing")
     if rate not in (100, 500):
         raise ValueError(f"PTB-XL comes at 100 or 500 Hz, not {rate}")
-    db = pd.read_csv(db_path)
+    try:
+        db = pd.read_csv(db_path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError/EmptyDataError are ValueErrors
+        raise LayoutError(f"{db_path} is not a readable CSV table: {exc}") from None
     needed = {"ecg_id", "patient_id", "strat_fold", "scp_codes", "filename_lr", "filename_hr"}
     missing = needed - set(db.columns)
     if missing:
         raise LayoutError(f"{db_path}: missing columns {', '.join(sorted(missing))}")
     column = "filename_lr" if rate == 100 else "filename_hr"
     out = []
-    for row in db.itertuples(index=False):
-        rid = str(int(row.ecg_id))
-        site = getattr(row, "site", "")
-        site = "" if pd.isna(site) else str(int(site)) if float(site).is_integer() else str(site)
-        patient = "" if pd.isna(row.patient_id) else str(int(row.patient_id))
-        sex = getattr(row, "sex", "")
+    seen: set[str] = set()
+    for line, row in enumerate(db.itertuples(index=False), start=2):
+        rid = str(_whole(row.ecg_id, f"line {line}", "ecg_id"))
+        if rid in seen:
+            raise LayoutError(f"ptbxl_database.csv, line {line}: ecg_id {rid} appears twice")
+        seen.add(rid)
+        fold = _whole(row.strat_fold, f"ecg_id {rid}", "strat_fold")
+        if not 1 <= fold <= 10:
+            raise LayoutError(f"ptbxl_database.csv, ecg_id {rid}: strat_fold {fold} is not one of the folds 1-10")
+        patient = _whole(row.patient_id, f"ecg_id {rid}", "patient_id", missing_ok=True)
         out.append(
             RecordMeta(
                 record=rid,
-                path=root / str(getattr(row, column)),
-                patient=patient,
-                fold=int(row.strat_fold),
-                site=site,
-                age=float(getattr(row, "age", float("nan"))),
-                sex="" if pd.isna(sex) else str(sex),
+                path=root / _relative_file(getattr(row, column), rid, column),
+                patient="" if patient is None else str(patient),
+                fold=fold,
+                site=_text(getattr(row, "site", "")),
+                age=_number(getattr(row, "age", float("nan"))),
+                sex=_text(getattr(row, "sex", "")),
                 codes=tuple(_parse_codes(row.scp_codes, rid)),
             )
         )
     return out
+
+
+def _text(value: object) -> str:
+    """A label cell as text: empty for a gap, ``1`` rather than ``1.0`` for a whole number."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number(value: object) -> float:
+    """A numeric cell (age), NaN when empty or not a finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return number if np.isfinite(number) else float("nan")
 
 
 def read_statements(root: Path) -> pd.DataFrame:

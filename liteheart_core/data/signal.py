@@ -20,6 +20,9 @@ STANDARD_LEADS: tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )
 _CANONICAL = {name.upper(): name for name in STANDARD_LEADS}
+MIN_FS, MAX_FS = 1.0, 100_000.0  # sampling rates a record may have (ECGs: 100-10,000 Hz)
+_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12, "310": 32 / 3,
+         "311": 32 / 3, "508": 8, "516": 16, "524": 24}  # bits per sample of each WFDB format
 
 
 class RecordError(ValueError):
@@ -95,15 +98,13 @@ def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool 
         head = wfdb.rdheader(str(path))
     except Exception as exc:  # wfdb raises many types for a bad header
         raise RecordError(rid, f"corrupt header {header.name}: {exc}") from exc
-    if head.fs is None or not np.isfinite(head.fs) or head.fs <= 0:
-        raise RecordError(rid, f"unknown sampling rate in {header.name}")
-    files = sorted(set(head.file_name or []))
-    if not files:
-        raise RecordError(rid, f"header {header.name} names no signal file")
+    _check_header(head, rid, header.name)
+    files = sorted(set(head.file_name))
     for name in files:
         if not (path.parent / name).is_file():
             raise RecordError(rid, f"signal file {name} is missing")
-    names = list(head.sig_name or [])
+    _check_sizes(head, path.parent, rid)
+    names = list(head.sig_name)
     positions: dict[str, int] = {}
     for i, n in enumerate(names):
         try:
@@ -137,6 +138,63 @@ def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool 
         raise RecordError(rid, "flat-line signal in every lead")
     units = tuple(str((rec.units or [""] * len(names))[i]) for i in order)
     return RawRecord(record=rid, signal=x, fs=float(head.fs), units=units)
+
+
+def _check_header(head, rid: str, header: str) -> None:
+    """Refuse header values that wfdb parses without complaint but cannot stand for a usable signal."""
+    def bad(what: str) -> RecordError:
+        return RecordError(rid, f"corrupt header {header}: {what}")
+
+    try:
+        fs = float(head.fs)
+    except (TypeError, ValueError):
+        fs = float("nan")
+    if not np.isfinite(fs) or not MIN_FS <= fs <= MAX_FS:
+        raise RecordError(rid, f"unknown sampling rate in {header}: {head.fs!r} "
+                               f"(a usable rate lies in {MIN_FS:g}-{MAX_FS:g} Hz)")
+    n = head.n_sig
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise bad(f"{n!r} signals")
+    for field in ("file_name", "sig_name", "fmt", "adc_gain", "baseline", "samps_per_frame"):
+        values = getattr(head, field, None)
+        if values is None or len(values) != n:
+            found = "none" if values is None else len(values)
+            raise bad(f"it announces {n} signals but has {found} values of {field} (a missing or extra signal line)")
+    if head.sig_len is not None and (not isinstance(head.sig_len, (int, np.integer)) or head.sig_len < 0):
+        raise bad(f"signal length {head.sig_len!r}")
+    for i, (fname, name, fmt, gain, spf) in enumerate(zip(head.file_name, head.sig_name, head.fmt, head.adc_gain,
+                                                        head.samps_per_frame), start=1):
+        if not isinstance(fname, str) or not fname or fname == "~" or Path(fname).name != fname:
+            raise bad(f"signal {i} names the signal file {fname!r} (a file beside the header is needed)")
+        if not isinstance(name, str) or not name.strip():
+            raise bad(f"signal {i} has no name")
+        if fmt not in _BITS:
+            raise bad(f"signal {i} ({name}) has unknown format {fmt!r}")
+        if gain is None or not np.isfinite(gain):
+            raise bad(f"signal {i} ({name}) has gain {gain!r}")
+        if not isinstance(spf, (int, np.integer)) or not 1 <= spf <= 1000:
+            raise bad(f"signal {i} ({name}) has {spf!r} samples per frame")
+
+
+def _check_sizes(head, folder: Path, rid: str) -> None:
+    """A header that announces more samples than its files hold is a truncated record (checked before
+    reading, so that a corrupt length never makes wfdb allocate gigabytes)."""
+    if not head.sig_len:
+        return  # no length stated: wfdb reads what the file holds
+    bits: dict[str, float] = {}
+    offsets: dict[str, int] = {}
+    for fname, fmt, spf, offset in zip(head.file_name, head.fmt, head.samps_per_frame,
+                                       head.byte_offset or [None] * head.n_sig):
+        if fmt in ("508", "516", "524"):  # FLAC: compressed, size says nothing
+            return
+        bits[fname] = bits.get(fname, 0.0) + _BITS[fmt] * spf
+        offsets[fname] = max(offsets.get(fname, 0), int(offset or 0))
+    for fname, frame_bits in bits.items():
+        need = offsets[fname] + int(np.ceil(head.sig_len * frame_bits / 8)) - 2  # 310/311 pack the last bytes short
+        have = (folder / fname).stat().st_size
+        if have < need:
+            raise RecordError(rid, f"truncated signal file {fname}: the header announces {head.sig_len} samples "
+                                   f"(about {need} bytes), the file holds {have} bytes")
 
 
 def bandpass(x: np.ndarray, fs: float, low: float, high: float, order: int = 3) -> np.ndarray:
