@@ -133,15 +133,56 @@ def train(msg: Message, context: Context) -> Message:
         if not path.is_file():
             raise ValueError("the teacher has not been installed on this node")
         teacher = _load_teacher(str(path))
-    distiller = context.state.get("distiller")
-    dstate = distiller.to_torch_state_dict() if isinstance(distiller, ArrayRecord) else None
+    dstate = _load_distiller(context, cfg)
     if str(cfg.get("dp", "none")) == "dp-sgd":
         return _dp_sgd_round(msg, context, cfg, student, teacher, data, dstate)
     state, metrics, dstate = local_round(student, teacher, data, tcfg, int(cfg["local-epochs"]),
                                          int(cfg["server-round"]), float(cfg.get("proximal-mu", 0.0)), dstate)
-    if dstate:
-        context.state["distiller"] = ArrayRecord(dstate)
+    _keep_distiller(context, cfg, dstate)
     return _reply(msg, state, metrics, kind)
+
+
+def _distiller_file(context: Context, cfg: dict, number: int) -> Path | None:
+    """Where a deployed node keeps its distillation heads after round ``number`` of a registry run.
+
+    Flower's ``Context.state`` lasts one Flower run; a run resumed after a server crash is a
+    new Flower run, so a node that kept its heads only there would start them afresh and
+    the resumed run would drift from an uninterrupted one. ``liteheart-client start`` sets
+    ``persist-state``; simulated nodes (thousands, sharing one cache) keep them in memory only.
+    """
+    run_id = str(cfg.get("run-id", ""))
+    if not run_id or not context.node_config.get("persist-state") or number < 1:
+        return None
+    if not all(c.isalnum() or c in "-_" for c in run_id):
+        raise ValueError(f"bad run id {run_id!r} in the round config")
+    return teacher_cache_dir(context) / "distillers" / f"{run_id}-{context.node_id}-r{number:04d}.pt"
+
+
+def _load_distiller(context: Context, cfg: dict) -> dict | None:
+    """The heads as they were after the previous round: from disk on a deployed node, else from the context."""
+    path = _distiller_file(context, cfg, int(cfg["server-round"]) - 1)
+    if path is not None and path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    distiller = context.state.get("distiller")
+    return distiller.to_torch_state_dict() if isinstance(distiller, ArrayRecord) else None
+
+
+def _keep_distiller(context: Context, cfg: dict, dstate: dict | None) -> None:
+    """Keep this round's heads; on disk the previous round's stay too (a crashed round is trained again)."""
+    if not dstate:
+        return
+    context.state["distiller"] = ArrayRecord(dstate)
+    number = int(cfg["server-round"])
+    path = _distiller_file(context, cfg, number)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    torch.save(dstate, tmp)
+    os.replace(tmp, path)
+    for old in path.parent.glob(f"{path.name.rsplit('-r', 1)[0]}-r*.pt"):
+        if int(old.stem.rsplit("-r", 1)[1]) < number - 1:
+            old.unlink(missing_ok=True)
 
 
 def _dp_sgd_round(msg: Message, context: Context, cfg: dict, student: Net, teacher: Net | None, data,
@@ -158,8 +199,7 @@ def _dp_sgd_round(msg: Message, context: Context, cfg: dict, student: Net, teach
         student, teacher, data, train_config(cfg), int(cfg["local-epochs"]), int(cfg["server-round"]),
         DPSGDConfig.from_round_config(cfg), ledger, float(cfg.get("proximal-mu", 0.0)), dstate)
     context.state["dp-sgd-ledger"] = ConfigRecord(ledger.to_lists())
-    if dstate:
-        context.state["distiller"] = ArrayRecord(dstate)
+    _keep_distiller(context, cfg, dstate)
     keys = ("num-examples", "labelled-examples", "train-seconds", "dp-epsilon", "dp-delta", "dp-noise-multiplier",
             "dp-steps")
     clean = {**{k: float(metrics[k]) for k in keys}, "wearable": 0.0}

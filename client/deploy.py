@@ -116,7 +116,8 @@ def check_store(store: str) -> str:
 def node_config(data: str | None, partition: tuple[int, int] | None, labelled_fraction: float | None,
                 cache_dir: Path | None, kind: str = "paired", store: str | None = None) -> dict[str, Any]:
     """What ``client.app`` reads from the node config (see its docstring and ``client/local.py``)."""
-    config: dict[str, Any] = {"client-kind": kind}
+    # persist-state: keep what the node carries between rounds on disk, so a resumed run continues it
+    config: dict[str, Any] = {"client-kind": kind, "persist-state": True}
     if store is not None:
         config["store"] = store
     elif partition is None:

@@ -67,13 +67,14 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
     return load_checkpoint(path)
 
 
-def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict) -> ConfigRecord:
+def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "") -> ConfigRecord:
     """What every client is told each round: settings only, never data."""
     keys = ("data", "synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
             "batch-size", "lr", "seed", "device", "student-lead", "wearables", "wearable-labelled-fraction",
             "wearable-degrade", "wearable-rate")
     values = {k: v for k, v in cfg.to_dict().items() if k in keys}
-    values.update({"teacher-hash": teacher_hash, "student-net": json.dumps(student_net),
+    # run-id: the registry's, which a resumed run keeps (nodes key what they persist between rounds by it)
+    values.update({"teacher-hash": teacher_hash, "student-net": json.dumps(student_net), "run-id": run_id,
                    "proximal-mu": float(cfg.proximal_mu), "client-threads": 1})
     if cfg.dp != "none":  # DP-SGD derives its noise from the target epsilon over the planned rounds
         values.update({k: v for k, v in cfg.to_dict().items() if k.startswith("dp") or k == "rounds"})
@@ -182,7 +183,7 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
         runner.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
                                                             student.state_dict().items()}),
                      num_rounds=remaining, timeout=cfg.round_timeout,
-                     train_config=round_config(cfg, thash, student_net), evaluate_fn=evaluate)
+                     train_config=round_config(cfg, thash, student_net, run_id), evaluate_fn=evaluate)
         last = registry.last_checkpoint(run_id)
         if last is not None:  # the final global student, scorable with `liteheart-sim evaluate`
             final = opts.run_dir / run_id / "global_student.pt"

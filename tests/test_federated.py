@@ -100,6 +100,40 @@ def test_train_handler_returns_weights_and_every_metric(partition, tmp_path: Pat
     assert "distiller" in ctx.state  # local distillation heads stay on the node for the next round
 
 
+def test_a_resumed_run_continues_the_nodes_distillation_heads(tmp_path: Path, synth_data, tiny_teacher: Path) -> None:
+    """A server resumed after a crash starts a new Flower run (a fresh Context.state): a deployed node picks its
+    distillation heads up from disk, so round 2 after the resume equals round 2 of the uninterrupted run."""
+    cfg = FedConfig(data=str(synth_data.root), local_epochs=1, batch_size=16, device="cpu", clients=3)
+    torch.manual_seed(0)
+    student = student_for(synth_data.tasks["superdiagnostic"])
+
+    def node(state: RecordDict) -> Context:
+        ctx = node_context(tmp_path, synth_data.root, (1, 3))
+        ctx.node_config["persist-state"] = True
+        return Context(run_id=ctx.run_id, node_id=7, node_config=ctx.node_config, state=state, run_config={})
+
+    def round_of(ctx: Context, number: int, arrays: dict) -> dict:
+        config = round_config(cfg, digest, student.cfg.to_dict(), run_id="abc123")
+        config["server-round"] = number
+        msg = Message(RecordDict({"arrays": ArrayRecord(arrays), "config": config}), dst_node_id=7,
+                      message_type="train")
+        return train(msg, ctx).content["arrays"].to_torch_state_dict()
+
+    first = node(RecordDict())
+    digest = install_teacher(first, tiny_teacher)
+    after_one = round_of(first, 1, student.state_dict())
+    uninterrupted = round_of(first, 2, after_one)
+    resumed = round_of(node(RecordDict()), 2, after_one)  # the new Flower run's context knows nothing
+    forgetful = node(RecordDict())
+    forgetful.node_config["persist-state"] = False  # a simulated node: heads in memory only
+    fresh = round_of(forgetful, 2, after_one)
+
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    assert any(not torch.equal(uninterrupted[k], fresh[k]) for k in uninterrupted)  # the heads do matter
+    kept = sorted(p.name for p in (tmp_path / "cache" / "distillers").iterdir())
+    assert kept == ["abc123-7-r0001.pt", "abc123-7-r0002.pt"]
+
+
 def test_train_handler_refuses_without_teacher(tmp_path: Path, synth_data) -> None:
     ctx = node_context(tmp_path, synth_data.root)
     student = student_for(synth_data.tasks["superdiagnostic"])
