@@ -54,6 +54,22 @@ TINY_STUDENT = {"kind": "student", "widths": [8, 8, 16, 16], "depths": [1, 1, 1,
                 "norm_groups": 4}
 
 
+def prepared_synth_site(root: Path, n: int = 120) -> Path:
+    """``n`` synthetic records written and prepared through `liteheart-sim data`, as a site would: the prepared path."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from simulations.cli import app
+
+    runner = CliRunner()
+    synth = runner.invoke(app, ["data", "synth", "--out", str(root / "raw"), "--n", str(n)])
+    prepared = runner.invoke(app, ["data", "prepare", "ptbxl", str(root / "raw"), "--out", str(root / "prep"),
+                                   "--workers", "1", "--json"])
+    assert synth.exit_code == 0 and prepared.exit_code == 0, synth.output + prepared.output
+    return Path(json.loads(prepared.stdout)["path"])
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory: pytest.TempPathFactory):
     """160 synthetic records in the PTB-XL layout, prepared (regions included)."""

@@ -48,6 +48,7 @@ from fault_harness import (
 from typer.testing import CliRunner
 
 from simulations import netns
+from tests.conftest import prepared_synth_site
 
 SHORT_ROUNDS = 2  # the CI scenario: round 1 with a brief outage, round 2 with a whole-round one
 ROUNDS = 3  # the long scenarios and the fault-free reference when they run
@@ -75,16 +76,8 @@ def testbed() -> Iterator[netns.Testbed]:
 
 @pytest.fixture(scope="module")
 def site_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """120 synthetic records written and prepared through `liteheart-sim data` (as tests/deploy does)."""
-    from simulations.cli import app
-
-    root = tmp_path_factory.mktemp("fault-data")
-    runner = CliRunner()
-    synth = runner.invoke(app, ["data", "synth", "--out", str(root / "raw"), "--n", "120"])
-    prepared = runner.invoke(app, ["data", "prepare", "ptbxl", str(root / "raw"), "--out", str(root / "prep"),
-                                   "--workers", "1", "--json"])
-    assert synth.exit_code == 0 and prepared.exit_code == 0, synth.output + prepared.output
-    return Path(json.loads(prepared.stdout)["path"])
+    """120 synthetic records written and prepared through `liteheart-sim data`."""
+    return prepared_synth_site(tmp_path_factory.mktemp("fault-data"))
 
 
 # --- the scenarios (each runs in a thread of the ``sites`` fixture) ----------------------------
