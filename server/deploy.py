@@ -1,7 +1,11 @@
 """``liteheart-server start``: a real deployment on this machine, owned from start to end.
 
-It starts a SuperLink on 127.0.0.1 (Flower 1.42 serves the Fleet, Control and Runtime
-APIs over HTTP on ONE port), writes a Flower app project whose run config carries this
+It starts a SuperLink (Flower 1.42 serves the Fleet, Control and Runtime APIs over HTTP on
+ONE port). A run that faces a network (``--tls``, or a ``--host`` that is not loopback)
+gets the SuperLink on 127.0.0.1 only and nginx on the public address, forwarding the Fleet
+API and ``/health`` alone (``server/front.py``): the Control API — list, stop and submit
+runs, register node keys — is then reachable from this machine only, and the coordinator's
+own ``flwr`` calls go to the loopback address. It writes a Flower app project whose run config carries this
 run's settings (``<run-dir>/fab/``), submits it with ``flwr run``, prints the rounds as
 the ServerApp records them in the registry, and stops everything it started when the
 run ends, on Ctrl-C or on SIGTERM. The SuperLink keeps its state in
@@ -29,6 +33,7 @@ from typing import Annotated, Any, Optional
 import tomli_w
 import typer
 
+from server import front as front_proxy
 from server.certs import CertError, ServerTls, auth_public_keys, check_server_tls, fingerprint, load_public_key
 from simulations.data_cmd import err, fail, out
 from simulations.processes import (
@@ -37,6 +42,7 @@ from simulations.processes import (
     find_processes,
     flower_env,
     flower_exe,
+    free_port,
     port_free,
     sigterm_as_interrupt,
     stop_tree,
@@ -63,6 +69,7 @@ class Deployment:
     host: str = LOOPBACK  # the SuperLink's bind address (a test host's own address in tests/faults)
     tls: ServerTls | None = None  # None: plaintext (loopback trials only)
     auth_keys: tuple[Path, ...] = ()  # node public keys to register; non-empty turns node authentication on
+    link_port: int = 0  # >0: the SuperLink listens on 127.0.0.1:link_port behind nginx on host:port
 
     @property
     def home(self) -> Path:
@@ -70,7 +77,31 @@ class Deployment:
 
     @property
     def address(self) -> str:
+        """Where the sites connect (nginx's address when fronted)."""
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def fronted(self) -> bool:
+        return self.link_port > 0
+
+    @property
+    def link_host(self) -> str:
+        return LOOPBACK if self.fronted else self.host
+
+    @property
+    def link_address(self) -> str:
+        """Where the SuperLink itself listens: what this machine's ``flwr`` calls and the SuperExec use."""
+        return f"{LOOPBACK}:{self.link_port}" if self.fronted else self.address
+
+    @property
+    def front(self) -> front_proxy.Front:
+        tls = (self.tls.ca, self.tls.cert, self.tls.key) if self.tls else None
+        return front_proxy.Front(self.home / f"front-{self.port}", self.host, self.port, self.link_port, tls)
+
+    @property
+    def link_record(self) -> Path:
+        """The loopback port the last SuperLink of this run folder and public port used (for its leftovers)."""
+        return self.home / f"link-{self.port}.json"
 
     @property
     def connection(self) -> str:
@@ -131,7 +162,7 @@ def write_connection(dep: Deployment) -> None:
     links["default"] = dep.connection
     # with TLS the flwr CLI checks the SuperLink's certificate against the pilot's CA
     security = {"root-certificates": str(dep.tls.ca)} if dep.tls else {"insecure": True}
-    links[dep.connection] = {"address": dep.address, **security}
+    links[dep.connection] = {"address": dep.link_address, **security}
     dep.home.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(doc))
 
@@ -145,7 +176,10 @@ def end_leftovers(dep: Deployment, patience: float = LEFTOVER_PATIENCE_S) -> Non
     Flower's parent monitors end them, but only after 5-30 s (more on a busy machine), and
     until then the crashed run's ServerApp could still write to the registry.
     """
-    left = find_processes(("flower-superexec", "flwr-serverapp"), dep.address)
+    addresses = {dep.link_address}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        addresses.add(f"{LOOPBACK}:{int(json.loads(dep.link_record.read_text())['link_port'])}")
+    left = sorted({p for address in addresses for p in find_processes(("flower-superexec", "flwr-serverapp"), address)})
     if left:
         err.print(f"stopping {len(left)} Flower process(es) left by an earlier SuperLink on {dep.address} "
                   f"(pids {', '.join(str(pid) for pid, _ in left)})")
@@ -153,13 +187,15 @@ def end_leftovers(dep: Deployment, patience: float = LEFTOVER_PATIENCE_S) -> Non
 
 
 def start_superlink(dep: Deployment, env: dict[str, str]) -> subprocess.Popen:
-    """``flower-superlink`` on ``dep.host`` (loopback by default), in our process group, logging to the run folder."""
+    """``flower-superlink`` on ``dep.link_host`` (loopback when fronted), in our process group, logging to the run folder."""
     dep.home.mkdir(parents=True, exist_ok=True)
+    if dep.fronted:
+        dep.link_record.write_text(json.dumps({"link_port": dep.link_port}))
     log = dep.log_path.open("ab")
     try:
         return subprocess.Popen(
             [flower_exe("flower-superlink"), *superlink_security(dep), "--disable-runtime-dependency-installation",
-             "--host", dep.host, "--port", str(dep.port), "--database", str(dep.database)],
+             "--host", dep.link_host, "--port", str(dep.link_port or dep.port), "--database", str(dep.database)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=dep.run_dir)
     finally:
         log.close()
@@ -174,8 +210,11 @@ def superlink_security(dep: Deployment) -> list[str]:
     return flags + (["--enable-supernode-auth"] if dep.auth_keys else [])
 
 
-def wait_healthy(dep: Deployment, proc: subprocess.Popen, timeout: float = HEALTH_TIMEOUT_S) -> None:
-    """Until ``GET /health`` answers 200 from our SuperLink (not from whoever else holds the port)."""
+def wait_healthy(dep: Deployment, proc: subprocess.Popen, timeout: float = HEALTH_TIMEOUT_S,
+                 address: str | None = None, what: str = "the SuperLink") -> None:
+    """Until ``GET /health`` on ``address`` (the SuperLink's) answers 200 (from ours, not whoever else holds the port)."""
+    address = address or dep.link_address
+    log_path = dep.log_path if what == "the SuperLink" else dep.front.error_log
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # never via a proxy
     if dep.tls is not None:  # and with TLS, the pilot's CA vouches for the SuperLink
         handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(dep.tls.ca))))
@@ -184,16 +223,16 @@ def wait_healthy(dep: Deployment, proc: subprocess.Popen, timeout: float = HEALT
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise DeployError(f"the SuperLink exited at start (code {proc.returncode}); its log "
-                              f"{dep.log_path}:\n{tail(dep.log_path)}")
+            raise DeployError(f"{what} exited at start (code {proc.returncode}); its log "
+                              f"{log_path}:\n{tail(log_path)}")
         try:
-            with opener.open(f"{scheme}://{dep.address}/health", timeout=2) as response:
+            with opener.open(f"{scheme}://{address}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
-    raise DeployError(f"the SuperLink did not become healthy within {timeout:.0f} s; its log {dep.log_path}")
+    raise DeployError(f"{what} did not become healthy within {timeout:.0f} s; its log {log_path}")
 
 
 def flwr_json(dep: Deployment, env: dict[str, str], *args: str) -> dict[str, Any]:
@@ -505,11 +544,18 @@ def deploy(dep: Deployment, plan: Plan, env: dict[str, str], registry_url: str) 
     Returns Flower's final row of the run, its Flower run id and the saved ServerApp log.
     """
     superlink: subprocess.Popen | None = None
+    front: subprocess.Popen | None = None
     had_state = dep.database.is_file()
     try:
         end_leftovers(dep)
         superlink = start_superlink(dep, env)
         wait_healthy(dep, superlink)
+        if dep.fronted:
+            front = front_proxy.start(dep.front, env)
+            wait_healthy(dep, front, address=dep.address, what="nginx (the front)")
+            err.print(f"facing the sites: nginx on {dep.address} forwards the Fleet API and /health only "
+                      f"(log {dep.front.access_log}); the SuperLink and its Control API listen on "
+                      f"{dep.link_address} only")
         if had_state:
             for stale in stop_stale_runs(dep, env):
                 err.print(f"stopped Flower run {stale}, left unfinished by an earlier SuperLink")
@@ -524,6 +570,8 @@ def deploy(dep: Deployment, plan: Plan, env: dict[str, str], registry_url: str) 
         row = follow(dep, env, superlink, flwr_run, registry_url, plan.run_id, plan.cfg.rounds, plan.already)
         return row, flwr_run, save_serverapp_log(dep, env, flwr_run, dep.run_dir / plan.run_id / "serverapp.log")
     finally:
+        if front is not None:
+            front_proxy.stop(front)
         if superlink is not None:
             stop_tree(superlink)
 
@@ -573,13 +621,20 @@ def start_cmd(
         fail(str(exc))
     if not port_free(port, host):
         fail(f"port {port} is in use; choose another with --port")
+    link_port = 0
+    if server_tls is not None or not ipaddress.ip_address(host).is_loopback:
+        try:
+            front_proxy.nginx_exe()
+        except front_proxy.FrontError as exc:
+            fail(str(exc))
+        link_port = _link_port(run_dir, port)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         Registry(registry_url).close()  # the tables exist before two processes could race to create them
     except (OSError, RegistryError) as exc:
         fail(str(exc))
 
-    dep = Deployment(run_dir=run_dir, port=port, host=host, tls=server_tls, auth_keys=keys)
+    dep = Deployment(run_dir=run_dir, port=port, host=host, tls=server_tls, auth_keys=keys, link_port=link_port)
     options = {"run-dir": str(run_dir), "db-url": db or "", "run-id": plan.run_id, "resume": plan.resume,
                "run-name": ""}
     write_fab(dep, {**plan.cfg.to_dict(), **options})
@@ -603,6 +658,19 @@ def start_cmd(
             err.print("[yellow]interrupted:[/] the SuperLink and the ServerApp were stopped")
             raise typer.Exit(130) from None
     finish(dep, plan.run_id, db, row, flwr_run, log_path, as_json)
+
+
+def _link_port(run_dir: Path, port: int) -> int:
+    """The SuperLink's loopback port behind the front: the last one of this run folder when free, else a new one."""
+    record = Deployment(run_dir=run_dir, port=port).home / f"link-{port}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        last = int(json.loads(record.read_text())["link_port"])
+        if last != port and port_free(last, LOOPBACK):
+            return last
+    while True:
+        candidate = free_port(LOOPBACK)
+        if candidate != port:
+            return candidate
 
 
 def finish(dep: Deployment, run_id: str, db: Optional[str], row: dict, flwr_run: str, log_path: Path | None,
