@@ -1,4 +1,5 @@
-"""Ingest: WFDB files -> quality gate -> preparation -> the record store, one transaction each.
+"""Ingest: ECG files (WFDB, DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV) -> quality gate
+-> preparation -> the record store, one transaction each.
 
 A recording is identified by its file name (the record name, e.g. ``00001_lr``) and the
 SHA-256 of its files. Known recordings are skipped before any reading or filtering, so
@@ -76,6 +77,8 @@ def examine(path: Path, book: LabelBook, settings: PrepSettings, digest: str | N
     label, source = book.label(rid, path)
     try:
         raw = read_recording(path, rid)
+        if label is None and raw.codes:  # a DICOM/aECG/Apple file's own coded statements
+            label, source = book.from_codes(raw.codes)
         leads = STANDARD_LEADS if raw.signal.shape[0] == 12 else ("I",)
         quality = assess_quality(raw.signal, raw.fs, raw.units, leads, rid)
         prepared = prepare_recording(raw, settings)
@@ -128,7 +131,7 @@ def ingest_paths(store: RecordStore, paths: Iterable[Path], book: LabelBook, set
 
 def ingest(store: RecordStore, path: Path, book: LabelBook, settings: PrepSettings | None = None,
            stop: threading.Event | None = None, progress=None) -> IngestSummary:
-    """Ingest a WFDB record or every record under a folder (sorted by path)."""
+    """Ingest a recording (WFDB record or ECG file of any supported format) or every one under a folder."""
     return ingest_paths(store, find_recordings(Path(path)), book, settings, stop, progress)
 
 

@@ -80,7 +80,7 @@ def _print_summary(summary: IngestSummary, stopped: bool) -> None:
 
 
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A WFDB record (.hea or path without extension) or a folder of them.")],
+    path: Annotated[Path, typer.Argument(help="A recording (WFDB record, DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV) or a folder of them, formats mixed.")],
     store: Annotated[Optional[str], typer.Option("--store", help=STORE_HELP)] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV: 'record' plus 'labels' (e.g. MI|STTC) or one 0/1 column per class.")] = None,
     task: Annotated[Optional[str], typer.Option("--task", help="Label task of a new store (default superdiagnostic).")] = None,
@@ -91,7 +91,7 @@ def ingest(
     max_age_days: Annotated[Optional[float], typer.Option("--max-age-days", min=0.0, help="Retention: evict recordings older than this.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Add WFDB recordings to the device's record store (quality-gated, prepared once, idempotent)."""
+    """Add ECG recordings (WFDB, DICOM, aECG, MUSE/Philips XML, EDF, Apple Health CSV) to the device's record store (quality-gated, prepared once, idempotent)."""
     if not path.exists():
         _fail(f"{path} does not exist")
     if watch and not path.is_dir():

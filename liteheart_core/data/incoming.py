@@ -11,8 +11,12 @@ Two differences from :func:`~liteheart_core.data.signal.read_wfdb`, on purpose:
 
 * a flat or otherwise poor signal is *read*, not refused, so that the quality gate can store
   it with its reason (``read_wfdb`` rejects an all-flat record outright);
-* a one-lead recording whose lead is named ``I`` (a wearable) is accepted as ``[1, T]``.
-  Any other incomplete lead set is refused, naming the missing leads.
+* a recording that holds lead I without the full 12 leads (a wearable's lead I, a 3-lead Holter's
+  I, II, III) is accepted as lead I alone, ``[1, T]``. A lead set without lead I is refused, naming
+  the missing leads.
+
+Recordings come as WFDB records or as files of the other formats of :mod:`liteheart_core.data.formats`
+(DICOM, HL7 aECG, GE MUSE and Philips XML, EDF/BDF, Apple Health CSV), recognised by content.
 """
 
 from __future__ import annotations
@@ -29,30 +33,28 @@ import numpy as np
 import pandas as pd
 
 from liteheart_core.data import challenge, ptbxl
+from liteheart_core.data.formats import find_ecg_files, is_wfdb, read_ecg
+from liteheart_core.data.formats.labels import code_label
 from liteheart_core.data.prepare import PrepSettings, prepare_signal
-from liteheart_core.data.signal import RawRecord, read_wfdb
+from liteheart_core.data.signal import RawRecord
 
 _PTBXL_SEARCH_DEPTH = 4  # records100/00000/00001_lr.hea lies two folders below the database
 
 
 def find_recordings(path: Path) -> list[Path]:
-    """WFDB record paths (without extension) under ``path``, sorted.
+    """Recordings under ``path``, sorted: WFDB record paths (without extension) and ECG files of the other
+    formats of :mod:`liteheart_core.data.formats` (DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV),
+    recognised by content.
 
     ``path`` may be a header file (``x.hea``), a record path without extension, another
-    file of a record (``x.dat``) or a folder (searched recursively for ``*.hea``).
+    file of a record (``x.dat``), an ECG file or a folder (searched recursively).
 
     Raises
     ------
     FileNotFoundError
-        Nothing at ``path``, or a file that belongs to no WFDB header.
+        Nothing at ``path``, or a file that is no recording.
     """
-    path = Path(path)
-    if path.is_dir():
-        return sorted(h.with_suffix("") for h in path.rglob("*.hea"))
-    header = path.with_suffix(".hea") if path.suffix else path.with_name(path.name + ".hea")
-    if header.is_file():
-        return [header.with_suffix("")]
-    raise FileNotFoundError(f"{path}: no WFDB record (no header {header.name}) and not a folder")
+    return find_ecg_files(Path(path))
 
 
 def _signal_files(header: Path) -> list[str]:
@@ -67,7 +69,10 @@ def _signal_files(header: Path) -> list[str]:
 
 
 def content_hash(record: Path) -> str:
-    """SHA-256 over the header's and every signal file's name and bytes (absent files count as absent)."""
+    """SHA-256 over the header's and every signal file's name and bytes (absent files count as absent);
+    for a one-file recording (DICOM, XML, EDF, CSV), over its name and bytes."""
+    if Path(record).is_file() and not is_wfdb(record):
+        return hashlib.sha256(Path(record).name.encode() + b"\0" + Path(record).read_bytes()).hexdigest()
     header = Path(record).with_name(Path(record).name + ".hea")
     digest = hashlib.sha256()
     digest.update(header.name.encode())
@@ -81,6 +86,9 @@ def content_hash(record: Path) -> str:
 
 def file_signature(record: Path) -> tuple[tuple[str, int, int], ...]:
     """(name, size, mtime_ns) of a record's files: unchanged between two looks means it is complete."""
+    if record.is_file() and not is_wfdb(record):
+        st = record.stat()
+        return ((record.name, st.st_size, st.st_mtime_ns),)
     header = record.with_name(record.name + ".hea")
     files = [header] + ([header.parent / n for n in _signal_files(header)] if header.is_file() else [])
     out = []
@@ -94,17 +102,18 @@ def file_signature(record: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 def read_recording(path: Path, record: str | None = None) -> RawRecord:
-    """Read a 12-lead record (standard lead order) or a one-lead record of lead I.
+    """Read a 12-lead record (standard lead order) or lead I of a record holding it among fewer leads,
+    from a WFDB record or an ECG file of any format of :mod:`liteheart_core.data.formats`.
 
     A flat recording is returned, not refused: the quality gate stores it with its reason.
 
     Raises
     ------
     RecordError
-        Missing or corrupt header or signal file, truncated signal, unknown sampling rate,
-        an incomplete lead set other than lead I alone, or NaN/Inf samples.
+        Missing or corrupt file, truncated signal, unknown sampling rate or unit,
+        an incomplete lead set without lead I, duplicate leads, or NaN/Inf samples.
     """
-    return read_wfdb(path, record, allow_single_lead=True, reject_flat=False)
+    return read_ecg(path, record, allow_single_lead=True, reject_flat=False)
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,11 @@ class LabelBook:
                 classes, y = challenge.challenge_labels([tuple(codes)])
                 return _nonempty(_reorder(classes, y[0], self.classes), "dx")
         return None, None
+
+    def from_codes(self, codes: tuple[str, ...]) -> tuple[np.ndarray | None, str | None]:
+        """The label the coded statements of a file give (DICOM, aECG, Apple Health), or ``(None, None)``."""
+        y = code_label(tuple(codes), self.task, self.classes)
+        return (None, None) if y is None else (y, "file")
 
 
 def _nonempty(y: np.ndarray, source: str) -> tuple[np.ndarray | None, str | None]:

@@ -1,6 +1,6 @@
-"""Prepare a WFDB dataset once into arrays that training reads by memmap.
+"""Prepare an ECG dataset once into arrays that training reads by memmap.
 
-WFDB files -> band-pass -> polyphase resample -> per-record, per-lead
+WFDB files (or DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV: kind ``files``) -> band-pass -> polyphase resample -> per-record, per-lead
 standardisation -> fixed windows -> ``signals.npy`` float32 [N, 12, T]
 + ``labels_<task>.npy`` + ``regions.npy`` (P/QRS/T codes) + ``index.csv``
 + ``meta.json`` + ``report.json``.
@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from liteheart_core.data import challenge, ptbxl
+from liteheart_core.data.formats import find_ecg_files, is_wfdb, read_ecg, recording_id
+from liteheart_core.data.formats.labels import code_tasks
 from liteheart_core.fields import coerce, typed_values
 from liteheart_core.data.ptbxl import LayoutError, RecordMeta
 from liteheart_core.data.signal import (
@@ -42,7 +44,7 @@ from liteheart_core.data.signal import (
 MAX_FS = 100_000  # Hz: no ECG is sampled faster; also bounds the arrays a setting can ask for
 MAX_WINDOW_S = 3600.0  # s: one hour per window at most
 PREP_VERSION = 2  # bump whenever the output for the same data and settings changes
-KINDS = ("ptbxl", "challenge")
+KINDS = ("ptbxl", "challenge", "files")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ class _Result:
     starts: list[int] = field(default_factory=list)
     valid: list[int] = field(default_factory=list)
     error: str | None = None
+    codes: tuple[str, ...] = ()  # what the file itself says (kind "files"): coded statements, patient, format
+    patient: str = ""
+    fmt: str = ""
 
 
 def prepare_signal(raw: RawRecord, settings: PrepSettings, length: int | None = None,
@@ -140,8 +145,12 @@ def prepare_signal(raw: RawRecord, settings: PrepSettings, length: int | None = 
 def _process(meta: RecordMeta, settings: PrepSettings) -> _Result:
     """One record -> windows; a bad record becomes a result carrying its reason."""
     try:
-        wins, starts, valid = prepare_signal(read_wfdb(meta.path, meta.record), settings)
-        return _Result(meta.record, wins, starts, valid)
+        if meta.path.is_file() and not is_wfdb(meta.path):  # one-file formats (DICOM, XML, EDF, CSV)
+            raw = read_ecg(meta.path, meta.record)
+        else:
+            raw = read_wfdb(meta.path, meta.record)
+        wins, starts, valid = prepare_signal(raw, settings)
+        return _Result(meta.record, wins, starts, valid, codes=raw.codes, patient=raw.patient, fmt=raw.fmt)
     except RecordError as exc:
         return _Result(meta.record, error=exc.reason)
     except Exception as exc:  # never die half-way on one odd file
@@ -154,12 +163,35 @@ def _process_many(args: tuple[list[RecordMeta], PrepSettings]) -> list[_Result]:
 
 
 def detect_kind(root: Path) -> str:
-    """``"ptbxl"`` or ``"challenge"`` from a folder's contents."""
+    """``"ptbxl"``, ``"challenge"`` or ``"files"`` from a folder's contents.
+
+    ``files``: a folder holding ECG files of other formats than WFDB (DICOM, HL7 aECG, MUSE/Philips XML,
+    EDF, Apple Health CSV), recognised by content, possibly mixed with WFDB records.
+    """
     if ptbxl.is_ptbxl(root):
         return "ptbxl"
-    if root.is_dir() and next(root.rglob("*.hea"), None) is not None:
-        return "challenge"
-    raise LayoutError(f"{root} is neither a PTB-XL folder (ptbxl_database.csv) nor a folder of WFDB records")
+    if root.is_dir():
+        found = find_ecg_files(root)
+        if any(not is_wfdb(p) for p in found):
+            return "files"
+        if found:
+            return "challenge"
+    raise LayoutError(f"{root} is neither a PTB-XL folder (ptbxl_database.csv) nor a folder of WFDB records or "
+                      f"ECG files (DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV)")
+
+
+def _list_files(root: Path) -> list[RecordMeta]:
+    """Every recording of a mixed folder; ids are paths below ``root`` (``a/x.dcm``, ``b/x_lr``), so
+    that the same recording in two formats stays two records. Codes and patients come from the files
+    themselves once read (a WFDB header's ``# Dx:`` SNOMED codes are read here)."""
+    metas = []
+    for path in find_ecg_files(root):
+        codes: tuple[str, ...] = ()
+        if is_wfdb(path):
+            header = path.with_name(path.name + ".hea")
+            codes = tuple(f"SNOMED:{c}" for c in challenge.parse_dx(header.read_text(errors="replace").splitlines()))
+        metas.append(RecordMeta(record=recording_id(path, root), path=path, codes=codes))
+    return metas
 
 
 def _list_records(kind: str, root: Path, settings: PrepSettings) -> tuple[list[RecordMeta], list[dict[str, str]]]:
@@ -167,6 +199,8 @@ def _list_records(kind: str, root: Path, settings: PrepSettings) -> tuple[list[R
         return ptbxl.read_ptbxl_records(root, rate=settings.source_rate), []
     if kind == "challenge":
         return challenge.read_challenge_records(root)
+    if kind == "files":
+        return _list_files(root), []
     raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
@@ -178,6 +212,9 @@ def fingerprint(kind: str, root: Path, records: Iterable[RecordMeta]) -> str:
             digest.update((root / table).read_bytes())
     for meta in records:
         digest.update(meta.record.encode())
+        if meta.path.is_file() and not is_wfdb(meta.path):
+            digest.update(meta.path.read_bytes())
+            continue
         for path in sorted(meta.path.parent.glob(meta.path.name + ".*")):
             if path.suffix in (".hea", ".dat", ".mat"):
                 digest.update(path.name.encode())
@@ -222,6 +259,8 @@ def _labels(kind: str, root: Path, codes: list[tuple[str, ...]]) -> dict[str, tu
     if kind == "ptbxl":
         statements = ptbxl.read_statements(root)
         return {task: ptbxl.task_labels(codes, statements, task) for task in ptbxl.TASKS}
+    if kind == "files":
+        return code_tasks(codes)
     return {challenge.TASK: challenge.challenge_labels(codes)}
 
 
@@ -299,6 +338,14 @@ def prepare(
     workers = workers or min(2, os.cpu_count() or 1)
     results = _run_records(metas, settings, workers, progress)
     by_id = {m.record: m for m in metas}
+    formats: dict[str, str] = {}
+    if kind == "files":  # what only reading the file tells: its statements, its patient, its format
+        for r in results:
+            if r.error is None:
+                m = by_id[r.record]
+                by_id[r.record] = replace(m, codes=m.codes + tuple(c for c in r.codes if c not in m.codes),
+                                          patient=r.patient or m.record)
+                formats[r.record] = r.fmt
     skipped = problems + [{"record": r.record, "reason": r.error} for r in results if r.error]
     if strict and skipped:
         s = skipped[0]
@@ -321,7 +368,7 @@ def prepare(
         for w, (start, valid) in enumerate(zip(r.starts, r.valid)):
             rows.append({"record": m.record, "patient": m.patient, "fold": m.fold, "site": m.site,
                          "age": m.age, "sex": m.sex, "window": w, "start": start, "valid": valid,
-                         "codes": "|".join(m.codes)})
+                         "codes": "|".join(m.codes), **({"format": formats[m.record]} if formats else {})})
     index = pd.DataFrame(rows)
     labels = _labels(kind, root, [tuple(r["codes"].split("|")) if r["codes"] else () for r in rows])
 
@@ -368,6 +415,7 @@ def prepare(
         "label_counts": _label_counts(labels, first),
         "folds": {str(k): int(v) for k, v in sorted(index[first]["fold"].value_counts().items())},
         "sources": {str(k): int(v) for k, v in index[first]["site"].value_counts().items()},
+        "formats": {str(k): int(v) for k, v in index[first]["format"].value_counts().items()} if formats else {},
         "skipped": len(skipped),
         "skipped_records": skipped,
         "warnings": warnings,

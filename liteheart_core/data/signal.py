@@ -39,9 +39,14 @@ class RawRecord:
     """One record's signal in standard lead order, channel-first."""
 
     record: str
-    signal: np.ndarray  # float32 [12, T]
+    signal: np.ndarray  # float32 [12, T], or [1, T] for a lead-I recording
     fs: float
     units: tuple[str, ...]
+    # What a file carries beside the signal (WFDB: nothing; DICOM, aECG, ...: see liteheart_core.data.formats)
+    patient: str = ""  # the patient id the file names
+    source_id: str = ""  # the recording's own id in the file (DICOM SOP instance UID, aECG id, ...)
+    codes: tuple[str, ...] = ()  # coded statements as "SCHEME:code" (SCP:NORM, SNOMED:426783006)
+    fmt: str = "wfdb"
 
 
 def canonical_lead(name: str) -> str:
@@ -78,7 +83,8 @@ def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool 
     record
         Id used in error messages (defaults to the file stem).
     allow_single_lead
-        Also accept a one-channel record of lead I (a wearable's recording); it comes back as [1, T].
+        Also accept a record holding lead I without the full 12 (a wearable's one lead, a 3-lead Holter's
+        I, II, III); only lead I comes back, as [1, T].
     reject_flat
         Refuse a record that is flat in every lead (the ingest path leaves that to its quality gate).
 
@@ -113,11 +119,11 @@ def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool 
             continue  # extra non-ECG channels (respiration, markers) are ignored
     if all(lead in positions for lead in STANDARD_LEADS):
         leads = STANDARD_LEADS
-    elif allow_single_lead and len(names) == 1 and "I" in positions:
-        leads = ("I",)
+    elif allow_single_lead and "I" in positions:
+        leads = ("I",)  # a wearable, or a Holter's few leads: lead I is what a device store keeps
     else:
         missing = [lead for lead in STANDARD_LEADS if lead not in positions]
-        needed = "the 12 standard leads, or lead I alone" if allow_single_lead else "the 12 standard leads"
+        needed = "the 12 standard leads, or lead I" if allow_single_lead else "the 12 standard leads"
         raise RecordError(rid, f"missing leads {', '.join(missing)} (file has {', '.join(names) or 'none'}; "
                                f"a record needs {needed})")
     try:
