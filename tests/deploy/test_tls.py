@@ -1,10 +1,12 @@
 """TLS and node authentication: `liteheart-server certs`, `start --tls/--auth-keys`, `client start --tls/--key`.
 
-One pilot on 127.0.0.1 serves the four process tests (the ``pilot`` fixture): a SuperLink
-with TLS and node authentication, one registered node that takes part in one round, one
-node whose key is not registered, one that connects in plaintext and one that trusts
-another CA. The other tests check certificates, keys and every refusal without starting
-a process.
+One pilot on 127.0.0.1 serves the process tests (the ``pilot`` fixture): a SuperLink
+with TLS and node authentication behind its nginx front, one registered node that takes
+part in one round through the public address, one node whose key is not registered, one
+that connects in plaintext, one that trusts another CA, and a stranger who holds the
+pilot's CA certificate (which every site gets) and uses Flower's own CLI against the
+public address: list runs, register a key, submit an app of its own, stop the pilot's run.
+The other tests check certificates, keys and every refusal without starting a process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import socket
 import ssl
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from typer.testing import CliRunner
 
 from server import certs
-from simulations.processes import free_port
+from simulations.processes import flower_env, flower_exe, free_port
 from tests.deploy.test_deploy import (
     LOOPBACK,
     RUN_LIMIT_S,
@@ -50,6 +53,97 @@ def tls_healthy(port: int, ca: Path) -> bool:
         return False
 
 
+def tls_status(port: int, ca: Path, method: str, path: str) -> int | None:
+    """The HTTP status a TLS request line gets from 127.0.0.1:port (None: no answer)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
+                sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/protobuf\r\n"
+                             "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+                head = sock.recv(64).split(b" ")
+                return int(head[1]) if len(head) > 1 and head[1].isdigit() else None
+    except (OSError, ssl.SSLError):
+        return None
+
+
+# what a stranger's app would do on the coordinator (its ServerApp) and on every site (its ClientApp)
+STRANGER_APP = """
+from pathlib import Path
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+server = ServerApp()
+client = ClientApp()
+
+
+@server.main()
+def main(grid, context):
+    Path({marker!r}).write_text("the stranger's code ran on the coordinator")
+"""
+STRANGER_PROJECT = """
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "stranger-app"
+version = "1.0.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "stranger"
+
+[tool.flwr.app.components]
+serverapp = "stranger_app:server"
+clientapp = "stranger_app:client"
+
+[tool.flwr.app.config]
+"""
+
+
+class Stranger:
+    """Someone with the pilot's CA certificate and Flower's CLI, on a machine of their own (an FLWR_HOME)."""
+
+    def __init__(self, root: Path, ca: Path, addresses: dict[str, str]) -> None:
+        self.root, self.marker = root, root / "owned"
+        self.app = root / "app"
+        self.app.mkdir(parents=True)
+        (self.app / "pyproject.toml").write_text(STRANGER_PROJECT)
+        (self.app / "stranger_app.py").write_text(STRANGER_APP.format(marker=str(self.marker)))
+        links = "".join(f'[superlink.{name}]\naddress = "{address}"\nroot-certificates = "{ca}"\n\n'
+                        for name, address in addresses.items())
+        (root / "home").mkdir()
+        (root / "home" / "config.toml").write_text(f'[superlink]\ndefault = "{next(iter(addresses))}"\n\n{links}')
+        self.env = flower_env(root / "home")
+
+    def flwr(self, *args: object) -> dict:
+        """One ``flwr ... --format json``: its exit code and JSON (``success`` false when there is none)."""
+        done = subprocess.run([flower_exe("flwr"), *map(str, args), "--format", "json"], capture_output=True,
+                              text=True, env=self.env, cwd=self.root, timeout=120, stdin=subprocess.DEVNULL,
+                              check=False)
+        text = done.stdout.strip()
+        try:
+            answer = json.loads(text[text.find("{"):]) if "{" in text else {}
+        except json.JSONDecodeError:
+            answer = {}
+        return {"code": done.returncode, "success": bool(answer.get("success")), "answer": answer,
+                "output": text + done.stderr}
+
+
+# (method, path) a stranger tries on the public address: the Control and Runtime APIs, Flower's API
+# documentation, and Fleet-looking paths that a path normaliser would turn into Control paths
+PROBES = (("POST", "/v1/control/list-runs"), ("POST", "/v1/control/register-node"), ("POST", "/v1/control/stop-run"),
+          ("POST", "/v1/control/start-run"), ("POST", "/v1/runtime/acquire-task"), ("GET", "/docs"),
+          ("GET", "/openapi.json"), ("POST", "/v1/fleet/../control/list-runs"),
+          ("POST", "/v1/fleet/%2e%2e/control/list-runs"), ("POST", "//v1/control/list-runs"),
+          ("POST", "/v1/fleet//../../v1/control/list-runs"), ("POST", "/v1/control/list-runs?x=/v1/fleet/get-run"),
+          ("GET", "/v1/fleet/pull-messages"))
+
+
 @pytest.fixture(scope="module")
 def pilot(tmp_path_factory: pytest.TempPathFactory, synth_data, tiny_teacher: Path) -> Iterator[dict]:
     """A TLS server with node auth (1 round); a registered node, an unregistered, a plaintext and a foreign-CA one."""
@@ -68,6 +162,18 @@ def pilot(tmp_path_factory: pytest.TempPathFactory, synth_data, tiny_teacher: Pa
         plaintext_health = healthy(dep.port)  # the same request without TLS
         # until the keys are registered every node is refused, the good one too
         wait_for("the node keys registered", lambda: "node authentication on" in server.text(), 60, (server,))
+        # the stranger, before any site joins: list, register the rogue's key (the rogue tries right after),
+        # submit an app; then the same list on the SuperLink's loopback address, which only this machine reaches
+        link_port = json.loads((dep.run_dir / ".flwr" / f"link-{dep.port}.json").read_text())["link_port"]
+        outsider = Stranger(root / "stranger", ca, {"pilot": f"{LOOPBACK}:{dep.port}",
+                                                    "inside": f"{LOOPBACK}:{link_port}"})
+        rogue_pub = root / "elsewhere" / certs.AUTH_KEYS / "rogue.pub"
+        attempts = {"list": outsider.flwr("list", "pilot"),
+                    "register": outsider.flwr("supernode", "register", rogue_pub, "pilot"),
+                    "run": outsider.flwr("run", outsider.app, "pilot"),
+                    "inside-list": outsider.flwr("list", "inside")}
+        probes = {f"{method} {path}": tls_status(dep.port, ca, method, path) for method, path in PROBES}
+        inside_docs = tls_status(link_port, ca, "GET", "/docs")
         common = ["--server", f"{LOOPBACK}:{dep.port}", "--data", dep.data, "--partition-id", 0, "--num-partitions", 1]
         good = dep._start("site-a", "client.cli", [*common, "--cache-dir", dep.node_cache(0), "--tls", ca,
                                                     "--key", folder / certs.SITES / "site-a" / "site-a.key"])
@@ -77,13 +183,19 @@ def pilot(tmp_path_factory: pytest.TempPathFactory, synth_data, tiny_teacher: Pa
         stranger = dep._start("stranger", "client.cli", [*common, "--cache-dir", dep.node_cache(3), "--tls",
                                                           root / "elsewhere" / certs.CA_CERT])
         rogue_code, stranger_code = rogue.wait(120), stranger.wait(120)  # each exits as soon as it is refused
+        submitted = wait_for("the pilot's run submitted", lambda: re.search(r"submitted: Flower run (\d+)",
+                                                                            server.text()), 300, (server,))
+        attempts["stop"] = outsider.flwr("stop", submitted.group(1), "pilot")
+        nodes_inside = outsider.flwr("supernode", "list", "inside")  # what the SuperLink holds, seen from inside
         wait_for("the plaintext node's failed attempts", lambda: "Connection attempt failed" in plain.text(), 120,
                  services=(server, plain))
         code = server.wait(RUN_LIMIT_S)
         plain_still_trying = plain.proc.poll() is None
         yield {"dep": dep, "code": code, "server": server, "good": good, "rogue": rogue, "rogue_code": rogue_code,
                "plain": plain, "plain_still_trying": plain_still_trying, "plaintext_health": plaintext_health,
-               "stranger": stranger, "stranger_code": stranger_code}
+               "stranger": stranger, "stranger_code": stranger_code, "outsider": outsider, "attempts": attempts,
+               "probes": probes, "inside_docs": inside_docs, "link_port": link_port,
+               "nodes_inside": nodes_inside}
     finally:
         dep.close()
 
@@ -106,6 +218,41 @@ def test_an_authenticated_tls_node_completes_a_round(pilot: dict) -> None:
     assert re.search(r"registered node key site-a \(SHA256:\S+\) as node \d+", server_log), server_log[-3000:]
     assert re.search(r"round +1/1: global macro F1", server_log)
     assert "Receiving: train message" in pilot["good"].text()
+
+
+def test_a_stranger_with_the_ca_certificate_cannot_use_the_control_api(pilot: dict) -> None:
+    attempts, dep = pilot["attempts"], pilot["dep"]
+    access = (dep.run_dir / ".flwr" / f"front-{dep.port}" / "access.log").read_text()
+
+    # the stranger's list works where the Control API really is (loopback, this machine only), so the
+    # refusals below are the front's doing, not a broken command
+    assert attempts["inside-list"]["success"], attempts["inside-list"]["output"][-2000:]
+    for action in ("list", "register", "run", "stop"):
+        # (flwr's --format json exits 0 and says success false)
+        assert not attempts[action]["success"] and "403" in attempts[action]["output"], (action, attempts[action])
+    for path in ("list-runs", "register-node", "start-run", "stop-run"):
+        assert re.search(rf'"POST /v1/control/{path} HTTP/1.1" 403 ', access), (path, access[-3000:])
+    assert not re.search(r'"\S+ /v1/control/\S* HTTP/1.1" (?!403)\d{3} ', access), access[-3000:]
+    assert not pilot["outsider"].marker.exists()  # its ServerApp never ran
+    # its key was not registered: the rogue that holds the private key was still refused, and the
+    # SuperLink knows one node, site-a's
+    assert pilot["rogue_code"] == 1
+    nodes = pilot["nodes_inside"]["answer"].get("nodes", [])
+    assert pilot["nodes_inside"]["success"] and [str(n.get("node-id")) for n in nodes] == \
+        [node_id(pilot["good"].text())], pilot["nodes_inside"]
+    # and the pilot's run it tried to stop completed
+    assert pilot["code"] == 0 and pilot["dep"].only_run()["run"]["status"] == "completed"
+
+
+def test_the_public_address_answers_the_fleet_api_and_health_only(pilot: dict) -> None:
+    refused = {probe: status for probe, status in pilot["probes"].items() if status != 403}
+
+    assert not refused, refused
+    assert pilot["inside_docs"] == 200  # the SuperLink serves them on loopback: the front is what refuses
+    assert pilot["link_port"] != pilot["dep"].port
+    # the registered site took part through the public address (test_an_authenticated_tls_node_completes_a_round)
+    access = (pilot["dep"].run_dir / ".flwr" / f"front-{pilot['dep'].port}" / "access.log").read_text()
+    assert re.search(r'"POST /v1/fleet/push-messages HTTP/1.1" 200 ', access)
 
 
 def test_a_node_whose_key_is_not_registered_is_rejected(pilot: dict) -> None:
