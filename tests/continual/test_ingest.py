@@ -201,7 +201,8 @@ def test_cli_watch_with_max_polls_and_retention(tmp_path: Path) -> None:
 
 def test_one_lead_wearable_recording_is_stored_as_one_lead(tmp_path: Path) -> None:
     write_wfdb(tmp_path / "in", "watch1", ecg_like(1, 3000, 300, seed=5), fs=300, leads=["I"])
-    write_wfdb(tmp_path / "in", "twolead", ecg_like(2, 1000, 100, seed=5), leads=["I", "II"])
+    write_wfdb(tmp_path / "in", "holter3", ecg_like(3, 1000, 100, seed=5), leads=["I", "II", "III"])
+    write_wfdb(tmp_path / "in", "nolead1", ecg_like(2, 1000, 100, seed=5), leads=["II", "III"])
     store = RecordStore(tmp_path / "s.sqlite")
 
     summary = ingest(store, tmp_path / "in", _book())
@@ -210,7 +211,9 @@ def test_one_lead_wearable_recording_is_stored_as_one_lead(tmp_path: Path) -> No
     assert rows["watch1"]["n_leads"] == 1 and rows["watch1"]["usable"]
     assert store.load([rows["watch1"]["id"]]).x.shape == (1, 1, 1000)
     assert store.candidates() == []  # a round trains 12-lead records (the teacher needs them)
-    assert "missing leads III" in rows["twolead"]["quality_flags"]["unreadable"]
+    # a 3-lead Holter holds lead I: a lead-I recording; without lead I a recording is refused
+    assert rows["holter3"]["n_leads"] == 1 and rows["holter3"]["usable"]
+    assert "missing leads I, aVR" in rows["nolead1"]["quality_flags"]["unreadable"]
     assert summary.unusable == 1
     store.close()
 
