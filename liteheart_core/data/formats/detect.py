@@ -16,7 +16,10 @@ _HEAD_BYTES = 4096
 _BY_EXTENSION = {".dcm": "dicom", ".dicom": "dicom", ".edf": "edf", ".bdf": "edf", ".hea": "wfdb"}
 _XML_ROOTS = {"annotatedecg": "aecg", "restingecg": "muse", "restingecgdata": "philips"}
 _ROOT = re.compile(rb"<\s*(?![?!])([A-Za-z_][\w.:-]*)")
-_APPLE_KEYS = {"sample rate", "lead", "unit"}
+# The keys of the Health app's (English) ECG export header; three of them make a file one, so that an
+# export cut short or missing its rate line is still recognised, and refused with the reason.
+_APPLE_KEYS = {"name", "date of birth", "recorded date", "classification", "symptoms", "software version", "device",
+               "sample rate", "lead", "unit"}
 
 
 def sniff(head: bytes) -> str | None:
@@ -40,7 +43,7 @@ def sniff(head: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     keys = {line.split(",", 1)[0].strip().strip('"').lower() for line in lines}
-    if _APPLE_KEYS <= keys:
+    if len(_APPLE_KEYS & keys) >= 3:
         return "apple"
     return None
 

@@ -13,7 +13,10 @@ when told to; here a short file is a truncated file).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 from liteheart_core.data.formats.common import assemble, lead_name
 from liteheart_core.data.signal import RawRecord, RecordError
@@ -30,10 +33,17 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
     """
     import edfio
 
+    _check_record_duration(path, rid)
     try:
-        edf = edfio.read_edf(str(path))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            edf = edfio.read_edf(str(path))
     except (ValueError, OSError, EOFError, IndexError, UnicodeDecodeError) as exc:
         raise RecordError(rid, f"not a readable EDF file (corrupt header or truncated data): {exc}") from None
+    for warning in caught:  # edfio reads a short file and says so; here that is a truncated recording
+        text = str(warning.message)
+        if "data record" in text.lower():
+            raise RecordError(rid, f"truncated EDF file: {text}")
     names, channels, units, rates = [], [], [], set()
     try:
         for sig in edf.signals:
@@ -58,3 +68,17 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
     return assemble(rid, names, channels, units, fs, fmt="edf", where_fs="the signal headers",
                     allow_single_lead=allow_single_lead, reject_flat=reject_flat, patient=patient,
                     source_id=source)
+
+
+def _check_record_duration(path: Path, rid: str) -> None:
+    """The data-record duration (header bytes 244-252) gives the rate: it must be a positive number."""
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+    text = head[244:252].decode("ascii", "replace").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if len(head) == 256 and not (np.isfinite(seconds) and seconds > 0):
+        raise RecordError(rid, f"unknown sampling rate: the EDF data-record duration is {text!r} s "
+                               f"(samples per record / duration give the rate)")
