@@ -23,6 +23,7 @@ out = Console()
 class Kind(str, Enum):
     ptbxl = "ptbxl"
     challenge = "challenge"
+    files = "files"
     auto = "auto"
 
 
@@ -65,6 +66,8 @@ def _print_summary(summary: dict) -> None:
         for name, count in counts.items():
             table.add_row(name, str(count))
         out.print(table)
+    if summary.get("formats"):
+        out.print("formats: " + ", ".join(f"{k} {v}" for k, v in summary["formats"].items()))
     if summary.get("sources") and summary["source"] == "challenge":
         out.print("sources: " + ", ".join(f"{k} {v}" for k, v in summary["sources"].items()))
     for item in summary["skipped_records"][:20]:
@@ -75,8 +78,8 @@ def _print_summary(summary: dict) -> None:
 
 @data_app.command("prepare")
 def prepare_cmd(
-    kind: Annotated[Kind, typer.Argument(help="Layout of the folder: ptbxl, challenge, or auto.")],
-    path: Annotated[Path, typer.Argument(help="The dataset folder (PTB-XL or PhysioNet Challenge WFDB files).")],
+    kind: Annotated[Kind, typer.Argument(help="Layout of the folder: ptbxl, challenge, files (ECG files of any format, mixed), or auto.")],
+    path: Annotated[Path, typer.Argument(help="The dataset folder: PTB-XL, PhysioNet Challenge, or ECG files (WFDB, DICOM, HL7 aECG, GE MUSE/Philips XML, EDF, Apple Health CSV; recognised by content).")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where prepared arrays go (default: $LITEHEART_CACHE or ~/.cache/liteheart).")] = None,
     fs: Annotated[int, typer.Option(help="Target sampling rate in Hz.")] = 100,
     window: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
@@ -90,7 +93,7 @@ def prepare_cmd(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Prepare WFDB records once into arrays for training (reused when nothing changed)."""
+    """Prepare ECG records once into arrays for training (reused when nothing changed)."""
     from liteheart_core.data.prepare import PreparationError, PrepSettings, prepare
     from liteheart_core.data.ptbxl import LayoutError
 
