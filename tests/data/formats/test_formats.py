@@ -203,3 +203,21 @@ def test_mixed_folder_prepares_to_the_arrays_of_its_wfdb_original(original, tmp_
                           columns=summary["tasks"]["superdiagnostic"])
     assert labels.loc["ecg.dcm", "NORM"] == 1 and labels.loc["ecg_aecg.xml", "NORM"] == 1
     assert str(index.set_index("record").loc["ecg.dcm", "patient"]) == "15709"
+
+
+def test_uncompressed_philips_waveforms_are_refused_naming_sierraecg(tmp_path: Path) -> None:
+    # Prepare: a Philips file whose waveforms are stored uncompressed (sierraecg 0.4 fails on these)
+    import base64
+    import re
+
+    x = np.random.default_rng(0).standard_normal((12, 300)) * 0.3
+    text = W.write_philips(tmp_path / "p.xml", x, 100).read_text()
+    samples = b"".join(W.microvolts(x[i]).astype("<i2").tobytes() for i in range(12))
+    text = text.replace('compression="XLI"', 'compression="Uncompressed"')
+    text = re.sub(r"(<parsedwaveforms[^>]*>)[^<]*<", lambda m: m.group(1) + base64.b64encode(samples).decode() + "<",
+                  text)
+    (tmp_path / "p.xml").write_text(text)
+
+    # Execute / Assert: refused with the reason, never a crash
+    with pytest.raises(RecordError, match="sierraecg"):
+        read_ecg(tmp_path / "p.xml")
