@@ -45,7 +45,7 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)  # an image in the folder: no pixels read
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RecordError(rid, f"not a readable DICOM file: {type(exc).__name__}: {exc}") from None
     try:
