@@ -65,7 +65,11 @@ def local_data(context: Context, cfg: dict, kind: str = "paired") -> LocalData:
     if "partition-id" not in node:
         raise ValueError("node config has neither data-path, store nor partition-id: this node has no data")
     # a deployed node names its own copy of the dataset; a simulated one shares the server's
-    data = str(node.get("data", cfg["data"]))
+    data = node.get("data", cfg.get("data"))
+    if data is None:
+        raise ValueError("node config has partition-id but no data=: a deployed node names its own copy of the "
+                         "dataset (the server does not say where its own is)")
+    data = str(data)
     own = float(node.get("labelled-fraction", cfg.get("wearable-labelled-fraction", -1.0) if view else -1.0))
     return simulated_client_data(data, int(cfg["synth-records"]), str(cfg["task"]),
                                  int(node["partition-id"]), int(node["num-partitions"]), str(cfg["partition"]),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import secrets
 import socket
 import ssl
@@ -34,6 +35,7 @@ import tomli_w
 import typer
 
 from server import front as front_proxy
+from server.settings import PRIVATE_KEYS, SETTINGS_ENV, split_settings
 from server.certs import CertError, ServerTls, auth_public_keys, check_server_tls, fingerprint, load_public_key
 from simulations.data_cmd import err, fail, out
 from simulations.processes import (
@@ -129,11 +131,15 @@ class Deployment:
 
 
 def write_fab(dep: Deployment, run_config: dict[str, Any]) -> Path:
-    """The Flower app project ``flwr run`` packs: our installed apps, this run's config.
+    """The Flower app project ``flwr run`` packs: our installed apps, this run's public settings.
 
     Only ``pyproject.toml``: the components name the installed ``server``/``client``
-    packages, so the FAB carries settings and no code or weights.
+    packages, so the FAB carries settings and no code or weights. Every site receives it:
+    the server's paths and registry URL are refused here (they go to ``write_server_settings``).
     """
+    leaked = sorted(set(run_config) & set(PRIVATE_KEYS))
+    if leaked:
+        raise ValueError(f"the app bundle goes to every site; keep {', '.join(leaked)} on the server")
     # Flower 1.42 runs SecAgg+ only with a legacy client (client/secagg_app.py); the server side is chosen
     # by server.orchestrate from the same setting
     client_app = "client.secagg_app:app" if run_config.get("secagg") else "client.app:app"
@@ -147,6 +153,19 @@ def write_fab(dep: Deployment, run_config: dict[str, Any]) -> Path:
     dep.fab_dir.mkdir(parents=True, exist_ok=True)
     (dep.fab_dir / "pyproject.toml").write_text(tomli_w.dumps(doc))
     return dep.fab_dir
+
+
+def write_server_settings(dep: Deployment, private: dict[str, Any]) -> Path:
+    """The settings that stay on this machine (paths, registry URL), readable by its owner only."""
+    dep.home.mkdir(parents=True, exist_ok=True)
+    path = dep.home / f"server-settings-{dep.port}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(private, handle, indent=2)
+    os.chmod(tmp, 0o600)  # an existing file keeps its mode through O_CREAT
+    os.replace(tmp, path)
+    return path
 
 
 def write_connection(dep: Deployment) -> None:
@@ -637,7 +656,9 @@ def start_cmd(
     dep = Deployment(run_dir=run_dir, port=port, host=host, tls=server_tls, auth_keys=keys, link_port=link_port)
     options = {"run-dir": str(run_dir), "db-url": db or "", "run-id": plan.run_id, "resume": plan.resume,
                "run-name": ""}
-    write_fab(dep, {**plan.cfg.to_dict(), **options})
+    public, private = split_settings({**plan.cfg.to_dict(), **options})
+    write_fab(dep, public)
+    settings_file = write_server_settings(dep, private)
     write_connection(dep)
     if not as_json or err.is_terminal:
         what = f"resuming run {plan.run_id} after round {plan.already}" if plan.resume else f"run {plan.run_id}"
@@ -651,7 +672,8 @@ def start_cmd(
         err.print("[yellow]warning:[/] TLS without --auth-keys: any node that trusts the CA may join")
     with sigterm_as_interrupt():
         try:
-            row, flwr_run, log_path = deploy(dep, plan, flower_env(dep.home), registry_url)
+            row, flwr_run, log_path = deploy(dep, plan, flower_env(dep.home, {SETTINGS_ENV: str(settings_file)}),
+                                             registry_url)
         except (DeployError, FileNotFoundError) as exc:
             fail(str(exc), code=1)
         except KeyboardInterrupt:

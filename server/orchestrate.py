@@ -44,6 +44,9 @@ class ServerOptions:
     on_round: Callable[[int, dict], None] | None = None  # progress hook (CLI)
     partition_table: list[dict] | None = None  # what each simulated client holds (None in deployment)
     result: dict = field(default_factory=dict)  # filled with run_id and rounds for the caller
+    # simulation: the nodes share the server's dataset and are told where it is; deployed nodes name their own
+    # (node config), and the server's path never leaves it
+    share_data: bool = True
 
 
 def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
@@ -67,9 +70,10 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
     return load_checkpoint(path)
 
 
-def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "") -> ConfigRecord:
-    """What every client is told each round: settings only, never data."""
-    keys = ("data", "synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
+def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "",
+                 share_data: bool = True) -> ConfigRecord:
+    """What every client is told each round: settings only, never data (nor, unless shared, where it is)."""
+    keys = (("data",) if share_data else ()) + ("synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
             "batch-size", "lr", "seed", "device", "student-lead", "wearables", "wearable-labelled-fraction",
             "wearable-degrade", "wearable-rate")
     values = {k: v for k, v in cfg.to_dict().items() if k in keys}
@@ -183,7 +187,8 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
         runner.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
                                                             student.state_dict().items()}),
                      num_rounds=remaining, timeout=cfg.round_timeout,
-                     train_config=round_config(cfg, thash, student_net, run_id), evaluate_fn=evaluate)
+                     train_config=round_config(cfg, thash, student_net, run_id, opts.share_data),
+                     evaluate_fn=evaluate)
         last = registry.last_checkpoint(run_id)
         if last is not None:  # the final global student, scorable with `liteheart-sim evaluate`
             final = opts.run_dir / run_id / "global_student.pt"

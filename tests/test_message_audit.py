@@ -1,9 +1,12 @@
-"""Every message of a federated run, both directions, holds model arrays, scalar metrics and settings only.
+"""Every message of a deployed run, both directions, holds model arrays, scalar metrics and settings only.
 
-The run is the real server (``run_federation``) and the real ClientApp over the in-process
-grid, which serialises each message as the SuperLink would and keeps what the other side
-parsed; nothing here trusts the code that builds the messages. Two 12-lead (paired) nodes and
-one wearable take part, so both kinds of client are audited.
+The run is the real server (``run_federation``, with the settings a deployed ServerApp gets:
+``start``'s public app-bundle config joined with the server's own settings file) and the real
+ClientApp over the in-process grid, which serialises each message as the SuperLink would and
+keeps what the other side parsed; nothing here trusts the code that builds the messages. Two
+12-lead (paired) nodes and one wearable take part, each naming its data in its node config as
+a deployed node does, so both kinds of client are audited. Nothing is exempt: no server path
+(data, teacher, run folder) and no registry URL in any message, not even in the serialised bytes.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.serde import message_to_proto
 
 from client.app import app
 from liteheart_core.checkpoint import load_checkpoint
 from liteheart_core.config import FedConfig
 from liteheart_core.federated import student_for
-from server.orchestrate import ServerOptions, run_federation
+from server.app import options_from_run_config
+from server.deploy import Deployment, write_server_settings
+from server.orchestrate import run_federation
+from server.settings import SETTINGS_ENV, server_settings, split_settings
 from simulations.local_grid import LocalGrid, server_identity
 
 NODES = [201, 202, 203]
@@ -50,15 +57,23 @@ def strings(msg: Message) -> list[str]:
 
 
 def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher: Path, tmp_path: Path) -> None:
-    cfg = FedConfig(data=str(synth_data.root), teacher=str(tiny_teacher), clients=len(NODES), rounds=2,
-                    local_epochs=1, batch_size=16, labelled_fraction=0.5, device="cpu", method="liteheart",
-                    wearables=1)
+    given = FedConfig(data=str(synth_data.root), teacher=str(tiny_teacher), clients=len(NODES), rounds=2,
+                      local_epochs=1, batch_size=16, labelled_fraction=0.5, device="cpu", method="liteheart",
+                      wearables=1)
+    run_dir, db_url = tmp_path / "runs", f"sqlite:///{tmp_path / 'registry-s3cret.sqlite'}"
+    public, private = split_settings({**given.to_dict(), "run-dir": str(run_dir), "db-url": db_url,
+                                      "run-id": "audit1", "resume": False, "run-name": ""})
+    settings = write_server_settings(Deployment(run_dir=run_dir, port=9092), private)
+    cfg, opts = options_from_run_config(server_settings(public, {SETTINGS_ENV: str(settings)}))
     teacher, _ = load_checkpoint(tiny_teacher)
     tstate = {k: v.detach() for k, v in teacher.state_dict().items()}
     student = student_for(synth_data.tasks[cfg.task], cfg.student_lead)
-    grid = LocalGrid(app, NODES, tmp_path / "nodes")
+    # deployed nodes: each names its own copy of the data (here the same folder, so any echo of it would show)
+    nodes = {node: {"data": str(synth_data.root), "partition-id": i, "num-partitions": len(NODES)}
+             for i, node in enumerate(NODES)}
+    grid = LocalGrid(app, NODES, tmp_path / "nodes", node_configs=nodes)
 
-    shown = run_federation(grid, cfg, ServerOptions(run_dir=tmp_path / "runs"))
+    shown = run_federation(grid, cfg, opts)
 
     assert shown["run"]["status"] == "completed"
     student_shapes, teacher_shapes = shapes(student.state_dict()), shapes(tstate)
@@ -104,13 +119,14 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
     probes = [x[i, lead, window // 2:window // 2 + 8].tobytes() for i in range(len(x)) for lead in (0, 7)]
     assert not any(p in blob for p in probes if p.count(0) < len(p))
 
-    # no record id as a file name or path, no file of the prepared data, no patient folder in any text;
-    # the dataset's root goes out once per round as the `data` setting (simulated nodes share it)
+    # no record id as a file name or path, no file of the prepared data, no patient folder in any text; no
+    # server path or registry URL anywhere in a message's bytes
     names = [f"{int(r):05d}_lr" for r in synth_data.index["record"]] + ["records100", "records500", "signals.npy",
                                                                           "labels_", "regions.npy", "index.csv"]
+    server_only = [str(synth_data.root), synth_data.root.name, str(tiny_teacher), tiny_teacher.name, str(run_dir),
+                   str(tmp_path), "s3cret", "sqlite:"]
     for direction, msg in grid.traffic:
         texts = strings(msg)
-        if msg.metadata.message_type == "train" and direction == "down":
-            texts.remove(str(msg.content["config"]["data"]))
         assert not [t for t in texts for n in names if n in t], direction
-        assert not [t for t in texts if str(synth_data.root) in t], direction
+        wire = message_to_proto(msg).SerializeToString()
+        assert not [s for s in server_only if s.encode() in wire], (direction, msg.metadata.message_type)

@@ -400,26 +400,45 @@ def test_client_start_errors_are_one_clear_line(tmp_path: Path, site_data: Path)
     assert in_use.exit_code == 2 and f"port {taken} is in use; choose another with --port" in in_use.output
 
 
-def test_the_app_project_carries_every_setting(tmp_path: Path) -> None:
+def test_the_app_project_carries_the_public_settings_and_the_server_keeps_its_own(tmp_path: Path) -> None:
+    import stat
     import tomllib
 
     from liteheart_core.config import FedConfig
     from server.app import OPTION_KEYS, options_from_run_config
-    from server.deploy import Deployment, write_connection, write_fab
+    from server.deploy import Deployment, write_connection, write_fab, write_server_settings
+    from server.settings import PRIVATE_KEYS, SETTINGS_ENV, server_settings, split_settings
 
     dep = Deployment(run_dir=tmp_path, port=9092)
-    cfg = FedConfig(rounds=3, min_clients=2, data=str(tmp_path))
-    options = {"run-dir": str(tmp_path), "db-url": "", "run-id": "r1", "resume": True, "run-name": ""}
+    teacher = tmp_path / "teachers" / "t.pt"
+    cfg = FedConfig(rounds=3, min_clients=2, data=str(tmp_path / "server-data"), teacher=str(teacher))
+    db = "postgresql+psycopg://liteheart:s3cret-pw@db.internal:5432/registry"
+    options = {"run-dir": str(tmp_path), "db-url": db, "run-id": "r1", "resume": True, "run-name": ""}
+    public, private = split_settings({**cfg.to_dict(), **options})
 
-    write_fab(dep, {**cfg.to_dict(), **options})
+    write_fab(dep, public)
+    settings = write_server_settings(dep, private)
     write_connection(dep)
 
-    doc = tomllib.loads((dep.fab_dir / "pyproject.toml").read_text())
-    app = doc["tool"]["flwr"]["app"]
+    bundle = (dep.fab_dir / "pyproject.toml").read_text()
+    app = tomllib.loads(bundle)["tool"]["flwr"]["app"]
     assert app["components"] == {"serverapp": "server.app:app", "clientapp": "client.app:app"}
-    assert set(app["config"]) == set(cfg.to_dict()) | set(OPTION_KEYS)
-    back, opts = options_from_run_config(app["config"])
-    assert back == cfg and opts.run_id == "r1" and opts.resume and opts.run_dir == tmp_path
+    assert set(app["config"]) == (set(cfg.to_dict()) | set(OPTION_KEYS)) - set(PRIVATE_KEYS)
+    for secret in ("s3cret-pw", "db.internal", str(tmp_path), "server-data", "t.pt"):
+        assert secret not in bundle, secret
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o600
+    # the ServerApp joins them back only with the file of the same run
+    back, opts = options_from_run_config(server_settings(app["config"], {SETTINGS_ENV: str(settings)}))
+    assert back == cfg and opts.run_id == "r1" and opts.resume and opts.run_dir == tmp_path and opts.db_url == db
+    assert not opts.share_data  # deployed nodes are never told where the server's data are
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**private, "run-id": "r2"}))
+    with pytest.raises(ValueError, match="for run r2, the submitted app is run r1"):
+        server_settings(app["config"], {SETTINGS_ENV: str(other)})
+    with pytest.raises(ValueError, match=f"{SETTINGS_ENV} is not set"):
+        server_settings(app["config"], {})
+    with pytest.raises(ValueError, match="keep data, db-url, resume, run-dir, run-name, teacher on the server"):
+        write_fab(dep, {**cfg.to_dict(), **options})
     links = tomllib.loads((tmp_path / ".flwr" / "config.toml").read_text())["superlink"]
     assert links["default"] == "liteheart-9092"
     assert links["liteheart-9092"] == {"address": "127.0.0.1:9092", "insecure": True}

@@ -530,3 +530,19 @@ def test_a_key_taken_out_of_auth_keys_is_unregistered_at_the_next_start(tmp_path
     assert [c[2] for c in calls if c[1] == "register"] == [str((auth / "a.pub").resolve())]
     kept = json.loads((tmp_path / ".flwr" / "node-keys-9092.json").read_text())
     assert [entry["name"] for entry in kept.values()] == ["a"]
+
+
+def test_the_app_bundle_every_site_receives_holds_no_server_path(pilot: dict) -> None:
+    import tomllib
+
+    dep = pilot["dep"]
+    bundle = (dep.run_dir / "fab" / "pyproject.toml").read_text()  # what `flwr run` packed and sites download
+    settings = json.loads((dep.run_dir / ".flwr" / f"server-settings-{dep.port}.json").read_text())
+
+    config = tomllib.loads(bundle)["tool"]["flwr"]["app"]["config"]
+    assert pilot["code"] == 0  # the ServerApp found its data, teacher and registry without them
+    assert not {"data", "teacher", "run-dir", "db-url"} & set(config)
+    for secret in (str(dep.run_dir), str(Path(dep.data).resolve()), str(Path(dep.teacher).resolve()),
+                   Path(dep.teacher).name, "registry.sqlite"):
+        assert secret not in bundle, secret
+    assert settings["data"] == str(Path(dep.data).resolve()) and settings["run-id"] == config["run-id"]
