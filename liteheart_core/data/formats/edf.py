@@ -7,8 +7,8 @@ signal in its physical dimension (digital samples mapped through the physical/di
   ``sampling_frequency`` (all leads read must share one rate) and ``physical_dimension`` (``uV``, ``mV``);
   other signals (annotations, respiration, accelerometer) are ignored;
 * the patient code and the recording's start date-time and equipment as ids.
-A file whose data records are fewer than the header states is refused (edfio reads what is there only
-when told to; here a short file is a truncated file).
+A file whose data records are fewer or more than the header states is refused (edfio reads what is there
+and warns; here that is a truncated file or a wrong declared length).
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
             edf = edfio.read_edf(str(path))
     except (ValueError, OSError, EOFError, IndexError, UnicodeDecodeError) as exc:
         raise RecordError(rid, f"not a readable EDF file (corrupt header or truncated data): {exc}") from None
-    for warning in caught:  # edfio reads a short file and says so; here that is a truncated recording
+    for warning in caught:  # edfio reads what is there and says so; here that is a truncated recording
         text = str(warning.message)
         if "data record" in text.lower():
-            raise RecordError(rid, f"truncated EDF file: {text}")
+            raise RecordError(rid, f"EDF file and header disagree on its length (truncated or wrong declared "
+                                   f"number of data records): {text}")
     names, channels, units, rates = [], [], [], set()
     try:
         for sig in edf.signals:

@@ -221,3 +221,26 @@ def test_uncompressed_philips_waveforms_are_refused_naming_sierraecg(tmp_path: P
     # Execute / Assert: refused with the reason, never a crash
     with pytest.raises(RecordError, match="sierraecg"):
         read_ecg(tmp_path / "p.xml")
+
+
+def test_pyedflibs_shipped_edf_reads_as_lead_i_once_a_signal_is_named_so_and_is_refused_before(tmp_path: Path) -> None:
+    # Prepare: pyedflib's own test recording (200 Hz signals in uV: squarewave, ramp, ... no ECG)
+    import pyedflib
+
+    shipped = Path(pyedflib.__file__).parent / "data" / "test_generator.edf"
+    if not shipped.is_file():
+        pytest.skip("pyedflib's test files are not installed")
+    relabelled = tmp_path / "relabelled.edf"
+    blob = shipped.read_bytes()
+    relabelled.write_bytes(blob[:256] + b"ECG I".ljust(16) + blob[272:])  # signal 1's label: 'squarewave' -> 'ECG I'
+    with pyedflib.EdfReader(str(shipped)) as reader:  # the other library's reading of the same samples
+        expected = reader.readSignal(0) / 1000.0
+
+    # Execute / Assert: no ECG lead in the original, named and said so
+    with pytest.raises(RecordError, match="no ECG lead among the EDF signals.*squarewave"):
+        read_ecg(shipped, allow_single_lead=True)
+    rec = read_ecg(relabelled, allow_single_lead=True)
+    assert rec.signal.shape == (1, expected.size) and rec.fs == 200.0 and rec.units == ("mV",)
+    np.testing.assert_allclose(rec.signal[0], expected, atol=1e-6)
+    with pytest.raises(RecordError, match="missing leads II"):  # lead I alone is no 12-lead record
+        read_ecg(relabelled)
