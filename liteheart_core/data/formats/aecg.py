@@ -9,7 +9,9 @@ this module reads the XML itself, through defusedxml so that a hostile file cann
 * the record id from the root ``id`` (``root``/``extension``), the patient from the subject's
   ``trialSubject/id``;
 * coded statements from ``annotation/code`` whose code system is SNOMED CT (OID 2.16.840.1.113883.6.96 or
-  name ``SNOMED``) -> ``SNOMED:<code>``, or SCP-ECG (name ``SCPECG``/``SCP-ECG``) -> ``SCP:<code>``.
+  name ``SNOMED``) -> ``SNOMED:<code>``, SCP-ECG (name ``SCPECG``/``SCP-ECG``) -> ``SCP:<code>``, and the
+  MDC rhythm and beat codes (``MDC_ECG_RHY_ATR_FIB``) -> ``MDC:<code>``, labelled where PTB-XL's
+  statement table cross-references them.
 """
 
 from __future__ import annotations
@@ -108,4 +110,6 @@ def _statements(root) -> tuple[str, ...]:
             codes.append(f"SNOMED:{value}")
         elif name == "SCPECG":
             codes.append(f"SCP:{value}")
+        elif value.startswith(("MDC_ECG_RHY_", "MDC_ECG_BEAT_")):  # ISO/IEEE 11073 rhythm and beat codes
+            codes.append(f"MDC:{value}")
     return tuple(dict.fromkeys(codes))

@@ -11,7 +11,9 @@ the rhythm group, names the channels and checks units, rate and length:
 * the samples the group announces (channels x samples x bits) must all be in ``WaveformData``;
 * patient id (``PatientID``), the recording's id (``SOPInstanceUID``) and coded statements from
   ``WaveformAnnotationSequence``: a concept code in the SCPECG scheme that is a statement (no
-  measurement value) becomes ``SCP:<code>``, a SNOMED one (``SCT``, ``SRT``) ``SNOMED:<code>``.
+  measurement value) becomes ``SCP:<code>``, a SNOMED CT one (``SCT``) ``SNOMED:<code>``, SNOMED RT
+  (``SRT``) and DICOM (``DCM``) ones ``SRT:``/``DCM:<code>`` (labelled where PTB-XL's statement table
+  cross-references them, e.g. ``D3-31520`` atrial fibrillation).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ ECG_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.9.1.3": "Ambulatory ECG",
 }
 _BEAT_LABELS = ("MEDIAN", "REPRESENTATIVE", "BEAT")
-_SNOMED_SCHEMES = {"SCT", "SRT", "SNM3", "SNOMED"}
+_SNOMED_CT = {"SCT", "SNOMED"}  # SNOMED CT (numeric ids); SRT/SNM3 are SNOMED RT's older alphanumeric codes
 
 
 def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: bool = True) -> RawRecord:
@@ -112,6 +114,10 @@ def _statements(ds) -> tuple[str, ...]:
                 continue
             if scheme.startswith("SCPECG"):
                 codes.append(f"SCP:{value}")
-            elif scheme in _SNOMED_SCHEMES:
+            elif scheme in _SNOMED_CT:
                 codes.append(f"SNOMED:{value}")
+            elif scheme in ("SRT", "SNM3"):
+                codes.append(f"SRT:{value}")
+            elif scheme == "DCM":
+                codes.append(f"DCM:{value}")
     return tuple(dict.fromkeys(codes))

@@ -1,4 +1,5 @@
-"""Labels from the coded statements a file carries (``SCP:NORM``, ``SNOMED:426783006``).
+"""Labels from the coded statements a file carries (``SCP:NORM``, ``SNOMED:426783006``, ``MDC:MDC_ECG_RHY_ATR_FIB``,
+``SRT:D3-31520``).
 
 SCP-ECG statements (the vocabulary of PTB-XL) map to the PTB-XL tasks through PTB-XL's own statement
 table, shipped as ``resources/ptbxl_scp_statements.csv`` (PTB-XL 1.0.3, CC BY 4.0: Wagner et al., Scientific
@@ -25,9 +26,31 @@ def scp_statements() -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text), index_col=0)
 
 
+@lru_cache(maxsize=1)
+def _to_scp() -> dict[str, str]:
+    """Other vocabularies' codes -> SCP-ECG statement, from the table's own cross-references:
+    ``MDC:<aECG REFID>`` (``MDC_ECG_RHY_ATR_FIB`` -> AFIB) and ``SRT:``/``DCM:<DICOM Code>``
+    (``D3-31520`` -> AFIB; a cell may list two codes, ``D3-33120 or 122752``)."""
+    table = scp_statements()
+    out: dict[str, str] = {}
+    for scp, row in table.iterrows():
+        refid = row.get("aECG REFID")
+        if isinstance(refid, str) and refid.strip():
+            out[f"MDC:{refid.strip()}"] = str(scp)
+        dicom = row.get("DICOM Code")
+        if isinstance(dicom, str):
+            for code in dicom.split(" or "):
+                code = code.strip()
+                out[f"{'DCM' if code.isdigit() else 'SRT'}:{code}"] = str(scp)
+    return out
+
+
 def split_codes(codes: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(SCP codes, SNOMED codes)`` of a record's prefixed codes, prefixes removed."""
-    scp = tuple(c[4:] for c in codes if c.startswith("SCP:"))
+    """``(SCP codes, SNOMED CT codes)`` of a record's prefixed codes, prefixes removed; aECG (``MDC:``) and
+    DICOM (``SRT:``, ``DCM:``) statement codes that PTB-XL's table cross-references count as their SCP code."""
+    to_scp = _to_scp()
+    scp = tuple(dict.fromkeys(c[4:] if c.startswith("SCP:") else to_scp[c] for c in codes
+                              if c.startswith("SCP:") or c in to_scp))
     snomed = tuple(c[7:] for c in codes if c.startswith("SNOMED:"))
     return scp, snomed
 

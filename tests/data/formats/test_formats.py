@@ -244,3 +244,26 @@ def test_pyedflibs_shipped_edf_reads_as_lead_i_once_a_signal_is_named_so_and_is_
     np.testing.assert_allclose(rec.signal[0], expected, atol=1e-6)
     with pytest.raises(RecordError, match="missing leads II"):  # lead I alone is no 12-lead record
         read_ecg(relabelled)
+
+
+def test_statements_in_other_vocabularies_label_as_their_scp_ecg_statement(tmp_path: Path) -> None:
+    # Prepare: an aECG with MDC rhythm/beat codes, a DICOM with SNOMED RT (SRT) codes — the cross-references
+    # of PTB-XL's statement table — and a SNOMED CT code for the Challenge classes
+    from liteheart_core.data.formats.labels import code_label
+
+    x = np.random.default_rng(1).standard_normal((12, 300)) * 0.2
+    aecg = W.write_aecg(tmp_path / "a.xml", x, 100, mdc=("MDC_ECG_RHY_ATR_FIB", "MDC_ECG_BEAT_N"),
+                        snomed=("164889003",))
+    dicom = W.write_dicom(tmp_path / "d.dcm", x, 100, codes=("F-000B7",), scheme="SRT")
+
+    # Execute
+    a, d = read_ecg(aecg), read_ecg(dicom)
+
+    # Assert
+    assert a.codes == ("MDC:MDC_ECG_RHY_ATR_FIB", "MDC:MDC_ECG_BEAT_N", "SNOMED:164889003")
+    assert d.codes == ("SRT:F-000B7",)
+    rhythm = ["AFIB", "SR"]
+    assert code_label(a.codes, "rhythm", rhythm).tolist() == [1, 0]
+    assert code_label(a.codes, "challenge2021", ["AF", "SNR"]).tolist() == [1, 0]
+    assert code_label(d.codes, "superdiagnostic", ["NORM", "MI", "STTC", "CD", "HYP"]).tolist() == [1, 0, 0, 0, 0]
+    assert code_label(("MDC:MDC_ECG_BEAT_N",), "superdiagnostic", ["NORM"]) is None  # no cross-reference: no label

@@ -97,7 +97,7 @@ XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 def write_aecg(path: Path, x: np.ndarray, fs: float | None, leads=LEADS, patient: str = "", codes=(), *,
                unit: str = "uV", increment_unit: str = "s", record_id: str = "rec-1",
-               snomed: tuple[str, ...] = ()) -> Path:
+               snomed: tuple[str, ...] = (), mdc: tuple[str, ...] = ()) -> Path:
     """An AnnotatedECG with one rhythm series: a GLIST_TS time sequence and SLIST_PQ leads (µV digits)."""
     ET.register_namespace("", HL7)
     ET.register_namespace("xsi", XSI)
@@ -132,8 +132,10 @@ def write_aecg(path: Path, x: np.ndarray, fs: float | None, leads=LEADS, patient
         el(v, "scale", value=scale, unit=unit_name)
         d = el(v, "digits")
         d.text = " ".join(str(int(s)) for s in row)
-    if codes or snomed:
+    if codes or snomed or mdc:
         ann_set = el(el(series, "subjectOf"), "annotationSet")
+        for code in mdc:
+            el(el(el(ann_set, "component"), "annotation"), "code", code=code, codeSystem="2.16.840.1.113883.6.24")
         for code in codes:
             el(el(el(ann_set, "component"), "annotation"), "code", code=code, codeSystemName="SCPECG")
         for code in snomed:
