@@ -115,6 +115,7 @@ class _Result:
     codes: tuple[str, ...] = ()  # what the file itself says (kind "files"): coded statements, patient, format
     patient: str = ""
     fmt: str = ""
+    source_id: str = ""
 
 
 def prepare_signal(raw: RawRecord, settings: PrepSettings, length: int | None = None,
@@ -150,7 +151,8 @@ def _process(meta: RecordMeta, settings: PrepSettings) -> _Result:
         else:
             raw = read_wfdb(meta.path, meta.record)
         wins, starts, valid = prepare_signal(raw, settings)
-        return _Result(meta.record, wins, starts, valid, codes=raw.codes, patient=raw.patient, fmt=raw.fmt)
+        return _Result(meta.record, wins, starts, valid, codes=raw.codes, patient=raw.patient, fmt=raw.fmt,
+                       source_id=raw.source_id)
     except RecordError as exc:
         return _Result(meta.record, error=exc.reason)
     except Exception as exc:  # never die half-way on one odd file
@@ -196,7 +198,7 @@ def _list_files(root: Path) -> list[RecordMeta]:
 
 def _list_records(kind: str, root: Path, settings: PrepSettings) -> tuple[list[RecordMeta], list[dict[str, str]]]:
     if kind == "ptbxl":
-        return ptbxl.read_ptbxl_records(root, rate=settings.source_rate), []
+        return ptbxl.read_ptbxl_table(root, rate=settings.source_rate)
     if kind == "challenge":
         return challenge.read_challenge_records(root)
     if kind == "files":
@@ -310,10 +312,10 @@ def prepare(
     metas, problems = _list_records(kind, root, settings)
     if kind == "ptbxl" and metas and not metas[0].path.with_suffix(".hea").is_file():
         other = 500 if settings.source_rate == 100 else 100
-        alt = ptbxl.read_ptbxl_records(root, rate=other)
-        if alt[0].path.with_suffix(".hea").is_file():  # e.g. a folder with records500 only
+        alt, alt_problems = ptbxl.read_ptbxl_table(root, rate=other)
+        if alt and alt[0].path.with_suffix(".hea").is_file():  # e.g. a folder with records500 only
             settings = PrepSettings.from_dict({**asdict(settings), "source_rate": other})
-            metas = alt
+            metas, problems = alt, alt_problems
     if kind == "challenge":
         kept = []
         for meta in metas:
@@ -338,14 +340,14 @@ def prepare(
     workers = workers or min(2, os.cpu_count() or 1)
     results = _run_records(metas, settings, workers, progress)
     by_id = {m.record: m for m in metas}
-    formats: dict[str, str] = {}
+    formats: dict[str, tuple[str, str]] = {}  # record -> (format, the file's own id)
     if kind == "files":  # what only reading the file tells: its statements, its patient, its format
         for r in results:
             if r.error is None:
                 m = by_id[r.record]
                 by_id[r.record] = replace(m, codes=m.codes + tuple(c for c in r.codes if c not in m.codes),
                                           patient=r.patient or m.record)
-                formats[r.record] = r.fmt
+                formats[r.record] = (r.fmt, r.source_id)
     skipped = problems + [{"record": r.record, "reason": r.error} for r in results if r.error]
     if strict and skipped:
         s = skipped[0]
@@ -366,9 +368,12 @@ def prepare(
     for r in good:
         m = by_id[r.record]
         for w, (start, valid) in enumerate(zip(r.starts, r.valid)):
-            rows.append({"record": m.record, "patient": m.patient, "fold": m.fold, "site": m.site,
-                         "age": m.age, "sex": m.sex, "window": w, "start": start, "valid": valid,
-                         "codes": "|".join(m.codes), **({"format": formats[m.record]} if formats else {})})
+            row = {"record": m.record, "patient": m.patient, "fold": m.fold, "site": m.site,
+                   "age": m.age, "sex": m.sex, "window": w, "start": start, "valid": valid,
+                   "codes": "|".join(m.codes)}
+            if formats:  # kind "files": what the file is and its own id (DICOM SOP instance, aECG id, ...)
+                row["format"], row["source_id"] = formats[m.record]
+            rows.append(row)
     index = pd.DataFrame(rows)
     labels = _labels(kind, root, [tuple(r["codes"].split("|")) if r["codes"] else () for r in rows])
 

@@ -203,6 +203,7 @@ def test_mixed_folder_prepares_to_the_arrays_of_its_wfdb_original(original, tmp_
                           columns=summary["tasks"]["superdiagnostic"])
     assert labels.loc["ecg.dcm", "NORM"] == 1 and labels.loc["ecg_aecg.xml", "NORM"] == 1
     assert str(index.set_index("record").loc["ecg.dcm", "patient"]) == "15709"
+    assert index.set_index("record").loc["ecg_aecg.xml", "source_id"] == "rec-1"  # the file's own id
 
 
 def test_uncompressed_philips_waveforms_are_refused_naming_sierraecg(tmp_path: Path) -> None:
