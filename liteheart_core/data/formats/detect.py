@@ -30,6 +30,8 @@ def sniff(head: bytes) -> str | None:
         return "edf"  # EDF/EDF+: version "0" padded with spaces
     if head[:8] == b"\xffBIOSEMI":
         return "edf"  # BDF (24-bit EDF), read by the same library
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 (some Windows exports): look at it as UTF-8
+        head = head[: len(head) // 2 * 2].decode("utf-16", "replace").encode("utf-8")
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"<"):
         body = re.sub(rb"<!--.*?-->", b"", text, flags=re.S)

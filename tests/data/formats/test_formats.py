@@ -268,3 +268,15 @@ def test_statements_in_other_vocabularies_label_as_their_scp_ecg_statement(tmp_p
     assert code_label(a.codes, "challenge2021", ["AF", "SNR"]).tolist() == [1, 0]
     assert code_label(d.codes, "superdiagnostic", ["NORM", "MI", "STTC", "CD", "HYP"]).tolist() == [1, 0, 0, 0, 0]
     assert code_label(("MDC:MDC_ECG_BEAT_N",), "superdiagnostic", ["NORM"]) is None  # no cross-reference: no label
+
+
+def test_a_utf16_muse_export_is_detected_and_read(tmp_path: Path) -> None:
+    # Prepare: the same MUSE file as UTF-8 and re-encoded as UTF-16 (with its byte-order mark)
+    x = np.random.default_rng(2).standard_normal((12, 300)) * 0.2
+    utf8 = W.write_muse(tmp_path / "m8.xml", x, 100)
+    text = utf8.read_text(encoding="latin-1").replace("ISO-8859-1", "UTF-16")
+    (tmp_path / "m16.xml").write_bytes(text.encode("utf-16"))
+
+    # Execute / Assert
+    assert detect_format(tmp_path / "m16.xml") == "muse"
+    np.testing.assert_array_equal(read_ecg(tmp_path / "m16.xml").signal, read_ecg(utf8).signal)
