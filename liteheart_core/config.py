@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from liteheart_core.train import METHODS  # the one table of methods (what each needs) lives there
+
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
 DP_MODES = ("none", "client", "server", "dp-sgd")
@@ -79,6 +81,10 @@ class FedConfig:
             (self.partition in PARTITIONS, f"partition must be one of {', '.join(PARTITIONS)}"),
             (self.alpha > 0, "alpha must be > 0"),
             (0 <= self.labelled_fraction <= 1, "labelled-fraction must be in [0, 1]"),
+            # a federated client trains the student; the teacher is the server's (trained or given)
+            (self.method in METHODS and self.method != "teacher",
+             f"method {self.method!r} is not a method a client can train; expected one of "
+             f"{', '.join(m for m in METHODS if m != 'teacher')}"),
             (self.local_epochs >= 1, "local-epochs must be >= 1"),
             (self.batch_size >= 2, "batch-size must be >= 2"),
             (self.lr > 0, "lr must be > 0"),

@@ -21,7 +21,6 @@ Recordings come as WFDB records or as files of the other formats of :mod:`litehe
 
 from __future__ import annotations
 
-import ast
 import csv
 import hashlib
 import re
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from liteheart_core.data import challenge, ptbxl
+from liteheart_core.data.ptbxl import LayoutError
 from liteheart_core.data.formats import find_ecg_files, is_wfdb, read_ecg
 from liteheart_core.data.formats.labels import code_label
 from liteheart_core.data.prepare import PrepSettings, prepare_signal
@@ -282,12 +282,16 @@ def _statements(root: Path) -> pd.DataFrame:
 @lru_cache(maxsize=4)
 def _ptbxl_codes(root: Path, stamp: tuple[int, int]) -> dict[str, tuple[str, ...]]:
     """``filename_lr``/``filename_hr`` -> SCP codes of a PTB-XL database (read again when ``stamp`` changes)."""
-    db = pd.read_csv(root / "ptbxl_database.csv", usecols=["ecg_id", "scp_codes", "filename_lr", "filename_hr"])
+    try:
+        db = pd.read_csv(root / "ptbxl_database.csv", usecols=["ecg_id", "scp_codes", "filename_lr", "filename_hr"],
+                         dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, OSError):  # pandas' parser errors are ValueErrors
+        return {}  # a database that cannot be read labels nothing; `data prepare` names what is wrong with it
     out: dict[str, tuple[str, ...]] = {}
     for row in db.itertuples(index=False):
         try:
-            codes = tuple(ast.literal_eval(str(row.scp_codes)))
-        except (ValueError, SyntaxError):
+            codes = tuple(ptbxl.parse_scp_codes(row.scp_codes, str(row.ecg_id)))
+        except LayoutError:
             continue  # batch preparation reports such rows; here the record simply has no label
         out[str(row.filename_lr)] = codes
         out[str(row.filename_hr)] = codes

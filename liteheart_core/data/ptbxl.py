@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,11 @@ def is_ptbxl(root: Path) -> bool:
     return (root / "ptbxl_database.csv").is_file()
 
 
-def _parse_codes(text: object, ecg_id: str) -> dict[str, float]:
+def parse_scp_codes(text: object, ecg_id: str) -> dict[str, float]:
+    """A ``scp_codes`` cell (``{'NORM': 100.0, ...}``) as statement -> likelihood; LayoutError names the record.
+
+    The one parser of this cell, for batch preparation and for ingest alike.
+    """
     try:
         codes = ast.literal_eval(str(text))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
@@ -77,7 +82,20 @@ def _relative_file(value: object, ecg_id: str, column: str) -> str:
 
 
 def read_ptbxl_records(root: Path, rate: int = 100) -> list[RecordMeta]:
-    """List the records of a PTB-XL folder.
+    """List the records of a PTB-XL folder; the first bad row is a LayoutError (see ``read_ptbxl_table``)."""
+    records, problems = read_ptbxl_table(root, rate)
+    if problems:
+        raise LayoutError(f"ptbxl_database.csv, ecg_id {problems[0]['record']}: {problems[0]['reason']}")
+    return records
+
+
+def read_ptbxl_table(root: Path, rate: int = 100) -> tuple[list[RecordMeta], list[dict[str, str]]]:
+    """The records of a PTB-XL folder, and the rows that cannot be a record (``{"record", "reason"}``).
+
+    A bad cell of one row (its statements, fold, patient or file name) leaves that record out,
+    named with the reason, as preparation does with a bad signal; what breaks the table (a
+    missing column, an unreadable file, a row without a valid or with a repeated ``ecg_id``,
+    which could not be named) is a LayoutError.
 
     Parameters
     ----------
@@ -98,30 +116,45 @@ def read_ptbxl_records(root: Path, rate: int = 100) -> list[RecordMeta]:
     if missing:
         raise LayoutError(f"{db_path}: missing columns {', '.join(sorted(missing))}")
     column = "filename_lr" if rate == 100 else "filename_hr"
-    out = []
+    out: list[RecordMeta] = []
+    problems: list[dict[str, str]] = []
     seen: set[str] = set()
     for line, row in enumerate(db.itertuples(index=False), start=2):
         rid = str(_whole(row.ecg_id, f"line {line}", "ecg_id"))
         if rid in seen:
             raise LayoutError(f"ptbxl_database.csv, line {line}: ecg_id {rid} appears twice")
         seen.add(rid)
-        fold = _whole(row.strat_fold, f"ecg_id {rid}", "strat_fold")
-        if not 1 <= fold <= 10:
-            raise LayoutError(f"ptbxl_database.csv, ecg_id {rid}: strat_fold {fold} is not one of the folds 1-10")
-        patient = _whole(row.patient_id, f"ecg_id {rid}", "patient_id", missing_ok=True)
-        out.append(
-            RecordMeta(
-                record=rid,
-                path=root / _relative_file(getattr(row, column), rid, column),
-                patient="" if patient is None else str(patient),
-                fold=fold,
-                site=_text(getattr(row, "site", "")),
-                age=_number(getattr(row, "age", float("nan"))),
-                sex=_text(getattr(row, "sex", "")),
-                codes=tuple(_parse_codes(row.scp_codes, rid)),
-            )
-        )
-    return out
+        try:
+            out.append(_record(root, row, rid, column))
+        except LayoutError as exc:
+            problems.append({"record": rid, "reason": _without_prefix(str(exc), rid)})
+    return out, problems
+
+
+def _record(root: Path, row: Any, rid: str, column: str) -> RecordMeta:
+    """One row of the database as a record; LayoutError names the cell that is wrong."""
+    fold = _whole(row.strat_fold, f"ecg_id {rid}", "strat_fold")
+    if not 1 <= fold <= 10:
+        raise LayoutError(f"ptbxl_database.csv, ecg_id {rid}: strat_fold {fold} is not one of the folds 1-10")
+    patient = _whole(row.patient_id, f"ecg_id {rid}", "patient_id", missing_ok=True)
+    return RecordMeta(
+        record=rid,
+        path=root / _relative_file(getattr(row, column), rid, column),
+        patient="" if patient is None else str(patient),
+        fold=fold,
+        site=_text(getattr(row, "site", "")),
+        age=_number(getattr(row, "age", float("nan"))),
+        sex=_text(getattr(row, "sex", "")),
+        codes=tuple(parse_scp_codes(row.scp_codes, rid)),
+    )
+
+
+def _without_prefix(message: str, rid: str) -> str:
+    """A reason without the 'ptbxl_database.csv, ecg_id N: ' its record is already named by."""
+    for prefix in (f"ptbxl_database.csv, ecg_id {rid}: ", f"ecg_id {rid}: "):
+        if message.startswith(prefix):
+            return "ptbxl_database.csv: " + message[len(prefix):]
+    return message
 
 
 def _text(value: object) -> str:
