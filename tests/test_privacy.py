@@ -247,6 +247,63 @@ def test_dp_sgd_rounds_give_finite_weights_and_a_growing_epsilon(dp_client) -> N
     assert fresh["dp-epsilon"] == pytest.approx(spent[1])
 
 
+@pytest.mark.parametrize("given", [{"target_epsilon": 2.0, "planned_rounds": 3}, {"noise_multiplier": 0.7}])
+def test_dp_sgd_noise_has_the_accountants_scale(dp_client, monkeypatch: pytest.MonkeyPatch, given: dict) -> None:
+    """The noise each step adds is N(0, (z C)^2) per coordinate, z the multiplier the accountant was given."""
+    import opacus.accountants.utils
+
+    import liteheart_core.privacy as privacy
+
+    student, teacher, local, cfg = dp_client
+    dpc = DPSGDConfig(max_grad_norm=0.5, **given)
+    q, steps = privacy.sampling_plan(local.n_train, cfg.batch_size, 1)
+    # the multiplier, computed here from Opacus's accountant directly (not through noise_for_epsilon)
+    z = given.get("noise_multiplier") or opacus.accountants.utils.get_noise_multiplier(
+        target_epsilon=2.0, target_delta=dpc.delta, sample_rate=q, steps=steps * 3, accountant="rdp")
+    sums: list[dict[str, torch.Tensor]] = []
+    grads: list[dict[int, torch.Tensor]] = []
+    real_clip = privacy.clip_and_sum
+
+    def recording_clip(per_record, bound):
+        summed, norms = real_clip(per_record, bound)
+        sums.append({k: v.detach().clone() for k, v in summed.items()})
+        return summed, norms
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure=None):  # the gradient the optimiser is handed: (clipped sum + noise) / batch
+            grads.append({id(p): p.grad.detach().clone() for g in self.param_groups for p in g["params"]})
+            return super().step(closure)
+
+    monkeypatch.setattr(privacy, "clip_and_sum", recording_clip)
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    net = student_for(local.classes, "I", TINY_STUDENT)
+    net.load_state_dict(student.state_dict())
+    named: dict[str, torch.nn.Parameter] = {}
+    real_per_record = privacy._PerRecord
+
+    class Naming(real_per_record):  # the round's own names for the parameters it noises
+        def __init__(self, *args):
+            super().__init__(*args)
+            named.update({k: p for k, p in self.named_parameters() if p.requires_grad})
+
+    monkeypatch.setattr(privacy, "_PerRecord", Naming)
+
+    _, metrics, _, _ = dp_sgd_local_round(net, teacher, local, cfg, 1, 1, dpc, None)
+
+    assert metrics["dp-noise-multiplier"] == pytest.approx(z, rel=1e-9)
+    # no empty Poisson batch at this rate, so every step's clipped sum was recorded
+    assert len(grads) == len(sums) == steps and named
+    batch = q * local.n_train
+    noise = torch.cat([(step_grads[id(p)] * batch - summed[k]).flatten()
+                       for step_grads, summed in zip(grads, sums) for k, p in named.items()])
+    noise_all = noise.double()
+    expected = z * dpc.max_grad_norm
+    assert noise_all.numel() > 5_000  # tolerances below are >= 4 standard errors at this size
+    assert float(noise_all.std()) == pytest.approx(expected, rel=0.03)
+    assert abs(float(noise_all.mean())) < 0.05 * expected
+    assert float((noise_all.abs() < expected).double().mean()) == pytest.approx(0.6827, abs=0.025)  # Gaussian
+
+
 def test_noise_needs_a_model_without_normalisation_buffers() -> None:
     with pytest.raises(ValueError, match="normalisation buffers.*running_mean"):
         check_no_buffers(build_net(12, 5, TINY_TEACHER))  # BatchNorm

@@ -34,6 +34,8 @@ LOOPBACK = "127.0.0.1"
 RUN_LIMIT_S = 360  # one deployment, start to end: 100-200 s here, more when the three share 2 cores
 FLOWER_NAMES = ("flower-superlink", "flower-superexec", "flwr-serverapp", "flower-supernode", "flwr-clientapp")
 SCENARIO_TOML = 'batch-size = 16\ndevice = "cpu"\nmin-replies = 1\nseed = 0\n'
+# the scenarios share one fixture: its bounded waits (two RUN_LIMIT_S stages for the crash-resume) come first
+pytestmark = pytest.mark.timeout(3 * RUN_LIMIT_S)
 
 
 @pytest.fixture(scope="module")

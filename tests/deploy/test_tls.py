@@ -38,6 +38,9 @@ from tests.deploy.test_deploy import (
     wait_for,
 )
 
+# the pilot fixture's bounded waits (a run of RUN_LIMIT_S plus start-up and refusals) come first
+pytestmark = pytest.mark.timeout(RUN_LIMIT_S + 900)
+
 # --- one TLS + authenticated pilot, shared -----------------------------------------------------
 
 

@@ -58,6 +58,8 @@ MAX_RELATIVE_DISTANCE = 1.0
 # what the strategy records for a node that went silent: the SuperLink's reply for it, or the round timeout
 SILENT = re.compile(rf"Node Unavailable|no reply within {ROUND_TIMEOUT_S} s")
 MAX_AUC_GAP = 0.2  # the synthetic validation fold holds ~12 records: AUC moves by ~0.1 on noise alone
+# the module's deployments run in fixtures bounded by their own waits (up to 4 x RUN_LIMIT_S side by side)
+pytestmark = pytest.mark.timeout(4 * RUN_LIMIT_S + 600)
 
 
 @pytest.fixture(scope="module")
