@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from liteheart_core.train import METHODS  # the one table of methods (what each needs) lives there
+from liteheart_core.methods import METHODS, method_spec  # the one table of methods (what each needs)
 
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
@@ -157,6 +157,10 @@ class FedConfig:
                  "wearable-weight must stay 1"),
                 (client_level or self.wearables == 0,
                  "dp-sgd runs in the 12-lead (paired) clients' round; wearables would train without it"),
+                (client_level or self.method not in METHODS or not method_spec(self.method).uses_bank,
+                 f"dp-sgd clips each record's gradient of the per-record objective, which the view bank of "
+                 f"{self.method} (teacher targets on mixups of two records) does not have: use method kd, fitnets "
+                 "or liteheart (v1) with dp-sgd"),
             ]
             bad += [message for ok, message in checks if not ok]
         if bad:

@@ -108,7 +108,7 @@ def simulated_client_data(data: str, synth_records: int, task: str, partition_id
                           view: WearableView | None = None, own_fraction: float = -1.0) -> LocalData:
     """Partition ``partition_id`` of a dataset for a simulated client (cached per process across rounds).
 
-    Folds 1-9 are partitioned by patient; a client trains on its fold 1-8 records
+    Folds 1-7 and 9 are partitioned by patient (fold 8 is the test fold); a client trains on its fold 1-7 records
     and validates locally on its fold-9 records (the server scores all of fold 9).
     A wearable (``view`` given) reads lead I only; ``own_fraction`` >= 0 gives it its
     own share of labelled records instead of the partition's.
@@ -203,17 +203,17 @@ def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainC
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     method = cfg.method
-    if method != "supervised" and teacher is None:
+    if cfg.spec.needs_teacher and teacher is None:
         raise ValueError(f"method {method} needs the teacher, and this node has none")
-    if method == "supervised" and not local.labelled.any():
+    if cfg.spec.labelled_only and not local.labelled.any():
         raise ValueError(f"client {local.name} has no labelled record for supervised training")
     key = (getattr(teacher, "content_hash", id(teacher)), method)
     tr = make_trainable(student, cfg, local.x, local.y, local.labelled, local.regions, device,
-                        teacher if method != "supervised" else None,
+                        teacher if cfg.spec.needs_teacher else None,
                         targets=local.teacher_cache.get(key) if cache_teacher else None)
-    if cache_teacher and tr.t_logits is not None:
+    if cache_teacher and (tr.t_logits is not None or tr.bank is not None):
         local.teacher_cache.clear()  # one teacher at a time: bounded memory
-        local.teacher_cache[key] = (tr.t_logits, tr.t_feats)
+        local.teacher_cache[key] = (tr.t_logits, tr.t_feats, tr.bank)
     if tr.distiller is not None and distiller_state:
         tr.distiller.load_state_dict(distiller_state)
     anchor = [p.detach().clone() for p in student.parameters()] if proximal_mu > 0 else None

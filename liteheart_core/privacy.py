@@ -385,6 +385,9 @@ def dp_sgd_local_round(student: nn.Module, teacher: nn.Module | None, local, cfg
     """
     t0 = time.perf_counter()
     check_no_buffers(student)
+    if cfg.spec.uses_bank:
+        raise ValueError(f"dp-sgd has no per-record objective for method {cfg.method} (its view bank mixes records); "
+                         "use kd, fitnets or liteheart (v1)")
     cfg = dp_sgd_train_config(cfg)
     device = resolve_device(cfg.device)
     seed = cfg.seed * 100_003 + server_round

@@ -30,7 +30,8 @@ def score(net: Net, meta: dict, data: PreparedData, split: str = "test", device:
     if data.fs != meta["fs"] or int(data.meta["length"]) != meta["length"]:
         raise ValueError(f"data are {data.fs} Hz x {data.meta['length']} samples, the model expects "
                          f"{meta['fs']} Hz x {meta['length']}")
-    folds = split_folds(split)
+    trained = meta.get("train_config") or {}
+    folds = split_folds(split, {k: trained.get(f"{k}_folds") for k in ("train", "val", "test")})
     rows = data.rows(task, folds=list(folds) if folds else None)
     if len(rows) == 0:
         present = sorted(set(data.index["fold"]))

@@ -1,20 +1,23 @@
 """Centralised training: the 12-lead teacher, and lead-I students by every method.
 
-One linear loop (nanoGPT-style). Data are prepared arrays held in memory;
-the teacher's targets (logits and the stage features distillation needs) are
-computed once per run, because the teacher is frozen and sees the clean
-12-lead record, never an augmented one.
+One linear loop (nanoGPT-style). Data are prepared arrays held in memory; the frozen
+teacher's targets are computed once per run: on the clean record (``kd``, ``fitnets``,
+LiteHeart v1), or on a bank of fixed augmented views of every record (LiteHeart v2,
+:mod:`liteheart_core.views`), so a step never runs the teacher.
 
-Methods
+Methods (the table, with what each needs, is :mod:`liteheart_core.methods`)
 -------
-``teacher``     12-lead supervised BCE.
-``supervised``  lead-I student, BCE on the labelled records only.
-``kd``          + temperature-scaled distillation of the teacher's outputs on all records.
-``fitnets``     + feature imitation through 1x1 adapters, uniform over time.
-``liteheart``   + region-aware feature and class-evidence distillation, cross-layer
-                mutual information, and semi-supervision (teacher pseudo-labels,
-                weak/strong consistency) on unlabelled records.
-``liteheart-no-region`` / ``-no-mi`` / ``-no-semi``: ablations.
+``teacher``       12-lead supervised BCE (optionally with lead dropout).
+``supervised``    lead-I student, BCE on the labelled records only.
+``kd``            + temperature-scaled distillation of the teacher's outputs on all records.
+``fitnets``       + feature imitation through 1x1 adapters, uniform over time.
+``liteheart``     v1: + region-weighted feature and class-evidence distillation, cross-layer
+                  in-batch InfoNCE, teacher pseudo-labels and weak/strong consistency.
+``liteheart-v2``  consistent teaching on the view bank (mixup views included), KD,
+                  contrastive distillation of the teacher's embedding against a memory of
+                  teacher embeddings, and per-wave (P/QRS/T) class-evidence distillation.
+Ablations: ``liteheart-no-region/-no-mi/-no-semi`` (v1), ``liteheart-v2-no-views/-no-mix/-no-crd/-no-region``.
+Every student method sees the same weak augmentation on its labelled path.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -44,54 +48,36 @@ from liteheart_core.losses import (
     region_evidence_loss,
     region_feature_loss,
     strong_augment,
+    wave_evidence_loss,
     weak_augment,
+)
+from liteheart_core.methods import (  # noqa: F401  (re-exported: the table is asked for through train too)
+    DEFAULT_METHOD,
+    METHOD_TABLE,
+    METHODS,
+    STUDENT_METHODS,
+    LossWeights,
+    Method,
+    method_spec,
 )
 from liteheart_core.metrics import evaluate, summarise, tune_thresholds
 from liteheart_core.models import Net, build_net, student_config, teacher_config
+from liteheart_core.views import BatchView, ViewBank, batch_view, cached_view_bank, weak_view
 
-METHODS = ("teacher", "supervised", "kd", "fitnets", "liteheart", "liteheart-no-region", "liteheart-no-mi",
-           "liteheart-no-semi")
 UNIFORM = (1.0, 1.0, 1.0, 1.0)
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    """Weight of every term of the objective (0 switches a term off)."""
-
-    bce: float = 1.0
-    kd: float = 0.0
-    feature: float = 0.0
-    evidence: float = 0.0
-    mi: float = 0.0
-    pseudo: float = 0.0
-    consistency: float = 0.0
-
-
 def method_weights(method: str) -> tuple[LossWeights, bool]:
-    """Loss weights of a method, and whether its feature term is region-weighted."""
-    base = {
-        "teacher": LossWeights(),
-        "supervised": LossWeights(),
-        "kd": LossWeights(kd=1.0),
-        "fitnets": LossWeights(kd=1.0, feature=1.0),
-        "liteheart": LossWeights(kd=1.0, feature=1.0, evidence=0.5, mi=0.1, pseudo=0.5, consistency=0.5),
-    }
-    if method in base:
-        return base[method], method == "liteheart"
-    if method == "liteheart-no-region":  # same feature term, but uniform over time and no region evidence
-        return replace(base["liteheart"], evidence=0.0), False
-    if method == "liteheart-no-mi":
-        return replace(base["liteheart"], mi=0.0), True
-    if method == "liteheart-no-semi":
-        return replace(base["liteheart"], pseudo=0.0, consistency=0.0), True
-    raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    """Loss weights of a method, and whether its v1 feature term is region-weighted."""
+    spec = method_spec(method)
+    return spec.weights, spec.region_aware
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run (stored in the checkpoint)."""
 
-    method: str = "liteheart"
+    method: str = DEFAULT_METHOD
     task: str = "superdiagnostic"
     student_lead: str = "I"
     labelled_fraction: float = 1.0
@@ -109,12 +95,25 @@ class TrainConfig:
     pseudo_threshold: float = 0.9
     train_folds: tuple[int, ...] = SPLITS["train"]
     val_folds: tuple[int, ...] = SPLITS["val"]
+    test_folds: tuple[int, ...] = SPLITS["test"]  # carried by the checkpoint: what `evaluate --split test` scores
+    crd_temperature: float = 0.1
+    crd_memory: int = 1024  # teacher embeddings contrasted with each student embedding
+    embed_dim: int = 64  # whitened PCA components of the teacher's pooled features
+    mix_alpha: float = 0.4
+    view_seed: int = 0  # seeds the view bank, so one bank serves every student of a teacher
+    lead_dropout: float = 0.0  # teacher only: each lead but the student's is zeroed with this probability per record
     weights: LossWeights | None = None  # None: the method's defaults
     net: dict | None = None  # network config override (NetConfig fields); None: teacher/student defaults
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        method_spec(self.method)
+        overlap = (set(self.train_folds) & set(self.val_folds)) | (set(self.test_folds) & (set(self.train_folds)
+                                                                                          | set(self.val_folds)))
+        if overlap:
+            raise ValueError(f"train_folds {list(self.train_folds)}, val_folds {list(self.val_folds)} and test_folds "
+                             f"{list(self.test_folds)} must not share a fold (shared: {sorted(overlap)})")
+        if not self.train_folds or not self.val_folds:
+            raise ValueError("train_folds and val_folds must each name at least one fold")
         if not 0 < self.labelled_fraction <= 1:
             raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
         for name in ("epochs", "batch_size"):
@@ -122,16 +121,24 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.lead_dropout < 1:
+            raise ValueError(f"lead_dropout must be in [0, 1), got {self.lead_dropout}")
+        if self.lead_dropout > 0 and self.method != "teacher":
+            raise ValueError(f"lead_dropout trains a teacher; method {self.method!r} has no 12-lead input to drop")
         if not 0.5 <= self.pseudo_threshold < 1:
             raise ValueError(f"pseudo_threshold must be in [0.5, 1), got {self.pseudo_threshold}")
 
     @property
+    def spec(self) -> Method:
+        return method_spec(self.method)
+
+    @property
     def loss_weights(self) -> LossWeights:
-        return self.weights or method_weights(self.method)[0]
+        return self.weights or self.spec.weights
 
     @property
     def region_aware(self) -> bool:
-        return method_weights(self.method)[1]
+        return self.spec.region_aware
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -206,6 +213,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     labelled: int = 0
+    setup_seconds: float = 0.0  # one-off: moving the data, the teacher's targets or view bank
+    windows_per_second: float = 0.0  # training throughput of the optimisation steps alone
 
 
 @torch.no_grad()
@@ -238,6 +247,9 @@ class Distiller(nn.Module):
         if w.mi > 0:
             pairs = default_pairs(len(student.stage_channels), len(teacher.stage_channels))
             self.mi = CrossLayerMI(student.stage_channels, teacher.stage_channels, pairs)
+        # v2: a linear map from the student's pooled embedding to the teacher's PCA space (8 k parameters,
+        # a tenth of the student), the only trainable part contrastive distillation adds.
+        self.proj = nn.Linear(student.stage_channels[-1], cfg.embed_dim) if w.crd > 0 else None
 
     def teacher_stages(self) -> list[int]:
         stages = set(self.pairs)
@@ -248,7 +260,8 @@ class Distiller(nn.Module):
 
 def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: Distiller | None,
                xs: Tensor, y: Tensor, mask: Tensor, codes: Tensor | None, t_logits: Tensor | None,
-               t_feats: list[Tensor | None] | None, gen: torch.Generator, fs: float) -> tuple[Tensor, dict[str, float]]:
+               t_feats: list[Tensor | None] | None, gen: torch.Generator, fs: float,
+               view: "BatchView | None" = None) -> tuple[Tensor, dict[str, float]]:
     """Total loss of one batch and every term separately (for the log)."""
     w = cfg.loss_weights
     logits, feats = student.forward_features(xs)
@@ -273,6 +286,12 @@ def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: D
             mi_loss, bounds = distiller.mi(feats, [f.float() if f is not None else None for f in t_feats])
             terms["mi"] = mi_loss
     extra: dict[str, float] = {}
+    if view is not None:
+        if w.crd > 0 and distiller is not None and distiller.proj is not None:
+            z = distiller.proj(feats[-1].mean(-1))
+            terms["crd"], extra["crd_mi_bound"] = view.crd(z, cfg.crd_temperature)
+        if w.waves > 0 and codes is not None and view.waves is not None:
+            terms["waves"] = wave_evidence_loss(student.class_evidence(feats[-1]), view.waves, view.present, codes)
     if t_logits is not None and (w.pseudo > 0 or w.consistency > 0):
         weak = weak_augment(xs, gen, fs=fs)
         strong = strong_augment(xs, gen, fs=fs)
@@ -289,7 +308,7 @@ def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: D
     log = {k: float(v.detach()) for k, v in terms.items()}
     if distiller is not None and distiller.mi is not None and "mi" in terms:
         log.update({k: float(v) for k, v in bounds.items()})
-    log.update(extra)
+    log.update({k: float(v) for k, v in extra.items()})
     log["total"] = float(total.detach())
     return total, log
 
@@ -308,6 +327,7 @@ class Trainable:
     distiller: Distiller | None = None
     t_logits: Tensor | None = None
     t_feats: list[Tensor | None] | None = None
+    bank: ViewBank | None = None  # v2: teacher targets on fixed views of every record
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
@@ -315,15 +335,18 @@ class Trainable:
 
 def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled: np.ndarray,
                    codes: Tensor | None, device: torch.device, teacher: Net | None = None,
-                   targets: tuple[Tensor, list[Tensor | None]] | None = None) -> Trainable:
+                   targets: tuple | None = None, bank_cache: Path | None = None) -> Trainable:
     """Move a training set to the device and compute the frozen teacher's targets on it once.
 
     ``targets`` are teacher targets computed earlier for the same records and
-    teacher (a federated client reuses them across rounds).
+    teacher (a federated client reuses them across rounds): ``(logits, features)``,
+    or ``(logits, features, view bank)`` for a method with a view bank. ``bank_cache`` keeps
+    view banks on disk by content hash, so students of one teacher share one bank.
     """
+    spec = cfg.spec
     is_teacher = cfg.method == "teacher"
     leads = list(range(12)) if is_teacher else lead_indices(cfg.student_lead)
-    uses_teacher = not is_teacher and cfg.method != "supervised"
+    uses_teacher = spec.needs_teacher
     if uses_teacher and teacher is None:
         raise ValueError(f"method {cfg.method} needs a teacher checkpoint")
     tr = Trainable(model=model.to(device), leads=leads, x=x[:, leads].to(device), y=y.to(device),
@@ -335,6 +358,15 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
             p.requires_grad_(False)
         tr.teacher = teacher
         tr.distiller = Distiller(model, teacher, cfg).to(device)
+        if spec.uses_bank:
+            if targets is not None and len(targets) > 2 and targets[2] is not None:
+                tr.bank = targets[2].to(device)
+            else:
+                tr.bank = cached_view_bank(bank_cache, teacher, x, codes if spec.needs_regions else None, leads,
+                                           n_views=spec.views, mix_views=spec.mix_views, mix_alpha=cfg.mix_alpha,
+                                           embed_dim=cfg.embed_dim, seed=cfg.view_seed, device=device,
+                                           augment=spec.consistent).to(device)
+            return tr
         stages = tr.distiller.teacher_stages() or [len(teacher.stage_channels) - 1]
         if cfg.loss_weights.evidence > 0:
             stages = sorted(set(stages) | {len(teacher.stage_channels) - 1})
@@ -348,6 +380,43 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
     return tr
 
 
+def drop_leads(x: Tensor, p: float, keep: list[int], gen: torch.Generator) -> Tensor:
+    """Zero each lead of each record with probability ``p``, never the ``keep`` leads.
+
+    A teacher trained this way also answers from lead I alone, so what it knows is more
+    of what a lead-I student can learn (its representation is predictable from lead I).
+    """
+    drop = torch.rand(x.shape[0], x.shape[1], 1, generator=gen, device=gen.device).to(x.device) < p
+    drop[:, keep] = False
+    return x.masked_fill(drop, 0.0)
+
+
+def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.random.Generator,
+                gen: torch.Generator, fs: float) -> tuple[Tensor, Tensor | None, Tensor, Tensor, BatchView]:
+    """Inputs and targets of one batch drawn from the view bank.
+
+    Each record gets a random view; the labelled rows (the first ``half``) only plain
+    views, whose labels still hold (a mixup has no label). With consistent teaching the
+    student sees the teacher's view; otherwise (the ablation) the teacher's targets are
+    on the clean record and the student sees a fresh weak augmentation of it.
+    """
+    bank, device = tr.bank, it.device
+    views = np.concatenate([rng.integers(0, bank.plain_views, size=half),
+                            rng.integers(0, bank.n_views, size=len(it) - half)])
+    kt = torch.as_tensor(views, device=device)
+    if cfg.spec.consistent:
+        xb = bank.x[kt, it].float()
+        codes = bank.codes[kt, it].long() if bank.codes is not None else None
+    else:
+        xb, codes = weak_view(tr.x[it], tr.codes[it] if tr.codes is not None and bank.codes is not None else None,
+                              gen, fs)
+    memory = min(cfg.crd_memory, bank.n_views * len(tr.x))
+    mv = torch.as_tensor(rng.integers(0, bank.n_views, size=memory), device=device)
+    mr = torch.as_tensor(rng.integers(0, len(tr.x), size=memory), device=device)
+    mask = tr.mask[it] & ~bank.mixed.to(device)[kt]
+    return xb, codes, mask, bank.logits[kt, it], batch_view(bank, kt, it, mv, mr)
+
+
 def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: np.random.Generator,
               gen: torch.Generator, fs: float, steps: int, sched=None,
               anchor: list[Tensor] | None = None, proximal_mu: float = 0.0) -> dict[str, float]:
@@ -357,14 +426,16 @@ def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: 
     """
     device = tr.x.device
     params = tr.parameters()
+    spec = cfg.spec
     lab_idx = np.flatnonzero(tr.mask.cpu().numpy())
     n = len(tr.x)
-    if len(lab_idx) == 0 and cfg.method in ("teacher", "supervised"):
+    if len(lab_idx) == 0 and spec.labelled_only:
         raise ValueError(f"{cfg.method} training needs labelled records and this set has none")
     tr.model.train()
     sums: dict[str, float] = {}
     for _ in range(steps):
-        if cfg.method in ("teacher", "supervised"):
+        half = 0  # leading rows drawn from the labelled records
+        if spec.labelled_only:
             idx = rng.choice(lab_idx, size=cfg.batch_size, replace=len(lab_idx) < cfg.batch_size)
         elif len(lab_idx) == 0:  # a client without labels learns from the teacher alone
             idx = rng.choice(n, size=min(cfg.batch_size, n), replace=False)
@@ -373,14 +444,18 @@ def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: 
             idx = np.concatenate([rng.choice(lab_idx, size=half, replace=len(lab_idx) < half),
                                   rng.choice(n, size=min(cfg.batch_size - half, n), replace=False)])
         it = torch.as_tensor(idx, device=device)
-        xb = tr.x[it]
-        if cfg.method == "teacher":
-            xb = weak_augment(xb, gen, fs=fs)
+        mask, codes, view = tr.mask[it], tr.codes[it] if tr.codes is not None else None, None
         t_logits = tr.t_logits[it] if tr.t_logits is not None else None
         t_feats = [f[it] if f is not None else None for f in tr.t_feats] if tr.t_feats is not None else None
+        if tr.bank is not None:
+            xb, codes, mask, t_logits, view = _bank_batch(tr, cfg, it, half, rng, gen, fs)
+        else:  # every method gets the same weak augmentation on its labelled path
+            xb = weak_augment(tr.x[it], gen, fs=fs)
+            if cfg.lead_dropout > 0:
+                xb = drop_leads(xb, cfg.lead_dropout, lead_indices(cfg.student_lead), gen)
         with autocast(device, cfg.bf16):
-            loss, log = _objective(cfg, tr.model, tr.teacher, tr.distiller, xb, tr.y[it], tr.mask[it],
-                                   tr.codes[it] if tr.codes is not None else None, t_logits, t_feats, gen, fs)
+            loss, log = _objective(cfg, tr.model, tr.teacher, tr.distiller, xb, tr.y[it], mask, codes, t_logits,
+                                   t_feats, gen, fs, view)
         if anchor is not None and proximal_mu > 0:
             prox = sum(((p - a) ** 2).sum() for p, a in zip(tr.model.parameters(), anchor))
             loss = loss + proximal_mu / 2 * prox
@@ -399,7 +474,7 @@ def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: 
 
 
 def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
-          progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
+          progress: Callable[[int, int, dict], None] | None = None, bank_cache: Path | None = None) -> TrainResult:
     """Train the teacher (``method="teacher"``) or a lead-I student, early-stopped on validation macro AUC.
 
     Returns
@@ -421,7 +496,10 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
     n_leads = 12 if is_teacher else len(lead_indices(cfg.student_lead))
     net_cfg = cfg.net or (teacher_config() if is_teacher else student_config())
     model = build_net(n_leads, len(classes), net_cfg)
-    tr = make_trainable(model, cfg, tr_split.x, tr_split.y, labelled, tr_split.regions, device, teacher)
+    t_setup = time.perf_counter()
+    tr = make_trainable(model, cfg, tr_split.x, tr_split.y, labelled, tr_split.regions, device, teacher,
+                        bank_cache=bank_cache)
+    setup_seconds, step_seconds = time.perf_counter() - t_setup, 0.0
     params = tr.parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(tr_split.rows) / cfg.batch_size))
@@ -431,7 +509,9 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
     fs = float(data.fs)
     for epoch in range(cfg.epochs):
         try:
+            t_epoch = time.perf_counter()
             log = run_epoch(tr, cfg, opt, rng, gen, fs, steps_per_epoch, sched)
+            step_seconds += time.perf_counter() - t_epoch
         except FloatingPointError as exc:
             raise FloatingPointError(f"epoch {epoch + 1}: {exc}") from exc
         probs = predict(model, x_va, device, bf16=cfg.bf16)
@@ -450,7 +530,9 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
     probs = predict(model, x_va, device, bf16=cfg.bf16)
     thresholds = tune_thresholds(va.y.numpy(), probs)
     val_metrics = evaluate(va.y.numpy(), probs, thresholds, list(classes), n_bootstrap=200, seed=cfg.seed)
-    return TrainResult(model.cpu(), thresholds, val_metrics, history, time.perf_counter() - t0, int(labelled.sum()))
+    windows = len(history) * steps_per_epoch * cfg.batch_size
+    return TrainResult(model.cpu(), thresholds, val_metrics, history, time.perf_counter() - t0, int(labelled.sum()),
+                       setup_seconds, windows / max(step_seconds, 1e-9))
 
 
 def checkpoint_meta(data: PreparedData, cfg: TrainConfig, result: TrainResult) -> dict:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from liteheart_core.methods import DEFAULT_METHOD, STUDENT_METHODS, method_spec
 from simulations.data_cmd import err, fail, out
 
 DataOpt = Annotated[Path, typer.Option("--data", help="A PTB-XL or Challenge folder, or a prepared dataset folder.")]
@@ -85,12 +86,13 @@ def run_training(data_path: Path, cfg_dict: dict, out_path: Path, teacher_path: 
 def train_cmd(
     data: DataOpt,
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the student checkpoint.")],
-    method: Annotated[str, typer.Option(help="supervised, kd, fitnets, liteheart, liteheart-no-region, liteheart-no-mi or liteheart-no-semi.")] = "liteheart",
+    method: Annotated[str, typer.Option(help=f"One of {', '.join(STUDENT_METHODS)}.")] = DEFAULT_METHOD,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (every method but supervised needs one).")] = None,
     task: Annotated[str, typer.Option(help="Label task (PTB-XL: superdiagnostic, ...; Challenge: challenge2021).")] = "superdiagnostic",
     labelled_fraction: Annotated[float, typer.Option(help="Fraction of training records that keep their labels.")] = 1.0,
     lead: Annotated[str, typer.Option(help="The student's lead.")] = "I",
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation macro AUC).")] = 30,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation macro AUC).")] = 60,
+    patience: Annotated[int, typer.Option(help="Epochs without a better validation macro AUC before stopping.")] = 15,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 3e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -101,11 +103,16 @@ def train_cmd(
     """Train a lead-I student centrally (thresholds tuned on validation are stored in the checkpoint)."""
     if method == "teacher":
         fail("train the teacher with 'liteheart-server teacher train'")
-    if method != "supervised" and teacher is None:
+    try:
+        spec = method_spec(method)
+    except ValueError as exc:
+        fail(str(exc))
+    if spec.needs_teacher and teacher is None:
         fail(f"--method {method} distils from a teacher: pass --teacher CKPT")
     run_training(data, {"method": method, "task": task, "labelled_fraction": labelled_fraction, "student_lead": lead,
                         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-                        "bf16": bf16}, out_path, teacher if method != "supervised" else None, as_json)
+                        "bf16": bf16, "patience": patience}, out_path, teacher if spec.needs_teacher else None,
+                 as_json)
 
 
 def teacher_train_cmd(
@@ -117,20 +124,23 @@ def teacher_train_cmd(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    lead_dropout: Annotated[float, typer.Option(help="Zero each lead but lead I with this probability per record "
+                                                     "(a teacher that also answers from lead I).")] = 0.0,
     device: DeviceOpt = "auto",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train the frozen 12-lead teacher (supervised, early stopping on validation macro AUC)."""
     run_training(data, {"method": "teacher", "task": task, "labelled_fraction": labelled_fraction, "epochs": epochs,
-                        "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "bf16": bf16},
-                 out_path, None, as_json)
+                        "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "bf16": bf16,
+                        "lead_dropout": lead_dropout}, out_path, None, as_json)
 
 
 def evaluate_cmd(
     model: Annotated[Path, typer.Option("--model", help="A teacher or student checkpoint.")],
     data: DataOpt,
-    split: Annotated[str, typer.Option(help="train (folds 1-8), val (9), test (10) or all.")] = "test",
+    split: Annotated[str, typer.Option(help="The checkpoint's own folds: train (protocol v2: 1-7), val (9), test "
+                                            "(8 and 10: every fold no choice looked at) or all.")] = "test",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,

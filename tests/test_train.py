@@ -54,8 +54,11 @@ def test_every_student_method_trains_and_logs_its_terms(method: str, synth_data,
                 "liteheart": {"bce", "kd", "feature", "evidence", "mi", "pseudo", "consistency"},
                 "liteheart-no-region": {"bce", "kd", "feature", "mi", "pseudo", "consistency"},
                 "liteheart-no-mi": {"bce", "kd", "feature", "evidence", "pseudo", "consistency"},
-                "liteheart-no-semi": {"bce", "kd", "feature", "evidence", "mi"}}[method]
-    terms = {"bce", "kd", "feature", "evidence", "mi", "pseudo", "consistency"}
+                "liteheart-no-semi": {"bce", "kd", "feature", "evidence", "mi"},
+                "liteheart-v2": {"bce", "kd", "crd", "waves"}, "liteheart-v2-no-views": {"bce", "kd", "crd", "waves"},
+                "liteheart-v2-no-mix": {"bce", "kd", "crd", "waves"}, "liteheart-v2-no-crd": {"bce", "kd", "waves"},
+                "liteheart-v2-no-region": {"bce", "kd", "crd"}}[method]
+    terms = {"bce", "kd", "feature", "evidence", "mi", "pseudo", "consistency", "crd", "waves"}
     assert logged & terms == expected
     assert all(np.isfinite(v) for v in result.history[0].values())
     assert result.model.stage_channels and result.val_metrics["n"] > 0

@@ -4,7 +4,8 @@ Pure tensor code (only ``torch`` is imported):
 
 - :mod:`~liteheart_core.losses.kd` -- multi-label logit distillation.
 - :mod:`~liteheart_core.losses.region` -- P/QRS/T-weighted feature and class-evidence distillation.
-- :mod:`~liteheart_core.losses.mi` -- cross-layer InfoNCE mutual-information distillation.
+- :mod:`~liteheart_core.losses.mi` -- cross-layer InfoNCE mutual-information distillation (v1).
+- :mod:`~liteheart_core.losses.crd` -- contrastive distillation against a memory of teacher embeddings (v2).
 - :mod:`~liteheart_core.losses.semi` -- labelled BCE, soft targets, pseudo-labels, consistency.
 - :mod:`~liteheart_core.losses.augment` -- weak/strong ECG augmentations for consistency training.
 
@@ -22,6 +23,7 @@ from liteheart_core.losses.augment import (
     time_shift,
     weak_augment,
 )
+from liteheart_core.losses.crd import memory_infonce
 from liteheart_core.losses.kd import binary_kl_from_logits, kd_loss
 from liteheart_core.losses.mi import CrossLayerMI, ProjectionHead, default_pairs, infonce
 from liteheart_core.losses.region import (
@@ -32,6 +34,7 @@ from liteheart_core.losses.region import (
     region_evidence_loss,
     region_feature_loss,
     region_weight_map,
+    wave_evidence_loss,
 )
 from liteheart_core.losses.semi import consistency_loss, masked_bce, pseudo_label_loss, soft_target_loss
 
@@ -50,6 +53,7 @@ __all__ = [
     "infonce",
     "kd_loss",
     "masked_bce",
+    "memory_infonce",
     "muscle_noise",
     "pool_region_evidence",
     "pseudo_label_loss",
@@ -61,5 +65,6 @@ __all__ = [
     "strong_augment",
     "time_mask",
     "time_shift",
+    "wave_evidence_loss",
     "weak_augment",
 ]

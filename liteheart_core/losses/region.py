@@ -386,3 +386,55 @@ __all__ = [
     "region_feature_loss",
     "region_weight_map",
 ]
+
+
+def wave_evidence_loss(
+    student_evidence: Tensor,
+    teacher_waves: Tensor,
+    present: Tensor,
+    codes: Tensor,
+    temperature: float = 2.0,
+) -> Tensor:
+    """Match the student's per-wave class evidence to teacher evidence pooled earlier.
+
+    The region-aware term of LiteHeart v2: the teacher's evidence was pooled over the
+    P, QRS and T samples of the very view the student sees (``views.build_view_bank``),
+    so only the student's map is pooled here. Background and padding take no part (weight
+    0): the contrast between a wave and the rest is total.
+
+    Parameters
+    ----------
+    student_evidence : Tensor
+        ``[B, K, L]``, the student's classifier applied at every time step.
+    teacher_waves : Tensor
+        ``[B, K, 3]``, teacher evidence pooled over P, QRS, T. Detached inside.
+    present : Tensor
+        Bool ``[B, 3]``: the (record, wave) pairs that count.
+    codes : Tensor
+        Region codes of the student's input ``[B, T]``.
+    temperature : float, default 2.0
+        Both sides are compared as ``sigmoid(evidence / temperature)``.
+
+    Returns
+    -------
+    Tensor
+        Scalar mean squared difference over present (record, wave) pairs and classes; 0 when none is present.
+    """
+    check_ndim(student_evidence, 3, "student evidence", "[B, K, L]")
+    check_ndim(teacher_waves, 3, "teacher waves", "[B, K, 3]")
+    check_positive(temperature, "temperature")
+    if teacher_waves.shape[:2] != student_evidence.shape[:2] or teacher_waves.shape[2] != 3:
+        raise ValueError(f"teacher waves must be [B, K, 3] = {(*student_evidence.shape[:2], 3)}, "
+                         f"got {tuple(teacher_waves.shape)}")
+    if present.shape != (student_evidence.shape[0], 3):
+        raise ValueError(f"present must be [B, 3], got {tuple(present.shape)}")
+    check_region_codes(codes, batch=student_evidence.shape[0])
+    student_pooled, _ = _pool_evidence(student_evidence, codes)
+    diff = torch.sigmoid(student_pooled / temperature) - torch.sigmoid(
+        teacher_waves.detach().to(student_pooled.dtype) / temperature)
+    error = diff.pow(2).mean(dim=1)
+    mask = present.to(error.dtype)
+    return (error * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+__all__.append("wave_evidence_loss")
