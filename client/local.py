@@ -74,7 +74,12 @@ def local_data(context: Context, cfg: dict, kind: str = "paired") -> LocalData:
     return simulated_client_data(data, int(cfg["synth-records"]), str(cfg["task"]),
                                  int(node["partition-id"]), int(node["num-partitions"]), str(cfg["partition"]),
                                  float(cfg["alpha"]), float(cfg["labelled-fraction"]), int(cfg.get("seed", 0)),
-                                 view, own)
+                                 view, own, _server_folds(cfg))
+
+
+def _server_folds(cfg: dict) -> tuple[int, ...]:
+    text = str(cfg.get("server-folds", "") or "")
+    return tuple(int(f) for f in text.split(",") if f.strip())
 
 
 def _fraction(cfg: dict, kind: str) -> float:

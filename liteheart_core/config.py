@@ -13,11 +13,22 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from liteheart_core.data.splits import SPLITS
 from liteheart_core.methods import METHODS, method_spec  # the one table of methods (what each needs)
 
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
 DP_MODES = ("none", "client", "server", "dp-sgd")
+
+
+def _folds_ok(text: str) -> bool:
+    if not text.strip():
+        return True
+    try:
+        folds = [int(f) for f in text.split(",")]
+    except ValueError:
+        return False
+    return all(f in SPLITS["train"] for f in folds) and len(set(folds)) < len(SPLITS["train"])
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,10 @@ class FedConfig:
     round_timeout: float = 600.0
     teacher: str = ""  # teacher checkpoint; empty: train one on the server's data (cached)
     teacher_epochs: int = 10
+    # the server's own archive: training folds (e.g. "1,2") that no client holds; a teacher trained here is
+    # trained on them alone, and a given --teacher must not have seen any other fold (a teacher that saw the
+    # clients' labels is not a federated result). Empty: clients hold every training fold.
+    server_folds: str = ""
     seed: int = 0
     device: str = "auto"
     student_lead: str = "I"
@@ -100,6 +115,9 @@ class FedConfig:
             (self.round_timeout > 0, "round-timeout must be > 0"),
             (self.synth_records >= 50, "synth-records must be >= 50"),
             (self.teacher_epochs >= 1, "teacher-epochs must be >= 1"),
+            (_folds_ok(self.server_folds),
+             f"server-folds must be training folds ({', '.join(map(str, SPLITS['train']))}) separated by commas, "
+             f"leaving at least one to the clients; got {self.server_folds!r}"),
             (0 <= self.wearables <= self.clients, "wearables must be in [0, clients]"),
             (math.isfinite(self.wearable_weight) and self.wearable_weight >= 0, "wearable-weight must be >= 0"),
             (self.wearable_weight > 0 or self.wearables < self.clients,
@@ -115,6 +133,15 @@ class FedConfig:
         if self.secagg:
             self._check_secagg()
         self._check_dp()
+
+    @property
+    def server_fold_tuple(self) -> tuple[int, ...]:
+        return tuple(int(f) for f in self.server_folds.split(",") if f.strip()) if self.server_folds.strip() else ()
+
+    @property
+    def client_folds(self) -> tuple[int, ...]:
+        """The training folds the clients hold (every training fold but the server's archive)."""
+        return tuple(f for f in SPLITS["train"] if f not in self.server_fold_tuple)
 
     def replies_per_round(self) -> int:
         """Nodes sampled each round (Flower's FedAvg rule), with ``clients`` or at least ``min-clients`` connected."""

@@ -88,16 +88,21 @@ def _local(data: PreparedData, task: str, rows: np.ndarray, labelled: np.ndarray
         val_y=torch.as_tensor(y[val_rows], dtype=torch.float32), classes=classes, fs=float(data.fs), name=name)
 
 
+def client_folds(server_folds: tuple[int, ...] = ()) -> list[int]:
+    """Folds the clients share: the training folds but the server's archive, and the local validation fold."""
+    return [f for f in SPLITS["train"] if f not in server_folds] + [LOCAL_VAL_FOLD]
+
+
 @lru_cache(maxsize=2)
 def client_partitions(data: str, synth_records: int, task: str, num_partitions: int, scheme: str, alpha: float,
-                      labelled_fraction: float, seed: int) -> tuple:
+                      labelled_fraction: float, seed: int, server_folds: tuple[int, ...] = ()) -> tuple:
     """Every client's partition, computed once per process: with 1,000 clients, recomputing it for each
     sampled client dominated the round (see results/performance.md)."""
     from liteheart_core.data.partition import partition
 
     prepared = open_data(data, synth_records, seed)
     _, y = prepared.labels(task)
-    rows = prepared.rows(task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])
+    rows = prepared.rows(task, folds=client_folds(server_folds))
     return tuple(partition(prepared.index, y, rows, num_partitions, scheme, alpha=alpha,
                            labelled_fraction=labelled_fraction, seed=seed))
 
@@ -105,13 +110,15 @@ def client_partitions(data: str, synth_records: int, task: str, num_partitions: 
 @lru_cache(maxsize=8)
 def simulated_client_data(data: str, synth_records: int, task: str, partition_id: int, num_partitions: int,
                           scheme: str, alpha: float, labelled_fraction: float, seed: int,
-                          view: WearableView | None = None, own_fraction: float = -1.0) -> LocalData:
+                          view: WearableView | None = None, own_fraction: float = -1.0,
+                          server_folds: tuple[int, ...] = ()) -> LocalData:
     """Partition ``partition_id`` of a dataset for a simulated client (cached per process across rounds).
 
     Folds 1-7 and 9 are partitioned by patient (fold 8 is the test fold); a client trains on its fold 1-7 records
     and validates locally on its fold-9 records (the server scores all of fold 9).
     A wearable (``view`` given) reads lead I only; ``own_fraction`` >= 0 gives it its
-    own share of labelled records instead of the partition's.
+    own share of labelled records instead of the partition's. ``server_folds`` are the
+    server's own archive: no client holds a record of them.
     """
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} is outside 0..{num_partitions - 1}")
@@ -119,7 +126,7 @@ def simulated_client_data(data: str, synth_records: int, task: str, partition_id
     if os.environ.get("LITEHEART_PARTITION_CACHE", "1") == "0":  # the 'before' of the benchmark's A/B
         client_partitions.cache_clear()
     part = client_partitions(data, synth_records, task, num_partitions, scheme, alpha, labelled_fraction,
-                             seed)[partition_id]
+                             seed, tuple(server_folds))[partition_id]
     train = prepared.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
     train_rows, val_rows, labelled = part.rows[train], part.rows[~train], part.labelled[train]
     if own_fraction >= 0:

@@ -55,15 +55,21 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
         net, meta = load_checkpoint(Path(cfg.teacher))
         if meta["kind"] != "teacher":
             raise ValueError(f"{cfg.teacher} is a {meta['kind']} checkpoint, not a teacher")
+        seen = set((meta.get("train_config") or {}).get("train_folds") or ()) & set(cfg.client_folds)
+        if cfg.server_fold_tuple and seen:
+            raise ValueError(f"{cfg.teacher} was trained on folds {sorted(seen)}, which the clients hold; with "
+                             f"server-folds {cfg.server_folds} the teacher must know the server's archive only")
         return net, meta
-    key = hashlib.sha256(json.dumps([data.fingerprint, cfg.task, cfg.teacher_epochs, cfg.seed]).encode()).hexdigest()
+    folds = cfg.server_fold_tuple or SPLITS["train"]
+    key = hashlib.sha256(json.dumps([data.fingerprint, cfg.task, cfg.teacher_epochs, cfg.seed]
+                                    + ([list(folds)] if cfg.server_fold_tuple else [])).encode()).hexdigest()
     path = default_cache_dir() / "teachers" / f"teacher-{key[:16]}.pt"
     if path.is_file():
         log.info("teacher taken from cache %s", path)
         return load_checkpoint(path)
     log.info("training the 12-lead teacher on the server's data (%d epochs); cached at %s", cfg.teacher_epochs, path)
     tcfg = TrainConfig(method="teacher", task=cfg.task, epochs=cfg.teacher_epochs, lr=1e-3, seed=cfg.seed,
-                       device=cfg.device, patience=max(3, cfg.teacher_epochs))
+                       device=cfg.device, patience=max(3, cfg.teacher_epochs), train_folds=tuple(folds))
     result = train(data, tcfg, progress=lambda epoch, total, entry: log.info(
         "teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"]))
     save_checkpoint(path, result.model, checkpoint_meta(data, tcfg, result))
@@ -75,7 +81,7 @@ def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: s
     """What every client is told each round: settings only, never data (nor, unless shared, where it is)."""
     keys = (("data",) if share_data else ()) + ("synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
             "batch-size", "lr", "seed", "device", "student-lead", "wearables", "wearable-labelled-fraction",
-            "wearable-degrade", "wearable-rate")
+            "wearable-degrade", "wearable-rate", "server-folds")
     values = {k: v for k, v in cfg.to_dict().items() if k in keys}
     # run-id: the registry's, which a resumed run keeps (nodes key what they persist between rounds by it)
     values.update({"teacher-hash": teacher_hash, "student-net": json.dumps(student_net), "run-id": run_id,

@@ -40,14 +40,13 @@ def quiet_flower(verbose: bool) -> None:
 def print_partitions(cfg) -> list[dict]:
     """The table of what each simulated client holds, printed before round 1 (and returned for the registry)."""
     from liteheart_core.data.partition import partition, partition_table, render_partition_table
-    from liteheart_core.data.splits import SPLITS
-    from liteheart_core.federated import LOCAL_VAL_FOLD, _labelled, open_data
+    from liteheart_core.federated import LOCAL_VAL_FOLD, _labelled, client_folds, open_data
     from simulations.progress import prepare_run_data
 
     prepare_run_data(cfg.data, cfg.synth_records, cfg.seed)  # with a bar; open_data then finds the cache
     data = open_data(cfg.data, cfg.synth_records, cfg.seed)
     classes, y = data.labels(cfg.task)
-    rows = data.rows(cfg.task, folds=list(SPLITS["train"]) + [LOCAL_VAL_FOLD])
+    rows = data.rows(cfg.task, folds=client_folds(cfg.server_fold_tuple))
     parts = partition(data.index, y, rows, cfg.clients, cfg.partition, alpha=cfg.alpha,
                       labelled_fraction=cfg.labelled_fraction, seed=cfg.seed)
     table = partition_table(parts, y, classes)
@@ -121,6 +120,7 @@ def run_cmd(
     dp: Annotated[Optional[str], typer.Option(help="Differential privacy: none, client, server (client-level) or dp-sgd (record-level); dp-* keys in a scenario.")] = None,
     dp_epsilon: Annotated[Optional[float], typer.Option(help="Target epsilon after all rounds (the noise is derived from it).")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on the data and cached).")] = None,
+    server_folds: Annotated[Optional[str], typer.Option(help="Training folds that are the server's own archive (e.g. '1,2'): no client holds them, the teacher learns from them alone.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Registry URL (default: sqlite file in the run folder).")] = None,
@@ -139,7 +139,7 @@ def run_cmd(
                                     "teacher": str(teacher) if teacher else None, "seed": seed,
                                     "device": device, "wearables": wearables,
                                     "wearable-weight": wearable_weight, "secagg": secagg, "dp": dp,
-                                    "dp-epsilon": dp_epsilon}.items() if v is not None}
+                                    "dp-epsilon": dp_epsilon, "server-folds": server_folds}.items() if v is not None}
     try:
         cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
         if cfg.data != "synth" and not Path(cfg.data).exists():
