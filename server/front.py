@@ -92,7 +92,9 @@ def render_config(front: Front) -> str:
     """nginx.conf for ``front``: the allow-list as a map, everything else 403."""
     listen = f"[{front.host}]:{front.port}" if ":" in front.host else f"{front.host}:{front.port}"
     scheme = "https" if front.tls else "http"
-    allowed = "\n".join(f'        "{method} {path}" 1;' for method, path in ALLOWED)
+    # "~^...$": a case-sensitive regex (nginx compares plain map strings ignoring case); no pattern holds a regex
+    # character beyond the anchors
+    allowed = "\n".join(f'        "~^{method} {path}$" 1;' for method, path in ALLOWED)
     temp = {name: _quoted(front.folder / "tmp" / name) for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     tls_server, tls_upstream = "", ""
     if front.tls:
