@@ -102,6 +102,10 @@ class TrainConfig:
     mix_alpha: float = 0.4
     view_seed: int = 0  # seeds the view bank, so one bank serves every student of a teacher
     lead_dropout: float = 0.0  # teacher only: each lead but the student's is zeroed with this probability per record
+    views: int = 0  # view-bank methods: views per record (0: the method's own)
+    mix_views: int = -1  # of which mixups (-1: the method's own)
+    view_jitter: bool = False  # a fresh weak augmentation on top of the bank's view, every step
+    teacher_input: str = "all"  # view-bank methods: "all" twelve leads, or "student": the student's leads alone
     weights: LossWeights | None = None  # None: the method's defaults
     net: dict | None = None  # network config override (NetConfig fields); None: teacher/student defaults
 
@@ -121,6 +125,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.views < 0 or (self.views and not self.spec.uses_bank):
+            raise ValueError(f"views must be >= 0 and only set for a view-bank method, got {self.views} for "
+                             f"{self.method}")
+        if self.mix_views >= max(1, self.bank_views):
+            raise ValueError(f"mix_views ({self.mix_views}) must leave at least one plain view of {self.bank_views}")
+        if self.teacher_input not in ("all", "student"):
+            raise ValueError(f"teacher_input must be 'all' or 'student', got {self.teacher_input!r}")
+        if self.teacher_input != "all" and not self.spec.uses_bank:
+            raise ValueError(f"teacher_input applies to view-bank methods; {self.method} has none")
         if not 0 <= self.lead_dropout < 1:
             raise ValueError(f"lead_dropout must be in [0, 1), got {self.lead_dropout}")
         if self.lead_dropout > 0 and self.method != "teacher":
@@ -139,6 +152,14 @@ class TrainConfig:
     @property
     def region_aware(self) -> bool:
         return self.spec.region_aware
+
+    @property
+    def bank_views(self) -> int:
+        return self.views or self.spec.views
+
+    @property
+    def bank_mix_views(self) -> int:
+        return self.spec.mix_views if self.mix_views < 0 else self.mix_views
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -363,9 +384,15 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
                 tr.bank = targets[2].to(device)
             else:
                 tr.bank = cached_view_bank(bank_cache, teacher, x, codes if spec.needs_regions else None, leads,
-                                           n_views=spec.views, mix_views=spec.mix_views, mix_alpha=cfg.mix_alpha,
+                                           n_views=cfg.bank_views, mix_views=cfg.bank_mix_views,
+                                           mix_alpha=cfg.mix_alpha,
                                            embed_dim=cfg.embed_dim, seed=cfg.view_seed, device=device,
-                                           augment=spec.consistent).to(device)
+                                           augment=spec.consistent,
+                                           teacher_leads=leads if cfg.teacher_input == "student" else None
+                                           ).to(device)
+            dim = tr.bank.embed.shape[-1]  # PCA keeps at most min(embed_dim, teacher channels, records - 1)
+            if tr.distiller.proj is not None and tr.distiller.proj.out_features != dim:
+                tr.distiller.proj = nn.Linear(tr.distiller.proj.in_features, dim).to(device)
             return tr
         stages = tr.distiller.teacher_stages() or [len(teacher.stage_channels) - 1]
         if cfg.loss_weights.evidence > 0:
@@ -381,14 +408,19 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
 
 
 def drop_leads(x: Tensor, p: float, keep: list[int], gen: torch.Generator) -> Tensor:
-    """Zero each lead of each record with probability ``p``, never the ``keep`` leads.
+    """Lead dropout for a teacher, never touching the ``keep`` leads.
 
-    A teacher trained this way also answers from lead I alone, so what it knows is more
-    of what a lead-I student can learn (its representation is predictable from lead I).
+    With probability ``p / 2`` a record keeps only the ``keep`` leads, with probability
+    ``p / 2`` each other lead is dropped independently with probability 1/2, otherwise all
+    leads stay. A teacher trained this way also answers from lead I alone, so it can be
+    asked what lead I carries (its targets on a lead-I-only input are ones a lead-I
+    student can reach), besides what the twelve leads carry.
     """
-    drop = torch.rand(x.shape[0], x.shape[1], 1, generator=gen, device=gen.device).to(x.device) < p
+    u = torch.rand(x.shape[0], 1, generator=gen, device=gen.device).to(x.device)
+    some = torch.rand(x.shape[0], x.shape[1], generator=gen, device=gen.device).to(x.device) < 0.5
+    drop = (u < p / 2) | ((u < p) & some)
     drop[:, keep] = False
-    return x.masked_fill(drop, 0.0)
+    return x.masked_fill(drop.unsqueeze(-1), 0.0)
 
 
 def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.random.Generator,
@@ -407,6 +439,8 @@ def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.
     if cfg.spec.consistent:
         xb = bank.x[kt, it].float()
         codes = bank.codes[kt, it].long() if bank.codes is not None else None
+        if cfg.view_jitter:  # new every step, so the student never sees the same input twice
+            xb, codes = weak_view(xb, codes, gen, fs)
     else:
         xb, codes = weak_view(tr.x[it], tr.codes[it] if tr.codes is not None and bank.codes is not None else None,
                               gen, fs)

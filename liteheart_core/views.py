@@ -107,7 +107,7 @@ def pca_basis(feats: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
 def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], *, n_views: int = 8,
                     mix_views: int = 2, mix_alpha: float = 0.4, embed_dim: int = 64, seed: int = 0,
                     fs: float = 100.0, device: torch.device | str = "cpu", batch: int = 128,
-                    augment: bool = True) -> ViewBank:
+                    augment: bool = True, teacher_leads: list[int] | None = None) -> ViewBank:
     """Run the frozen 12-lead teacher once on ``n_views`` views of every record.
 
     Parameters
@@ -131,6 +131,9 @@ def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], 
     augment : bool
         False keeps plain views clean (the teacher's targets on the record itself: the
         inconsistent-teaching ablation, where only the student's input is augmented).
+    teacher_leads : list of int, optional
+        Leads the teacher is shown (the others zeroed): the student's own leads ask a teacher
+        trained with lead dropout what those leads carry. None: all twelve.
 
     Raises
     ------
@@ -165,7 +168,12 @@ def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], 
                 cb = None
             if augment or mixed[v]:
                 xb, cb = weak_view(xb, cb, gen, fs)
-            out, feats = teacher.forward_features(xb)
+            if teacher_leads is not None:
+                shown = torch.zeros(xb.shape[1], dtype=torch.bool, device=xb.device)
+                shown[teacher_leads] = True
+                out, feats = teacher.forward_features(xb * shown.view(1, -1, 1))
+            else:
+                out, feats = teacher.forward_features(xb)
             last = feats[-1].float()
             vx.append(xb[:, leads].to(torch.float16).cpu())
             vl.append(out.float().cpu())

@@ -77,14 +77,16 @@ def _job(job: dict) -> dict:
     from liteheart_core.train import TrainConfig, checkpoint_meta, resolve_device, train
 
     data = PreparedData.open(Path(job["data"]))
-    cfg = TrainConfig.from_dict(job["cfg"])
+    cfg = TrainConfig.from_dict({k: v for k, v in job["cfg"].items() if k != "tag"} | job.get("overrides", {}))
     teacher = load_checkpoint(Path(job["teacher"]))[0] if job.get("teacher") else None
     result = train(data, cfg, teacher=teacher, bank_cache=Path(job["work"]) / "banks")
     ckpt = Path(job["work"]) / f"{job['name']}.pt"
     save_checkpoint(ckpt, result.model, checkpoint_meta(data, cfg, result))
     leads = list(range(12)) if cfg.method == "teacher" else lead_indices(cfg.student_lead)
     device = resolve_device(cfg.device)
-    row = {"name": job["name"], "table": job["table"], "method": cfg.method, "fraction": cfg.labelled_fraction,
+    row = {"name": job["name"], "table": job["table"], "method": cfg.method + (f"+{job['tag']}" if job.get("tag")
+                                                                               else ""),
+           "tag": job.get("tag", ""), "overrides": job.get("overrides", {}), "fraction": cfg.labelled_fraction,
            "seed": cfg.seed, "teacher": job.get("teacher_name"), "checkpoint": str(ckpt),
            "val": {k: result.val_metrics[k] for k in ("macro_f1", "macro_auc", "macro_ap")},
            "thresholds": result.thresholds.tolist(), "epochs": len(result.history),
@@ -293,6 +295,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--aggregate", action="store_true", help="only rebuild the tables from the runs file")
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples per seed")
     parser.add_argument("--note", action="append", default=[], help="a line added to the report (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for every student of this call (e.g. views=32); needs --tag")
+    parser.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting of this call's archive teacher (e.g. lead_dropout=0.5); the teacher "
+                             "is then named teacher-archive+KEY=VALUE and serves only this call's rows METHOD+TAG")
+    parser.add_argument("--tag", default="", help="names the variant that --set makes (rows 'METHOD+TAG')")
     parser.add_argument("--import-runs", action="append", default=[], metavar="RUNS_JSONL",
                         help="take the runs of a selection experiment (--no-test) into this runs file, each "
                              "checkpoint scored once on the test folds")
@@ -300,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="use a teacher checkpoint trained earlier (same folds and settings) as teacher NAME, "
                              "e.g. teacher-archive-s0=runs/teacher.pt; it is scored like a trained one")
     args = parser.parse_args(argv)
+    if bool(args.set or args.teacher_set) != bool(args.tag):
+        parser.error("--set and --tag go together: a variant needs a name, and a name a change")
 
     from liteheart_core.data.dataset import resolve_data
     from liteheart_core.train import METHOD_TABLE, method_spec
@@ -340,14 +350,26 @@ def main(argv: list[str] | None = None) -> None:
     common = {"task": "superdiagnostic", "device": args.device, "train_folds": list(folds["train"]),
               "val_folds": list(folds["val"]), "test_folds": list(folds["test"])}
 
+    def parse_settings(items: list[str]) -> dict:
+        out = {}
+        for item in items:
+            key, _, value = item.partition("=")
+            out[key] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+        return out
+
+    overrides, teacher_overrides = parse_settings(args.set), parse_settings(args.teacher_set)
+
     def job(table: str, name: str, cfg: dict, teacher: dict | None) -> dict:
         return {"name": name, "table": table, "data": str(data.root), "cfg": {**common, **cfg}, "work": str(work),
                 "threads": threads, "test": not args.no_test, "teacher": teacher["checkpoint"] if teacher else None,
-                "teacher_name": teacher["name"] if teacher else None}
+                "teacher_name": teacher["name"] if teacher else None, "tag": cfg.get("tag", ""),
+                "overrides": overrides if cfg["method"] != "teacher" else teacher_overrides}
 
     def teacher_name(table: str, fraction: float, seed: int) -> str:
         if table == "archive" or fraction == 1.0:
-            return f"teacher-archive-s{0 if args.archive_teachers == 'shared' else seed}"
+            slug = ",".join(f"{k}={v}" for k, v in sorted(teacher_overrides.items()))
+            return (f"teacher-archive{'+' + slug if slug else ''}"
+                    f"-s{0 if args.archive_teachers == 'shared' else seed}")
         return f"teacher-same-f{fraction}-s{seed}"
 
     for path in args.import_runs:
@@ -379,17 +401,18 @@ def main(argv: list[str] | None = None) -> None:
         for seed in seeds:
             for table in tables:
                 for method in methods:
+                    variant = method + (f"+{args.tag}" if args.tag else "")
                     if method_spec(method).needs_teacher:
-                        name = f"{table}-{method}-f{f}-s{seed}"
+                        name = f"{table}-{variant}-f{f}-s{seed}"
                         teacher = done.get(teacher_name(table, f, seed))
                     else:  # the labels-only student needs no teacher: one run serves both tables
-                        name, teacher = f"{method}-f{f}-s{seed}", None
+                        name, teacher = f"{variant}-f{f}-s{seed}", None
                     if name not in done and name not in {j["name"] for j in student_jobs}:
                         if method_spec(method).needs_teacher and teacher is None:
                             continue
                         student_jobs.append(job(table, name, {"method": method, "labelled_fraction": f,
                                                               "seed": seed, "epochs": args.epochs,
-                                                              "patience": args.patience}, teacher))
+                                                              "patience": args.patience, "tag": args.tag}, teacher))
     if student_jobs and not args.aggregate:
         _run_all(student_jobs, args.workers, log, "students")
 
@@ -444,7 +467,9 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
                         and key in r]
 
             entry = {}
-            for method in ["teacher"] + [m for m in METHOD_TABLE if m != "teacher"]:
+            variants = sorted({r["method"] for r in rows if "+" in r["method"]})
+            order = [m for m in METHOD_TABLE if m != "teacher"]
+            for method in ["teacher"] + order + variants:
                 rs = runs(method)
                 if not rs or (method != "teacher" and not any(r["table"] == table for r in runs(method))
                               and method != "supervised"):
@@ -472,7 +497,7 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
                         e[f"gap_closed_{k.split('_')[1]}"] = (e[k][0] - sup[k][0]) / gap if abs(gap) > 1e-9 else None
             comparisons = {}
             if key == "test":
-                for a, b in COMPARISONS + tuple((m, "kd") for m in entry if m.startswith("liteheart-v2-")):
+                for a, b in COMPARISONS + tuple((m, "kd") for m in entry if m.startswith("liteheart-v2") and m != "liteheart-v2"):
                     if a in entry and b in entry:
                         comp = paired_bootstrap(y, runs(a), runs(b), n=args.bootstrap)
                         if comp:
@@ -491,6 +516,11 @@ def render_markdown(report: dict) -> str:
 
     d = report["data"]
     scored = report["scored_on"]
+    settings = {r["method"]: r.get("overrides") for r in report["runs"] if r.get("overrides")}
+
+    def label(method: str) -> str:
+        base, _, tag = method.partition("+")
+        return METHOD_TABLE[base].label + (f" + {tag} ({settings.get(method)})" if tag else "")
     lines = ["# Centralised benchmark (protocol v2): 12-lead teacher -> lead-I student", "",
              "Runs file commands (the tables hold every run of the runs file):", ""]
     lines += [f"- `{c}`" for c in report["commands_in_runs_file"]] + ["", f"Tables built by: `{report['command']}`", ""]
@@ -522,7 +552,7 @@ def render_markdown(report: dict) -> str:
                 gap = e.get("gap_closed_auc")
                 c = cost.get(method, {}).get("cost_vs_kd")
                 lines.append(
-                    f"| {METHOD_TABLE[method].label} | {e['macro_f1'][0]:.3f} ± {e['macro_f1'][1]:.3f} | "
+                    f"| {label(method)} | {e['macro_f1'][0]:.3f} ± {e['macro_f1'][1]:.3f} | "
                     f"{e['macro_auc'][0]:.3f} ± {e['macro_auc'][1]:.3f} | {e['macro_ap'][0]:.3f} ± "
                     f"{e['macro_ap'][1]:.3f} | {'' if gap is None else f'{gap:.2f}'} | {e['n_seeds']} | "
                     f"{np.mean(e['epochs']):.0f} ({np.mean(e['best_epoch']):.0f}) | "
@@ -547,7 +577,7 @@ def render_markdown(report: dict) -> str:
                   "computed before the first step.", "", "| method | windows/s | ms/step | cost vs KD | one-off s |",
                   "| --- | --- | --- | --- | --- |"]
         for m, v in c["methods"].items():
-            lines.append(f"| {METHOD_TABLE[m].label} | {v['windows_per_s']:.0f} | {v['step_ms']:.1f} | "
+            lines.append(f"| {label(m)} | {v['windows_per_s']:.0f} | {v['step_ms']:.1f} | "
                          f"{v['cost_vs_kd']:.2f}x | {v['one_off_seconds']:.1f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
