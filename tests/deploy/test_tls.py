@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 
 from server import certs
 from simulations.processes import flower_env, flower_exe, free_port
+from tests.deploy.test_front import need_nginx
 from tests.deploy.test_deploy import (
     LOOPBACK,
     RUN_LIMIT_S,
@@ -150,6 +151,7 @@ PROBES = (("POST", "/v1/control/list-runs"), ("POST", "/v1/control/register-node
 @pytest.fixture(scope="module")
 def pilot(tmp_path_factory: pytest.TempPathFactory, synth_data, tiny_teacher: Path) -> Iterator[dict]:
     """A TLS server with node auth (1 round); a registered node, an unregistered, a plaintext and a foreign-CA one."""
+    need_nginx()  # --tls puts nginx in front of the SuperLink
     root = tmp_path_factory.mktemp("tls-pilot")
     folder = root / "certs"
     certs.generate(folder, ["site-a"])
