@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from liteheart_core.data.dataset import default_cache_dir
+from liteheart_core.methods import LossWeights
 from client.local import client_kind, local_data
 from liteheart_core.federated import local_round, state_hash, train_config, wearable_local_round
 from liteheart_core.models import Net, NetConfig, build_net
@@ -207,8 +209,9 @@ def _dp_sgd_round(msg: Message, context: Context, cfg: dict, student: Net, teach
 
 
 # FedAvg needs the same metric keys from every client: a fixed set, missing terms as 0
-METRIC_KEYS = ("num-examples", "labelled-examples", "total", "bce", "kd", "feature", "evidence", "mi", "pseudo",
-               "consistency", "local-val-f1", "local-val-auc", "train-seconds")
+# (every loss term of the one table of terms, liteheart_core/methods.py's LossWeights)
+METRIC_KEYS = ("num-examples", "labelled-examples", "total", *(f.name for f in fields(LossWeights)),
+               "local-val-f1", "local-val-auc", "train-seconds")
 
 
 def _reply(msg: Message, state: dict, metrics: dict, kind: str) -> Message:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from liteheart_core.data.splits import SPLITS
-from liteheart_core.methods import METHODS, method_spec  # the one table of methods (what each needs)
+from liteheart_core.methods import DEFAULT_METHOD, METHODS, method_spec  # the one table of methods (what each needs)
 
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
@@ -43,7 +43,7 @@ class FedConfig:
     partition: str = "iid"
     alpha: float = 0.5
     labelled_fraction: float = 0.3
-    method: str = "liteheart"
+    method: str = DEFAULT_METHOD
     local_epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-3

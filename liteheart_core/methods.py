@@ -82,7 +82,8 @@ _TABLE = [
 METHOD_TABLE: dict[str, Method] = {m.name: m for m in _TABLE}
 METHODS = tuple(METHOD_TABLE)
 STUDENT_METHODS = tuple(m.name for m in _TABLE if m.student)
-DEFAULT_METHOD = "liteheart"
+# chosen on the selection fold (fold 9) under protocol v2: results/central_selection.md, results/central_benchmark.md
+DEFAULT_METHOD = "liteheart-v2"
 
 
 def method_spec(method: str) -> Method:

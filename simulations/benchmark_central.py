@@ -221,12 +221,13 @@ def paired_bootstrap(y: np.ndarray, a: list[dict], b: list[dict], n: int = 2000,
 
 
 def cost_table(data_path: str, teacher_path: str | None, methods: list[str], steps: int = 30,
-               threads: int = 1, rounds: int = 3) -> dict:
+               threads: int = 1, rounds: int = 3, bank_cache: Path | None = None) -> dict:
     """Windows/s of one training step of each method, measured side by side in one process.
 
     The methods take turns (``rounds`` rounds of ``steps`` steps each, the best round
     kept), so machine noise hits them alike; ratios are against vanilla KD. The one-off
-    work a method does before its first step (teacher targets, the view bank) is timed apart.
+    work a method does before its first step (teacher targets, the view bank) is timed apart
+    (a view bank found in ``bank_cache`` is loaded, not rebuilt: its one-off time is then the load).
     """
     import torch
 
@@ -248,7 +249,7 @@ def cost_table(data_path: str, teacher_path: str | None, methods: list[str], ste
         lab = labelled_subset(data.index, data.labels(cfg.task)[1], split.rows, 0.1, 0)
         t0 = time.perf_counter()
         tr = make_trainable(build_net(1, 5, student_config()), cfg, split.x, split.y, lab, split.regions, device,
-                            teacher if cfg.spec.needs_teacher else None)
+                            teacher if cfg.spec.needs_teacher else None, bank_cache=bank_cache)
         setup[m] = time.perf_counter() - t0
         opt = torch.optim.AdamW(tr.parameters(), lr=1e-3)
         trainables[m] = (tr, cfg, opt, np.random.default_rng(0), torch.Generator().manual_seed(0))
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     cost = previous.get("cost")
     if args.cost and not args.aggregate:
         cost_methods = [m for m in ("supervised", "kd", "fitnets", "liteheart", "liteheart-v2") if m in METHOD_TABLE]
-        cost = cost_table(str(data.root), done[teacher_name("archive", 1.0, 0)]["checkpoint"], cost_methods)
+        cost = cost_table(str(data.root), done[teacher_name("archive", 1.0, 0)]["checkpoint"], cost_methods,
+                          bank_cache=work / "banks")
         cost["command"] = this_command
         cost["machine"] = machine()
     report = build_report(data, list(done.values()), folds, args, this_command, cost, previous)
