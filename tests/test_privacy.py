@@ -84,6 +84,7 @@ def one_thread():
     ({"dp": "client", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "wearables": 1, "wearable-weight": 2.0},
      "wearable-weight must stay 1"),
     ({"dp": "dp-sgd", "dp-epsilon": 3.0, "wearables": 1}, "wearables would train without it"),
+    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "method": "liteheart-v2"}, "does not have: use method kd"),
     ({"dp": "client", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "secagg": True}, "secagg"),  # (secagg's check)
 ])
 def test_config_refuses_bad_dp_settings_with_the_reason(keys: dict, message: str) -> None:
@@ -101,7 +102,8 @@ def test_config_accepts_each_dp_mode_and_none_keeps_the_model_card_quiet() -> No
     from server.artifacts import privacy_summary
 
     runs = [FedConfig.from_dict(k) for k in (
-        {"dp": "dp-sgd", "dp-epsilon": 3.0}, {"dp": "dp-sgd", "dp-noise-multiplier": 1.1, "dp-delta": 1e-6},
+        {"dp": "dp-sgd", "dp-epsilon": 3.0, "method": "kd"},
+        {"dp": "dp-sgd", "dp-noise-multiplier": 1.1, "dp-delta": 1e-6, "method": "liteheart"},
         {"dp": "server", "dp-noise-multiplier": 1.0, "dp-clip-norm": 2.0, "strategy": "fedprox"},
         {"dp": "client", "dp-epsilon": 8.0, "dp-clip-norm": 2.0}, {})]
 

@@ -13,6 +13,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from liteheart_core.methods import DEFAULT_METHOD
 from tests.report.conftest import RealRun
 
 runner = CliRunner()
@@ -65,7 +66,7 @@ def check_card(card: dict, out: Path, run: RealRun) -> None:
     data = card["training_data"]
     assert data["name"] == "PTB-XL" and data["licence"] == "CC BY 4.0" and "Wagner" in data["citation"]
     fed = card["federated"]
-    assert (fed["clients"], fed["rounds_completed"], fed["partition"], fed["method"]) == (2, 2, "iid", "liteheart")
+    assert (fed["clients"], fed["rounds_completed"], fed["partition"], fed["method"]) == (2, 2, "iid", DEFAULT_METHOD)
     assert fed["labelled_fraction"] == 0.3
     assert card["privacy"]["differential_privacy"] == "none" and card["privacy"]["secure_aggregation"] == "none"
     assert "Not a medical device" in card["intended_use"] and "research use only" in card["intended_use"]
