@@ -36,13 +36,14 @@ import typer
 
 from server import front as front_proxy
 from server.settings import PRIVATE_KEYS, SETTINGS_ENV, split_settings
-from server.certs import CertError, ServerTls, auth_public_keys, check_server_tls, fingerprint, load_public_key
-from simulations.data_cmd import err, fail, out
-from simulations.processes import (
+from liteheart_core.cli.tls import CertError, ServerTls, auth_public_keys, check_server_tls, fingerprint, load_public_key
+from liteheart_core.cli.console import err, fail, out
+from liteheart_core.cli.summary import finish_summary
+from liteheart_core.cli.processes import (
     LOOPBACK,
     end_processes,
     find_processes,
-    flower_env,
+    child_env,
     flower_exe,
     free_port,
     port_free,
@@ -672,7 +673,7 @@ def start_cmd(
         err.print("[yellow]warning:[/] TLS without --auth-keys: any node that trusts the CA may join")
     with sigterm_as_interrupt():
         try:
-            row, flwr_run, log_path = deploy(dep, plan, flower_env(dep.home, {SETTINGS_ENV: str(settings_file)}),
+            row, flwr_run, log_path = deploy(dep, plan, child_env(dep.home, {SETTINGS_ENV: str(settings_file)}),
                                              registry_url)
         except (DeployError, FileNotFoundError) as exc:
             fail(str(exc), code=1)
@@ -698,12 +699,8 @@ def _link_port(run_dir: Path, port: int) -> int:
 def finish(dep: Deployment, run_id: str, db: Optional[str], row: dict, flwr_run: str, log_path: Path | None,
            as_json: bool) -> None:
     """Exit 0 with a summary when Flower and the registry both say completed; a clear error otherwise."""
-    from server.orchestrate import ServerOptions
-    from simulations.run_cmd import finish_summary
-
-    opts = ServerOptions(run_dir=dep.run_dir, db_url=db or "")
     try:
-        summary = finish_summary(opts, {"run_id": run_id})
+        summary = finish_summary(dep.run_dir, db or "", {"run_id": run_id})
     except Exception as exc:  # noqa: BLE001 - the registry may not hold the run when the ServerApp died early
         summary = {"run_id": run_id, "status": "unknown", "error": str(exc), "rounds": [], "final": {}}
     summary.update({"flower_run_id": flwr_run, "flower_status": row.get("status"),

@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Callable, Optional
 import numpy as np
 import typer
 
+from liteheart_core.cli.console import err, fail
+from liteheart_core.cli.console import out as console
+from liteheart_core.cli.progress import step_progress
 from server.artifacts import (
     ArtifactError,
     FinalModel,
@@ -376,9 +379,6 @@ def export_cmd(
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
 ) -> None:
     """Export a run's global student (ONNX or TorchScript) with a model card."""
-    from simulations.data_cmd import err, fail
-    from simulations.data_cmd import out as console
-    from simulations.progress import step_progress
 
     try:
         shown = load_run(run_id, run_dir, db)

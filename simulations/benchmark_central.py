@@ -159,7 +159,7 @@ def _labels(data, folds) -> np.ndarray:
 
 
 def _run_all(jobs: list[dict], workers: int, log, label: str) -> list[dict]:
-    from simulations.progress import job_progress
+    from liteheart_core.cli.progress import job_progress
 
     results = []
     with job_progress(label, len(jobs)) as done:

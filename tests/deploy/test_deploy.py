@@ -27,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from liteheart_core.storage import Registry
-from simulations.processes import free_port
+from liteheart_core.cli.processes import free_port
 from tests.conftest import prepared_synth_site
 
 LOOPBACK = "127.0.0.1"

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from liteheart_core.cli.progress import step_progress
 from liteheart_core.methods import DEFAULT_METHOD, STUDENT_METHODS, method_spec
-from simulations.data_cmd import err, fail, out
+from liteheart_core.cli.console import err, fail, out
 
 DataOpt = Annotated[Path, typer.Option("--data", help="A PTB-XL or Challenge folder, or a prepared dataset folder.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -20,7 +21,6 @@ def _open_data(path: Path, prep_settings: dict | None = None):
     from liteheart_core.data.dataset import resolve_data
     from liteheart_core.data.prepare import PreparationError, PrepSettings
     from liteheart_core.data.ptbxl import LayoutError
-    from simulations.progress import step_progress
 
     try:
         settings = PrepSettings.from_dict(prep_settings) if prep_settings else None
