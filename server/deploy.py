@@ -39,6 +39,7 @@ from server.settings import PRIVATE_KEYS, SETTINGS_ENV, split_settings
 from liteheart_core.cli.tls import CertError, ServerTls, auth_public_keys, check_server_tls, fingerprint, load_public_key
 from liteheart_core.cli.console import err, fail, out
 from liteheart_core.cli.summary import finish_summary
+from liteheart_core.methods import METHOD_HELP
 from liteheart_core.cli.processes import (
     LOOPBACK,
     end_processes,
@@ -606,7 +607,7 @@ def start_cmd(
     resume: Annotated[Optional[str], typer.Option(help="Continue this run id after its last completed round (fresh SuperLink).")] = None,
     run_dir: Annotated[Path, typer.Option(help="Folder for the registry, checkpoints, the app project and Flower state.")] = Path("runs"),
     clients_expected: Annotated[Optional[int], typer.Option(help="Submit the run once this many clients are connected (default: --min-clients).")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Client objective: liteheart, kd, fitnets, supervised, ...")] = None,
+    method: Annotated[Optional[str], typer.Option(help=METHOD_HELP)] = None,
     labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")] = None,

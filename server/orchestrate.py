@@ -22,6 +22,7 @@ from liteheart_core.data.splits import SPLITS
 from liteheart_core.federated import global_evaluation, open_data, state_hash, student_for
 from liteheart_core.models import Net
 from liteheart_core.privacy import check_no_buffers
+from liteheart_core.round_config import RoundConfig
 from liteheart_core.storage import CheckpointInfo, Registry
 from liteheart_core.train import TrainConfig, checkpoint_meta, train
 from liteheart_core.wearable import WearableView
@@ -78,17 +79,12 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
 
 def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "",
                  share_data: bool = True) -> ConfigRecord:
-    """What every client is told each round: settings only, never data (nor, unless shared, where it is)."""
-    keys = (("data",) if share_data else ()) + ("synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
-            "batch-size", "lr", "seed", "device", "student-lead", "wearables", "wearable-labelled-fraction",
-            "wearable-degrade", "wearable-rate", "server-folds")
-    values = {k: v for k, v in cfg.to_dict().items() if k in keys}
-    # run-id: the registry's, which a resumed run keeps (nodes key what they persist between rounds by it)
-    values.update({"teacher-hash": teacher_hash, "student-net": json.dumps(student_net), "run-id": run_id,
-                   "proximal-mu": float(cfg.proximal_mu), "client-threads": 1})
-    if cfg.dp != "none":  # DP-SGD derives its noise from the target epsilon over the planned rounds
-        values.update({k: v for k, v in cfg.to_dict().items() if k.startswith("dp") or k == "rounds"})
-    return ConfigRecord(values)
+    """What every client is told each round: settings only, never data (nor, unless shared, where it is).
+
+    The keys and their parsing are :class:`liteheart_core.round_config.RoundConfig`'s; a client reads them
+    back with ``RoundConfig.from_record``.
+    """
+    return ConfigRecord(RoundConfig.from_run(cfg, teacher_hash, student_net, run_id, share_data).to_record())
 
 
 def run_federation(grid: Grid, cfg: FedConfig, opts: ServerOptions) -> dict:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liteheart_core.methods import STUDENT_METHODS
 from simulations.benchmark_central import machine
 
 FEDERATIONS = ("hospital-only", "wearable-only", "mixed")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labelled-fraction", type=float, default=0.3, help="hospitals' labelled fraction")
     parser.add_argument("--wearable-labelled-fraction", type=float, default=0.1)
     parser.add_argument("--wearable-weight", type=float, default=1.0)
-    parser.add_argument("--method", default="liteheart")
+    parser.add_argument("--method", default="liteheart", choices=STUDENT_METHODS)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--federations", default=",".join(FEDERATIONS))
     parser.add_argument("--out", default="results")

@@ -14,6 +14,7 @@ import typer
 
 from liteheart_core.cli.console import err, fail, out
 from liteheart_core.cli.summary import finish_summary
+from liteheart_core.methods import METHOD_HELP
 
 
 def flower_env(run_dir: Path) -> None:
@@ -112,7 +113,7 @@ def run_cmd(
     alpha: Annotated[Optional[float], typer.Option(help="Dirichlet concentration (smaller: more label skew).")] = None,
     labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
     data: Annotated[Optional[str], typer.Option(help="'synth' (embedded synthetic ECGs) or a PTB-XL/Challenge folder.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Client objective (default liteheart-v2): liteheart-v2, kd, liteheart, fitnets, supervised, ... (liteheart_core/methods.py).")] = None,
+    method: Annotated[Optional[str], typer.Option(help=METHOD_HELP)] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="fedavg, fedprox, fedmedian, trimmed-mean or krum (robust ones: see the README).")] = None,
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx mu.")] = None,

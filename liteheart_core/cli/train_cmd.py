@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from liteheart_core.cli.progress import step_progress
-from liteheart_core.methods import DEFAULT_METHOD, STUDENT_METHODS, method_spec
+from liteheart_core.methods import DEFAULT_METHOD, METHOD_HELP, method_spec
 from liteheart_core.cli.console import err, fail, out
 
 DataOpt = Annotated[Path, typer.Option("--data", help="A PTB-XL or Challenge folder, or a prepared dataset folder.")]
@@ -86,7 +86,7 @@ def run_training(data_path: Path, cfg_dict: dict, out_path: Path, teacher_path: 
 def train_cmd(
     data: DataOpt,
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the student checkpoint.")],
-    method: Annotated[str, typer.Option(help=f"One of {', '.join(STUDENT_METHODS)}.")] = DEFAULT_METHOD,
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (every method but supervised needs one).")] = None,
     task: Annotated[str, typer.Option(help="Label task (PTB-XL: superdiagnostic, ...; Challenge: challenge2021).")] = "superdiagnostic",
     labelled_fraction: Annotated[float, typer.Option(help="Fraction of training records that keep their labels.")] = 1.0,
@@ -101,12 +101,12 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a lead-I student centrally (thresholds tuned on validation are stored in the checkpoint)."""
-    if method == "teacher":
-        fail("train the teacher with 'liteheart-server teacher train'")
     try:
         spec = method_spec(method)
     except ValueError as exc:
         fail(str(exc))
+    if not spec.student:
+        fail("train the teacher with 'liteheart-server teacher train'")
     if spec.needs_teacher and teacher is None:
         fail(f"--method {method} distils from a teacher: pass --teacher CKPT")
     run_training(data, {"method": method, "task": task, "labelled_fraction": labelled_fraction, "student_lead": lead,
