@@ -485,8 +485,10 @@ def test_client_start_refuses_bad_tls_and_key_settings(tmp_path: Path, two_pilot
 def test_the_flwr_connection_uses_the_pilot_ca(tmp_path: Path, two_pilots: tuple[Path, Path]) -> None:
     import tomllib
 
-    from server.deploy import Deployment as ServerDeployment
-    from server.deploy import check_security, superlink_security, write_connection
+    from server.bundle import write_connection
+    from server.plan import check_security
+    from server.superlink import Deployment as ServerDeployment
+    from server.superlink import superlink_security
 
     one, _ = two_pilots
     tls, keys = check_security(one, one / certs.AUTH_KEYS, LOOPBACK)
@@ -504,7 +506,7 @@ def test_the_flwr_connection_uses_the_pilot_ca(tmp_path: Path, two_pilots: tuple
 
 def test_a_key_taken_out_of_auth_keys_is_unregistered_at_the_next_start(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import server.deploy as deploy
+    import server.superlink as deploy  # the SuperLink's side of `start`
 
     folder = tmp_path / "c"
     certs.generate(folder, ["a", "b"])
