@@ -14,7 +14,7 @@ from pathlib import Path
 # keys of the run config that are about where state lives, not about the science
 OPTION_KEYS = ("run-dir", "db-url", "run-id", "resume", "run-name")
 # what stays on the server: paths of this machine and the registry URL (a PostgreSQL URL holds a password)
-PRIVATE_KEYS = ("data", "teacher", "run-dir", "db-url", "resume", "run-name")
+PRIVATE_KEYS = ("data", "teacher", "wearable-teacher", "run-dir", "db-url", "resume", "run-name")
 SETTINGS_ENV = "LITEHEART_SERVER_SETTINGS"
 
 

@@ -96,7 +96,9 @@ def test_simulated_wearable_reads_lead_one_only(synth_data, monkeypatch: pytest.
                                  run_config={}), cfg)
 
     assert kind == "wearable" and paired == "paired"
-    assert data.x.shape[1] == 1 and data.val_x.shape[1] == 1 and data.regions is None
+    assert data.x.shape[1] == 1 and data.val_x.shape[1] == 1
+    # its P/QRS/T regions are delineated on its own (degraded) lead I
+    assert data.regions.shape == (len(data.x), data.x.shape[-1]) and set(data.regions.unique().tolist()) >= {0, 2}
     assert read and set(read) == {"I"}  # never a 12-lead read
     with pytest.raises(ValueError, match="client-kind='watch'"):
         client_kind(Context(run_id=1, node_id=9, node_config={"client-kind": "watch"}, state=RecordDict(),
