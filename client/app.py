@@ -2,8 +2,8 @@
 
 Node config keys
 ----------------
-``client-kind``        ``paired`` (12-lead, teacher on the node) or ``wearable`` (lead I only, no teacher);
-                       see ``client/local.py``
+``client-kind``        ``paired`` (12-lead, the 12-lead teacher on the node) or ``wearable`` (lead I only;
+                       the run's wearable teacher when it has one); see ``client/local.py``
 ``data-path``          a PTB-XL/Challenge/prepared folder on this node (deployment)
 ``store``              a wearable's device record store (``liteheart-client ingest``)
 ``labelled-fraction``  fraction of the local training records whose labels are used (deployment)
@@ -12,8 +12,8 @@ Node config keys
 ``data``               with partition ids: this node's copy of the dataset (default: the round config's)
 ``cache-dir``          where the teacher is cached by content hash (default: the LiteHeart cache)
 
-Only weights and scalar metrics leave the node; the teacher arrives once and is
-cached by its content hash.
+Only weights and scalar metrics leave the node; the teacher (a site's 12-lead one, a
+wearable's lead-I one) arrives once and is cached by its content hash.
 """
 
 from __future__ import annotations
@@ -71,15 +71,18 @@ def query(msg: Message, context: Context) -> Message:
     """Teacher shipping: ``teacher-check`` (do you hold this hash?) and ``teacher-install``."""
     cfg = msg.content["config"]
     action = str(cfg["action"])
-    digest = str(cfg["teacher-hash"])
-    path = _teacher_file(context, digest)
     if action == "teacher-check":
-        # a wearable never holds the teacher: it says so, and the server stops asking
+        # a site asks for the 12-lead teacher; a wearable for the run's wearable teacher, or for none
+        # (without one it learns against the global student): it says so, and the server stops asking
         wearable = client_kind(context, int(cfg.get("wearables", 0))) == "wearable"
-        status = {"has-teacher": int(path.is_file()), "needs-teacher": int(not wearable)}
+        digest = str(cfg.get("wearable-teacher-hash", "")) if wearable else str(cfg["teacher-hash"])
+        has = bool(digest) and _teacher_file(context, digest).is_file()
+        status = {"has-teacher": int(has), "needs-teacher": int(bool(digest)), "wearable": int(wearable)}
         return Message(RecordDict({"status": MetricRecord(status)}), reply_to=msg)
     if action != "teacher-install":
         raise ValueError(f"unknown query action {action!r}")
+    digest = str(cfg["teacher-hash"])
+    path = _teacher_file(context, digest)
     state = msg.content["teacher"].to_torch_state_dict()
     got = state_hash(state)
     if got != digest:
@@ -134,14 +137,14 @@ def train(msg: Message, context: Context) -> Message:
     if kind == "wearable":
         if run.dp == "dp-sgd":
             raise ValueError("dp-sgd runs in the 12-lead clients' round; this node is a wearable")
-        state, metrics = wearable_local_round(student, data, tcfg, run.local_epochs, rc.server_round)
+        digest = rc.wearable_teacher_hash
+        teacher = _installed_teacher(context, digest) if digest and tcfg.spec.needs_teacher else None
+        dstate = _load_distiller(context, rc) if teacher is not None else None
+        state, metrics, dstate = wearable_local_round(student, data, tcfg, run.local_epochs, rc.server_round,
+                                                      teacher, dstate)
+        _keep_distiller(context, rc, dstate)
         return _reply(msg, state, metrics, kind)
-    teacher = None
-    if tcfg.spec.needs_teacher:
-        path = _teacher_file(context, rc.teacher_hash)
-        if not path.is_file():
-            raise ValueError("the teacher has not been installed on this node")
-        teacher = _load_teacher(str(path))
+    teacher = _installed_teacher(context, rc.teacher_hash) if tcfg.spec.needs_teacher else None
     dstate = _load_distiller(context, rc)
     if run.dp == "dp-sgd":
         return _dp_sgd_round(msg, context, rc, student, teacher, data, dstate)
@@ -149,6 +152,13 @@ def train(msg: Message, context: Context) -> Message:
                                          run.proximal_mu, dstate)
     _keep_distiller(context, rc, dstate)
     return _reply(msg, state, metrics, kind)
+
+
+def _installed_teacher(context: Context, digest: str) -> Net:
+    path = _teacher_file(context, digest)
+    if not path.is_file():
+        raise ValueError(f"the teacher has not been installed on this node (hash {digest[:12]})")
+    return _load_teacher(str(path))
 
 
 def _distiller_file(context: Context, rc: RoundConfig, number: int) -> Path | None:

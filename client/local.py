@@ -3,8 +3,10 @@
 Kinds
 -----
 ``paired``    a hospital site: 12-lead records, the teacher's targets computed locally, the full objective.
-``wearable``  lead I only: never reads a 12-lead record, never holds the teacher; it learns by
-              mean-teacher consistency and pseudo-labels against the global student, plus its labels.
+``wearable``  lead I only: never reads a 12-lead record and never holds the 12-lead teacher. With the
+              run's wearable teacher (one that answers from lead I, shipped once by hash) it runs the
+              distillation objective against that teacher's soft targets on its own recordings; without
+              one, mean-teacher consistency and pseudo-labels against the global student, plus its labels.
 
 A node states its kind in its node config (``client-kind``). A simulated node without one is a
 wearable when its partition id is among the last ``wearables`` of the run's partitions.
@@ -25,6 +27,7 @@ from flwr.app import Context
 
 from liteheart_core.config import FedConfig
 from liteheart_core.federated import LocalData, simulated_client_data, site_data
+from liteheart_core.regions import compute_regions
 from liteheart_core.round_config import RoundConfig
 from liteheart_core.wearable import WearableView
 
@@ -120,7 +123,8 @@ def store_data(url: str, task: str) -> LocalData:
     x = np.concatenate([p.x[:, :1] for p in parts])  # lead I is the first lead of a 12-lead window
     y = np.concatenate([p.y for p in parts]).astype(np.float32)
     t = x.shape[-1]
+    regions = torch.as_tensor(compute_regions(x, float(parts[0].fs)), dtype=torch.int64)  # delineated on lead I
     return LocalData(x=torch.as_tensor(x, dtype=torch.float32), y=torch.as_tensor(y),
-                     labelled=np.concatenate([p.labelled for p in parts]), regions=None,
+                     labelled=np.concatenate([p.labelled for p in parts]), regions=regions,
                      val_x=torch.zeros(0, 1, t), val_y=torch.zeros(0, len(classes)), classes=list(classes),
                      fs=float(parts[0].fs), name=f"store:{url}")

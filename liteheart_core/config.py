@@ -18,7 +18,11 @@ from liteheart_core.methods import DEFAULT_METHOD, METHODS, STUDENT_METHODS, met
 
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
+WEARABLE_WEIGHTINGS = ("examples", "validated")
 DP_MODES = ("none", "client", "server", "dp-sgd")
+# settings that are paths on the server's machine: they stay there (the app bundle and the round config leave them
+# out; a simulation shares `data` with its nodes, which run on the same machine)
+SERVER_PATHS = ("data", "teacher", "wearable-teacher")
 
 
 def _folds_ok(text: str) -> bool:
@@ -72,6 +76,14 @@ class FedConfig:
     wearable_labelled_fraction: float = -1.0  # labels a wearable holds; -1: the same as labelled-fraction
     wearable_degrade: bool = True  # motion artefacts, electrode noise, the device's own rate
     wearable_rate: int = 250  # a wearable's native sampling rate (Hz)
+    # a teacher that answers from lead I, shipped once (by hash) to every wearable, which then distils from its
+    # soft targets on its own recordings: a lead-I teacher assistant or a 12-lead teacher trained with lead
+    # dropout. Empty: wearables learn by mean-teacher consistency against the global student
+    wearable_teacher: str = ""
+    # how the wearables' updates count: "examples" (FedAvg by examples x wearable-weight) or "validated" (each
+    # round, the sites' and the wearables' averages are mixed at the share of the wearables that scores best
+    # on the server's validation records)
+    wearable_weighting: str = "examples"
     # SecAgg+ secure aggregation (server/secagg.py): the server only ever unmasks the sum of the updates
     secagg: bool = False
     secagg_shares: float = 1.0  # key shares per node: <= 1 a fraction of the sampled nodes, else a count (>= 3)
@@ -125,6 +137,13 @@ class FedConfig:
             (self.wearable_labelled_fraction == -1 or 0 <= self.wearable_labelled_fraction <= 1,
              "wearable-labelled-fraction must be in [0, 1] (or -1: the same as labelled-fraction)"),
             (25 <= self.wearable_rate <= 2000, "wearable-rate must be in [25, 2000] Hz"),
+            (self.wearable_weighting in WEARABLE_WEIGHTINGS,
+             f"wearable-weighting must be one of {', '.join(WEARABLE_WEIGHTINGS)}"),
+            (not self.wearable_teacher or method_spec(self.method).needs_teacher,
+             f"wearable-teacher: method {self.method} uses no teacher, so a wearable would not use it either"),
+            (self.wearable_weighting != "validated" or (self.strategy in ("fedavg", "fedprox") and self.dp == "none"),
+             "wearable-weighting validated mixes the sites' and the wearables' FedAvg averages: it needs strategy "
+             "fedavg or fedprox and dp none"),
         ]
         for ok, message in checks:
             if not ok:

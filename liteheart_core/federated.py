@@ -24,6 +24,7 @@ from liteheart_core.data.signal import lead_indices
 from liteheart_core.data.splits import SPLITS, labelled_subset
 from liteheart_core.metrics import summarise, tune_thresholds
 from liteheart_core.models import Net, build_net, student_config
+from liteheart_core.regions import compute_regions
 from liteheart_core.train import TrainConfig, make_trainable, predict, resolve_device, run_epoch
 from liteheart_core.wearable import WearableView, wearable_round, wearable_signals
 
@@ -79,10 +80,10 @@ def _local(data: PreparedData, task: str, rows: np.ndarray, labelled: np.ndarray
     if view is None:
         x, val_x = data.x(rows), data.x(val_rows)
         regions = None if data.regions is None else torch.as_tensor(np.asarray(data.regions[rows]), dtype=torch.int64)
-    else:  # a wearable: lead I only, no regions (no 12-lead delineation on the device)
+    else:  # a wearable: lead I only, degraded; its P/QRS/T regions delineated on that lead on the device
         x = wearable_signals(data.x(rows, leads="I"), data.fs, view)
         val_x = wearable_signals(data.x(val_rows, leads="I"), data.fs, replace(view, seed=view.seed + 1))
-        regions = None
+        regions = torch.as_tensor(compute_regions(x, data.fs), dtype=torch.int64) if len(x) else None
     return LocalData(
         x=torch.as_tensor(x, dtype=torch.float32), y=torch.as_tensor(y[rows], dtype=torch.float32),
         labelled=labelled, regions=regions, val_x=torch.as_tensor(val_x, dtype=torch.float32),
@@ -108,7 +109,12 @@ def client_partitions(data: str, synth_records: int, task: str, num_partitions: 
                            labelled_fraction=labelled_fraction, seed=seed))
 
 
-@lru_cache(maxsize=8)
+# partitions a simulation process keeps in memory (with their teacher targets); a process that serves more
+# clients than this rebuilds each one's data and targets every round
+CLIENT_CACHE = int(os.environ.get("LITEHEART_CLIENT_CACHE", "8"))
+
+
+@lru_cache(maxsize=CLIENT_CACHE)
 def simulated_client_data(data: str, synth_records: int, task: str, partition_id: int, num_partitions: int,
                           scheme: str, alpha: float, labelled_fraction: float, seed: int,
                           view: WearableView | None = None, own_fraction: float = -1.0,
@@ -237,20 +243,37 @@ def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainC
     return state, metrics, dstate
 
 
-def wearable_local_round(student: Net, local: LocalData, cfg: TrainConfig, epochs: int,
-                         server_round: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """A wearable's round: mean-teacher consistency and pseudo-labels on its lead-I records, BCE on its labels.
+def wearable_local_round(student: Net, local: LocalData, cfg: TrainConfig, epochs: int, server_round: int,
+                         teacher: Net | None = None, distiller_state: dict | None = None
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
+    """A wearable's round on its lead-I records.
 
-    No teacher and no 12-lead record is involved; the metrics carry the paired
-    clients' keys where they apply, so both kinds aggregate together.
+    With a wearable ``teacher`` (one that answers from lead I: a 12-lead teacher trained
+    with lead dropout, shown lead I with the other leads zero, or a lead-I teacher
+    assistant), the wearable runs the run's distillation objective against its soft
+    targets, exactly as a site does with the 12-lead teacher. Without one, it learns by
+    mean-teacher consistency and pseudo-labels against the global student, plus BCE
+    on its labels. Either way no 12-lead record is involved, and the metrics carry the
+    paired clients' keys where they apply, so both kinds aggregate together.
+
+    Returns
+    -------
+    state, metrics, distiller_state
+        As ``local_round`` (no distillation heads without a teacher).
     """
     if local.x.shape[1] != 1:
         raise ValueError(f"wearable {local.name} holds {local.x.shape[1]}-lead records; a wearable has lead I only")
+    if cfg.student_lead != "I":
+        raise ValueError(f"a wearable records lead I; this run's student reads lead {cfg.student_lead}")
+    if teacher is not None:
+        if teacher.n_leads not in (1, 12):
+            raise ValueError(f"a wearable teacher reads lead I (1 lead) or 12 leads, this one {teacher.n_leads}")
+        return local_round(student, teacher, local, cfg, epochs, server_round, distiller_state=distiller_state)
     state, metrics = wearable_round(student, local.x, local.y, local.labelled, cfg, epochs, server_round,
                                     fs=local.fs)
     student.load_state_dict(state)
     metrics.update(local_validation(student, local, "I", torch.device("cpu"), lead_index=0))
-    return state, metrics
+    return state, metrics, {}
 
 
 def local_validation(student: Net, local: LocalData, lead: str = "I",

@@ -3,9 +3,9 @@
 The server writes it (:meth:`RoundConfig.to_record`, a flat dict that becomes the train message's
 ConfigRecord); a client reads it back once, at the message boundary (:meth:`RoundConfig.from_record`),
 and hands typed values on. The run's settings are a :class:`~liteheart_core.config.FedConfig`, so
-every key has one validation and one default, the same on both sides. Two of the server's settings
-never travel: ``teacher`` (a path on the server's machine) and, in deployment, ``data`` (each node
-names its own data in its node config).
+every key has one validation and one default, the same on both sides. The server's paths
+never travel: the teacher checkpoints (paths on the server's machine) and, in deployment, ``data``
+(each node names its own data in its node config): ``SERVER_PATHS`` of config.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from liteheart_core.config import FedConfig
+from liteheart_core.config import SERVER_PATHS, FedConfig
 
-# the server's machine only: a deployed node must not learn where the server keeps its files
-SERVER_ONLY = ("teacher", "data")
-TRANSPORT = ("teacher-hash", "student-net", "run-id", "server-round", "client-threads")
+TRANSPORT = ("teacher-hash", "wearable-teacher-hash", "student-net", "run-id", "server-round", "client-threads")
 
 
 @dataclass(frozen=True)
@@ -28,6 +26,7 @@ class RoundConfig:
 
     run: FedConfig  # the run's settings (``run.data`` is the default "synth" when ``data`` is None: use ``data``)
     teacher_hash: str = ""  # the teacher's content hash: how a node finds it in its cache
+    wearable_teacher_hash: str = ""  # the wearable teacher's (wearable-teacher); empty: the run has none
     student_net: dict[str, Any] = field(default_factory=dict)  # NetConfig of the global student
     run_id: str = ""  # the registry's run id, which a resumed run keeps (nodes key persisted state by it)
     server_round: int = 0  # set by the strategy when it sends the round
@@ -36,17 +35,18 @@ class RoundConfig:
 
     @classmethod
     def from_run(cls, cfg: FedConfig, teacher_hash: str, student_net: dict[str, Any], run_id: str = "",
-                 share_data: bool = True) -> RoundConfig:
+                 share_data: bool = True, wearable_teacher_hash: str = "") -> RoundConfig:
         """The server's side: what every client of run ``cfg`` is told (``share_data``: simulation only)."""
-        return cls(run=cfg, teacher_hash=teacher_hash, student_net=dict(student_net), run_id=run_id,
-                   data=cfg.data if share_data else None)
+        return cls(run=cfg, teacher_hash=teacher_hash, wearable_teacher_hash=wearable_teacher_hash,
+                   student_net=dict(student_net), run_id=run_id, data=cfg.data if share_data else None)
 
     def to_record(self) -> dict[str, Any]:
         """Flat kebab-case keys of scalars, as a Flower ConfigRecord holds them (``server-round`` is the strategy's)."""
-        values = {k: v for k, v in self.run.to_dict().items() if k not in SERVER_ONLY}
+        values = {k: v for k, v in self.run.to_dict().items() if k not in SERVER_PATHS}
         if self.data is not None:
             values["data"] = self.data
-        values.update({"teacher-hash": self.teacher_hash, "student-net": json.dumps(self.student_net),
+        values.update({"teacher-hash": self.teacher_hash, "wearable-teacher-hash": self.wearable_teacher_hash,
+                       "student-net": json.dumps(self.student_net),
                        "run-id": self.run_id, "client-threads": self.client_threads})
         return values
 
@@ -58,7 +58,7 @@ class RoundConfig:
         clipping puts its clipping norm there).
         """
         values = {k: v for k, v in record.items() if k not in ignore}
-        unexpected = sorted(set(values) & {"teacher"})
+        unexpected = sorted(set(values) & (set(SERVER_PATHS) - {"data"}))
         if unexpected:
             raise ValueError(f"bad round config: {', '.join(unexpected)} belongs to the server's machine")
         transport = {k: values.pop(k) for k in TRANSPORT if k in values}
@@ -67,6 +67,7 @@ class RoundConfig:
         try:
             net = json.loads(str(transport.get("student-net", "{}")))
             parsed = cls(run=run, teacher_hash=str(transport.get("teacher-hash", "")),
+                         wearable_teacher_hash=str(transport.get("wearable-teacher-hash", "")),
                          student_net=net if isinstance(net, dict) else {},
                          run_id=str(transport.get("run-id", "")), server_round=int(transport.get("server-round", 0)),
                          client_threads=int(transport.get("client-threads", 1)),

@@ -62,7 +62,7 @@ from liteheart_core.methods import (  # noqa: F401  (re-exported: the table is a
 )
 from liteheart_core.metrics import evaluate, summarise, tune_thresholds
 from liteheart_core.models import Net, build_net, student_config, teacher_config
-from liteheart_core.views import BatchView, ViewBank, batch_view, cached_view_bank, weak_view
+from liteheart_core.views import BatchView, ViewBank, batch_view, cached_view_bank, teacher_view, weak_view
 
 UNIFORM = (1.0, 1.0, 1.0, 1.0)
 
@@ -240,12 +240,14 @@ class TrainResult:
 
 @torch.no_grad()
 def teacher_targets(teacher: Net, x: Tensor, stages: list[int], device: torch.device, batch: int = 128,
-                    bf16: bool = False) -> tuple[Tensor, list[Tensor]]:
-    """Teacher logits and the chosen stage features for every record, computed once (float16 on the device)."""
+                    bf16: bool = False, teacher_leads: list[int] | None = None) -> tuple[Tensor, list[Tensor]]:
+    """Teacher logits and the chosen stage features for every record, computed once (float16 on the device).
+
+    ``teacher_leads``: where the records' leads go among the teacher's (see ``views.teacher_view``)."""
     teacher.eval()
     logits, feats = [], {s: [] for s in stages}
     for i in range(0, len(x), batch):
-        xb = x[i : i + batch].to(device)
+        xb = teacher_view(x[i : i + batch].to(device), teacher.n_leads, teacher_leads)
         with autocast(device, bf16):
             out, fs = teacher.forward_features(xb)
         logits.append(out.float())
@@ -367,6 +369,12 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
     spec = cfg.spec
     is_teacher = not cfg.spec.student
     leads = list(range(12)) if is_teacher else lead_indices(cfg.student_lead)
+    # the teacher's leads the student's input sits at: all twelve (None), or the student's alone
+    teacher_leads = leads if cfg.teacher_input == "student" else None
+    if not is_teacher and x.shape[1] == len(leads) < 12:
+        # records that hold the student's leads only (a wearable's lead I): a teacher that reads twelve
+        # leads (trained with lead dropout) is shown them in their places, the other leads zero
+        teacher_leads, leads = leads, list(range(x.shape[1]))
     uses_teacher = spec.needs_teacher
     if uses_teacher and teacher is None:
         raise ValueError(f"method {cfg.method} needs a teacher checkpoint")
@@ -387,9 +395,7 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
                                            n_views=cfg.bank_views, mix_views=cfg.bank_mix_views,
                                            mix_alpha=cfg.mix_alpha,
                                            embed_dim=cfg.embed_dim, seed=cfg.view_seed, device=device,
-                                           augment=spec.consistent,
-                                           teacher_leads=leads if cfg.teacher_input == "student" else None
-                                           ).to(device)
+                                           augment=spec.consistent, teacher_leads=teacher_leads).to(device)
             dim = tr.bank.embed.shape[-1]  # PCA keeps at most min(embed_dim, teacher channels, records - 1)
             if tr.distiller.proj is not None and tr.distiller.proj.out_features != dim:
                 tr.distiller.proj = nn.Linear(tr.distiller.proj.in_features, dim).to(device)
@@ -401,7 +407,8 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
             tr.t_logits, tr.t_feats = targets[0].to(device), [f.to(device) if f is not None else None
                                                               for f in targets[1]]
         else:
-            tr.t_logits, tr.t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16)
+            tr.t_logits, tr.t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16,
+                                                      teacher_leads=teacher_leads)
         while len(tr.t_feats) < len(teacher.stage_channels):
             tr.t_feats.append(None)
     return tr

@@ -103,6 +103,27 @@ def pca_basis(feats: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
     return mean, v[:dim].T.contiguous(), std.clamp_min(1e-6)
 
 
+def teacher_view(xb: Tensor, n_in: int, teacher_leads: list[int] | None) -> Tensor:
+    """What a teacher that reads ``n_in`` leads is shown of the batch ``xb`` ``[B, L, T]``.
+
+    ``xb`` itself (``teacher_leads`` None); its ``teacher_leads`` alone, the others zeroed; or, when
+    ``xb`` holds fewer leads than the teacher reads (a wearable's lead I for a 12-lead teacher
+    trained with lead dropout), ``xb``'s leads placed at ``teacher_leads`` among zeros.
+    """
+    if xb.shape[1] == n_in:
+        if teacher_leads is None:
+            return xb
+        shown = torch.zeros(n_in, dtype=torch.bool, device=xb.device)
+        shown[teacher_leads] = True
+        return xb * shown.view(1, -1, 1)
+    if teacher_leads is None or len(teacher_leads) != xb.shape[1]:
+        raise ValueError(f"the teacher reads {n_in} leads and the records hold {xb.shape[1]}: say where they go "
+                         f"(teacher_leads), got {teacher_leads}")
+    full = xb.new_zeros(xb.shape[0], n_in, xb.shape[-1])
+    full[:, teacher_leads] = xb
+    return full
+
+
 @torch.no_grad()
 def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], *, n_views: int = 8,
                     mix_views: int = 2, mix_alpha: float = 0.4, embed_dim: int = 64, seed: int = 0,
@@ -133,7 +154,8 @@ def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], 
         inconsistent-teaching ablation, where only the student's input is augmented).
     teacher_leads : list of int, optional
         Leads the teacher is shown (the others zeroed): the student's own leads ask a teacher
-        trained with lead dropout what those leads carry. None: all twelve.
+        trained with lead dropout what those leads carry. None: all twelve. Records that hold
+        fewer leads than the teacher reads (a wearable's lead I) are placed at these leads.
 
     Raises
     ------
@@ -168,12 +190,7 @@ def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], 
                 cb = None
             if augment or mixed[v]:
                 xb, cb = weak_view(xb, cb, gen, fs)
-            if teacher_leads is not None:
-                shown = torch.zeros(xb.shape[1], dtype=torch.bool, device=xb.device)
-                shown[teacher_leads] = True
-                out, feats = teacher.forward_features(xb * shown.view(1, -1, 1))
-            else:
-                out, feats = teacher.forward_features(xb)
+            out, feats = teacher.forward_features(teacher_view(xb, teacher.n_leads, teacher_leads))
             last = feats[-1].float()
             vx.append(xb[:, leads].to(torch.float16).cpu())
             vl.append(out.float().cpu())

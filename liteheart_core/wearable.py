@@ -132,3 +132,32 @@ def wearable_round(student: Net, x: Tensor, y: Tensor, labelled: np.ndarray, cfg
     metrics.update({"num-examples": float(n), "labelled-examples": float(mask.sum()),
                     "train-seconds": time.perf_counter() - t0})
     return {k: v.detach().cpu() for k, v in student.state_dict().items()}, metrics
+
+
+WEARABLE_TEACHER_KINDS = ("lead-dropout", "assistant")
+
+
+def wearable_teacher_config(kind: str, train_folds: tuple[int, ...], epochs: int = 30, seed: int = 0,
+                            device: str = "auto", task: str = "superdiagnostic") -> TrainConfig:
+    """How the server trains a teacher for lead-I-only devices on its own labelled 12-lead archive.
+
+    ``lead-dropout``
+        The 12-lead teacher's network trained with lead dropout (p = 0.5: a quarter of the
+        records show lead I alone), so that shown lead I with the other leads zero it still
+        answers; it is the 12-lead teacher too.
+    ``assistant``
+        A lead-I network of the teacher's size (~4.7 M parameters) distilled from the
+        12-lead teacher (vanilla KD plus the archive's labels): a teacher assistant that
+        reads what a wearable records.
+    """
+    from dataclasses import asdict
+
+    from liteheart_core.models import teacher_config
+
+    if kind == "lead-dropout":
+        return TrainConfig(method="teacher", task=task, epochs=epochs, lr=1e-3, seed=seed, device=device,
+                           train_folds=train_folds, lead_dropout=0.5)
+    if kind == "assistant":
+        return TrainConfig(method="kd", task=task, epochs=epochs, lr=1e-3, seed=seed, device=device,
+                           train_folds=train_folds, net=asdict(teacher_config()))
+    raise ValueError(f"unknown wearable teacher kind {kind!r}; choose from {', '.join(WEARABLE_TEACHER_KINDS)}")

@@ -181,6 +181,7 @@ def start_cmd(
     labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")] = None,
+    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I (a lead-I teacher assistant, or a teacher trained with --lead-dropout), shipped once to every wearable node.")] = None,
     scenario: Annotated[Optional[Path], typer.Option(help="A scenario TOML file; the options above override it.")] = None,
     round_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for the clients' replies in a round.")] = None,
     tls: Annotated[Optional[Path], typer.Option("--tls", help="Serve over TLS with ca.crt, server.crt and server.key of this folder (made by `liteheart-server certs`).")] = None,
@@ -195,6 +196,7 @@ def start_cmd(
     overrides = {k: v for k, v in {"data": data, "rounds": rounds, "min-clients": min_clients, "method": method,
                                     "labelled-fraction": labelled_fraction, "local-epochs": local_epochs,
                                     "teacher": str(teacher) if teacher else None,
+                                    "wearable-teacher": str(wearable_teacher) if wearable_teacher else None,
                                     "round-timeout": round_timeout}.items() if v is not None}
     try:
         plan = plan_run(registry_url, run_dir, db, resume, scenario, overrides, clients_expected)

@@ -77,14 +77,41 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
     return load_checkpoint(path)
 
 
+def provide_wearable_teacher(cfg: FedConfig, classes: list[str]) -> tuple[Net, dict] | None:
+    """The teacher shipped to wearables (``wearable-teacher``), checked to answer from lead I; None without one.
+
+    A lead-I network (a teacher assistant) or a 12-lead teacher trained with lead dropout
+    (shown lead I with the other leads zero) qualifies; a plain 12-lead teacher does not: on
+    lead I alone its targets are off the distribution it learnt.
+    """
+    if not cfg.wearable_teacher:
+        return None
+    path = Path(cfg.wearable_teacher)
+    net, meta = load_checkpoint(path)
+    lead_i = list(meta.get("leads") or ()) == ["I"]
+    dropout = meta["kind"] == "teacher" and float((meta.get("train_config") or {}).get("lead_dropout", 0.0)) > 0
+    if not (lead_i or dropout):
+        raise ValueError(f"wearable-teacher {path} does not answer from lead I: it is a {meta['kind']} of leads "
+                         f"{', '.join(meta.get('leads') or [])} trained without lead dropout; give a lead-I teacher "
+                         "assistant or a teacher trained with --lead-dropout")
+    if meta["classes"] != classes:
+        raise ValueError(f"wearable-teacher {path} predicts {meta['classes']}, this run {classes}")
+    seen = set((meta.get("train_config") or {}).get("train_folds") or ()) & set(cfg.client_folds)
+    if cfg.server_fold_tuple and seen:
+        raise ValueError(f"wearable-teacher {path} was trained on folds {sorted(seen)}, which the clients hold; with "
+                         f"server-folds {cfg.server_folds} it must know the server's archive only")
+    return net, meta
+
+
 def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "",
-                 share_data: bool = True) -> ConfigRecord:
+                 share_data: bool = True, wearable_teacher_hash: str = "") -> ConfigRecord:
     """What every client is told each round: settings only, never data (nor, unless shared, where it is).
 
     The keys and their parsing are :class:`liteheart_core.round_config.RoundConfig`'s; a client reads them
     back with ``RoundConfig.from_record``.
     """
-    return ConfigRecord(RoundConfig.from_run(cfg, teacher_hash, student_net, run_id, share_data).to_record())
+    return ConfigRecord(RoundConfig.from_run(cfg, teacher_hash, student_net, run_id, share_data,
+                                             wearable_teacher_hash).to_record())
 
 
 def run_federation(grid: Grid, cfg: FedConfig, opts: ServerOptions) -> dict:
@@ -113,19 +140,24 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
             return registry.show_run(run_id)
         tstate = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
         thash = state_hash(tstate)
+        classes, student_net = data.tasks[cfg.task], student.cfg.to_dict()
+        shipped = _shipped_wearable_teacher(cfg, classes)
         strategy = SecAggFedAvg(cfg) if cfg.secagg else strategy_for(cfg)
         strategy.setup(ArrayRecord(tstate), thash, {k: tmeta[k] for k in TEACHER_META_KEYS}, cfg.round_timeout,
                        round_offset=offset, min_replies=cfg.min_replies, max_update_norm=cfg.max_update_norm,
-                       wearables=cfg.wearables, wearable_weight=cfg.wearable_weight)
+                       wearables=cfg.wearables, wearable_weight=cfg.wearable_weight, wearable_teacher=shipped,
+                       wearable_weighting=cfg.wearable_weighting,
+                       score=lambda arrays: validation_score(cfg, data, classes, student_net, arrays))
         if cfg.dp != "none":
             check_no_buffers(student)  # noise on a running-statistics buffer turns it into NaN
         runner, account = dp.wrap(strategy, cfg)
-        recorder = RoundRecorder(cfg, opts, data, tmeta, student.cfg.to_dict(), registry, run_id, offset, strategy,
+        recorder = RoundRecorder(cfg, opts, data, tmeta, student_net, registry, run_id, offset, strategy,
                                  dp.RunPrivacy(cfg, runner, account, offset))
         runner.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
                                                             student.state_dict().items()}),
                      num_rounds=cfg.rounds - offset, timeout=cfg.round_timeout,
-                     train_config=round_config(cfg, thash, student.cfg.to_dict(), run_id, opts.share_data),
+                     train_config=round_config(cfg, thash, student_net, run_id, opts.share_data,
+                                               shipped[1] if shipped else ""),
                      evaluate_fn=recorder)
         last = registry.last_checkpoint(run_id)
         if last is not None:  # the final global student, scorable with `liteheart-sim evaluate`
@@ -218,6 +250,8 @@ class RoundRecorder:
         sha = save_checkpoint(path, net.cpu(), meta)
         train_metrics = _aggregate_from_reports(strategy.reports)
         train_metrics["aggregated"] = float(strategy.aggregated)
+        if getattr(strategy, "wearable_share", None) is not None:
+            train_metrics["wearable/share"] = float(strategy.wearable_share)
         if cfg.dp != "none":  # the run's epsilon replaces the clients' own (a mean of them would mislead)
             train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("dp-")}
             train_metrics.update(self.privacy.round_metrics(strategy.reports))
@@ -235,6 +269,27 @@ class RoundRecorder:
         self.opts.result["rounds"].append(entry)
         if self.opts.on_round:
             self.opts.on_round(number, entry)
+def _shipped_wearable_teacher(cfg: FedConfig, classes: list[str]) -> tuple[ArrayRecord, str, dict] | None:
+    """The wearable teacher as the strategy ships it: (weights, content hash, what the wearables are told of it)."""
+    wearable_teacher = provide_wearable_teacher(cfg, classes)
+    if wearable_teacher is None:
+        return None
+    wstate = {k: v.detach().cpu() for k, v in wearable_teacher[0].state_dict().items()}
+    return ArrayRecord(wstate), state_hash(wstate), {k: wearable_teacher[1][k] for k in TEACHER_META_KEYS}
+
+
+def validation_score(cfg: FedConfig, data: PreparedData, classes: list[str], student_net: dict,
+                     arrays: ArrayRecord) -> float:
+    """A candidate global student's macro AUC on the server's validation fold: the mean of clean lead I and
+    lead I as wearables record it (what ``wearable-weighting = validated`` maximises)."""
+    net = student_for(classes, cfg.student_lead, student_net)
+    net.load_state_dict(arrays.to_torch_state_dict())
+    clean, _ = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device)
+    view = WearableView(degrade=cfg.wearable_degrade, native_rate=cfg.wearable_rate, seed=cfg.seed)
+    worn, _ = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device, view=view)
+    return (clean["macro_auc"] + worn["macro_auc"]) / 2
+
+
 
 
 def _aggregate_from_reports(reports: list[dict]) -> dict[str, float]:

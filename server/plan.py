@@ -75,7 +75,8 @@ def _new_config(scenario: Optional[Path], overrides: dict[str, Any]):
     from liteheart_core.config import FedConfig
 
     cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
-    return FedConfig.from_dict({**cfg.to_dict(), "data": _absolute(cfg.data), "teacher": _absolute(cfg.teacher)})
+    return FedConfig.from_dict({**cfg.to_dict(), "data": _absolute(cfg.data), "teacher": _absolute(cfg.teacher),
+                                "wearable-teacher": _absolute(cfg.wearable_teacher)})
 
 
 def _stored_config(registry_url: str, run_id: str, run_dir: Path, db: Optional[str]):
@@ -130,4 +131,6 @@ def plan_run(registry_url: str, run_dir: Path, db: Optional[str], resume: Option
     _check_data(plan.cfg.data)
     if plan.cfg.teacher and not Path(plan.cfg.teacher).is_file():
         raise ValueError(f"teacher checkpoint {plan.cfg.teacher} does not exist")
+    if plan.cfg.wearable_teacher and not Path(plan.cfg.wearable_teacher).is_file():
+        raise ValueError(f"wearable teacher checkpoint {plan.cfg.wearable_teacher} does not exist")
     return plan

@@ -11,10 +11,12 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from liteheart_core.config import SERVER_PATHS
+
 # keys of the run config that are about where state lives, not about the science
 OPTION_KEYS = ("run-dir", "db-url", "run-id", "resume", "run-name")
 # what stays on the server: paths of this machine and the registry URL (a PostgreSQL URL holds a password)
-PRIVATE_KEYS = ("data", "teacher", "run-dir", "db-url", "resume", "run-name")
+PRIVATE_KEYS = (*SERVER_PATHS, "run-dir", "db-url", "resume", "run-name")
 SETTINGS_ENV = "LITEHEART_SERVER_SETTINGS"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -108,10 +108,25 @@ class LiteHeartMixin:
 
     def setup(self, teacher: ArrayRecord, teacher_hash: str, teacher_meta: dict, timeout: float,
               round_offset: int = 0, min_replies: int = 1, max_update_norm: float = 1e4,
-              wearables: int = 0, wearable_weight: float = 1.0) -> None:
+              wearables: int = 0, wearable_weight: float = 1.0,
+              wearable_teacher: tuple[ArrayRecord, str, dict] | None = None, wearable_weighting: str = "examples",
+              score: Callable[[ArrayRecord], float] | None = None) -> None:
+        """Run-level state. ``wearable_teacher`` is (arrays, hash, meta) of the teacher shipped to wearables;
+        ``score`` rates a candidate global model on the server's validation records (higher is better), for
+        ``wearable_weighting = "validated"``."""
         self.teacher = teacher
         self.teacher_hash = teacher_hash
         self.teacher_meta = json.dumps(teacher_meta)
+        self.wearable_teacher = wearable_teacher[0] if wearable_teacher else None
+        self.wearable_teacher_hash = wearable_teacher[1] if wearable_teacher else ""
+        self.wearable_teacher_meta = json.dumps(wearable_teacher[2]) if wearable_teacher else ""
+        if wearable_weighting == "validated" and score is None:
+            raise ValueError("wearable-weighting validated needs a validation score")
+        self.wearable_weighting = wearable_weighting
+        self.score = score
+        self.wearable_share: float | None = None  # the wearables' share of the last aggregate (validated)
+        self.share_scores: dict[float, float] = {}
+        self.nodes_without_teacher: set[int] = set()  # nodes that said they use none (wearables without one)
         self.timeout = timeout
         self.round_offset = round_offset
         self.min_replies = min_replies
@@ -128,35 +143,49 @@ class LiteHeartMixin:
         self.aggregated = False
 
     def ship_teacher(self, grid: Grid, node_ids: list[int]) -> None:
-        """Send the teacher to the nodes that lack it (asked by hash first), in its own message."""
-        todo = [n for n in node_ids if n not in self.nodes_with_teacher and self.node_kinds.get(n) != "wearable"]
+        """Send each node its teacher once (asked by hash first), in its own message.
+
+        A site gets the 12-lead teacher; a wearable the run's wearable teacher, or none
+        (it says so, and is not asked again).
+        """
+        todo = [n for n in node_ids if n not in self.nodes_with_teacher and n not in self.nodes_without_teacher]
         if not todo:
             return
         ask = ConfigRecord({"action": "teacher-check", "teacher-hash": self.teacher_hash,
-                            "wearables": self.wearables})
+                            "wearable-teacher-hash": self.wearable_teacher_hash, "wearables": self.wearables})
         replies = grid.send_and_receive([Message(RecordDict({"config": ask}), dst_node_id=n, message_type="query")
                                          for n in todo], timeout=self.timeout)
-        need = []
+        need: dict[str, list[int]] = {"paired": [], "wearable": []}
         for r in replies:
             node = r.metadata.src_node_id
             status = query_status(r)
             if r.has_error():
                 log.warning("node %s did not answer the teacher check: %s", node, r.error.reason)
-            elif status is None:  # a forged answer must not stop the run: the node is asked again next round
+                continue
+            if status is None:  # a forged answer must not stop the run: the node is asked again next round
                 log.warning("node %s answered the teacher check without a status of numbers; ignored", node)
-            elif not int(status.get("needs-teacher", 1)):
-                self.node_kinds[node] = "wearable"  # lead I only: never sent the teacher
+                continue
+            needs = int(status.get("needs-teacher", 1))
+            # a node that states no kind and needs no teacher is a wearable of a run without a wearable teacher
+            kind = "wearable" if int(status.get("wearable", not needs)) else "paired"
+            self.node_kinds[node] = kind
+            if not needs or (kind == "wearable" and self.wearable_teacher is None):
+                self.nodes_without_teacher.add(node)  # lead I only and no wearable teacher: never sent one
             elif int(status.get("has-teacher", 0)):
                 self.nodes_with_teacher.add(node)
             else:
-                need.append(node)
-        if not need:
-            return
-        cfg = ConfigRecord({"action": "teacher-install", "teacher-hash": self.teacher_hash,
-                            "teacher-meta": self.teacher_meta})
+                need[kind].append(node)
+        for kind, nodes in need.items():
+            if nodes:
+                self._install(grid, nodes, *((self.wearable_teacher, self.wearable_teacher_hash,
+                                              self.wearable_teacher_meta) if kind == "wearable" else
+                                             (self.teacher, self.teacher_hash, self.teacher_meta)))
+
+    def _install(self, grid: Grid, nodes: list[int], teacher: ArrayRecord, digest: str, meta: str) -> None:
+        cfg = ConfigRecord({"action": "teacher-install", "teacher-hash": digest, "teacher-meta": meta})
         replies = grid.send_and_receive(
-            [Message(RecordDict({"config": cfg, "teacher": self.teacher}), dst_node_id=n, message_type="query")
-             for n in need], timeout=self.timeout)
+            [Message(RecordDict({"config": cfg, "teacher": teacher}), dst_node_id=n, message_type="query")
+             for n in nodes], timeout=self.timeout)
         for r in replies:
             if r.has_error():
                 log.warning("node %s could not install the teacher: %s", r.metadata.src_node_id, r.error.reason)
@@ -216,7 +245,46 @@ class LiteHeartMixin:
             return None, None
         same_metric_keys(good)
         arrays, metrics = self.robust_aggregate(server_round + self.round_offset, good)
+        self.wearable_share = None
+        if self.wearable_weighting == "validated" and arrays is not None:
+            arrays = self.validated_mix(server_round + self.round_offset, good, arrays)
         return self.checked_global(server_round + self.round_offset, arrays), metrics
+
+    def validated_mix(self, server_round: int, replies: list[Message], pooled: ArrayRecord) -> ArrayRecord:
+        """The sites' and the wearables' FedAvg averages mixed at the wearables' share that validates best.
+
+        Candidate shares: 0 (the sites alone), 1/8, 1/4, 1/2, 3/4 and the share plain FedAvg
+        gives them (their examples' share, ``pooled``); the server's ``score`` on its
+        validation records picks one, ties going to the earlier candidate. Every site's
+        and every wearable's update still counts within its own kind by its examples.
+        """
+        kinds = {float(r.content["metrics"].get("wearable", 0.0)) > 0 for r in replies}
+        weight = {k: sum(float(r.content["metrics"]["num-examples"]) for r in replies
+                         if (float(r.content["metrics"].get("wearable", 0.0)) > 0) == k) for k in (False, True)}
+        natural = weight[True] / (weight[True] + weight[False])
+        if kinds != {False, True}:  # one kind only this round: nothing to mix
+            self.wearable_share = natural
+            return pooled
+        groups = [super(LiteHeartMixin, self).aggregate_train(  # type: ignore[misc]
+            server_round, [r for r in replies if (float(r.content["metrics"].get("wearable", 0.0)) > 0) == k])[0]
+            for k in (False, True)]
+        sites, worn = ({k: v.numpy() for k, v in g.items()} for g in groups)
+        best: tuple[float, float, ArrayRecord] | None = None
+        self.share_scores = {}
+        for share in dict.fromkeys((0.0, 0.125, 0.25, 0.5, 0.75, round(natural, 4))):
+            mixed = ArrayRecord({k: Array(((1 - share) * sites[k].astype(np.float64)
+                                           + share * worn[k].astype(np.float64)).astype(sites[k].dtype)
+                                          if np.issubdtype(sites[k].dtype, np.floating) else sites[k])
+                                 for k in sites})
+            score = float(self.score(mixed))
+            self.share_scores[share] = score
+            if best is None or score > best[0]:
+                best = (score, share, mixed)
+        assert best is not None
+        self.wearable_share = best[1]
+        log.info("round %s: wearables' share %.3f (FedAvg's %.3f) scores %.4f on validation", server_round,
+                 best[1], natural, best[0])
+        return best[2]
 
     def robust_aggregate(self, server_round: int, replies: list[Message]):
         """The Flower strategy's own aggregation of the accepted replies (overridden to report Krum's choice)."""

@@ -117,8 +117,10 @@ def run_cmd(
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="fedavg, fedprox, fedmedian, trimmed-mean or krum (robust ones: see the README).")] = None,
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx mu.")] = None,
-    wearables: Annotated[Optional[int], typer.Option(help="How many of the clients are lead-I wearables (no teacher).")] = None,
+    wearables: Annotated[Optional[int], typer.Option(help="How many of the clients are lead-I wearables (no 12-lead teacher; --wearable-teacher gives them a lead-I one).")] = None,
     wearable_weight: Annotated[Optional[float], typer.Option(help="A wearable's aggregation weight per example, relative to a 12-lead site's.")] = None,
+    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I (a lead-I teacher assistant, or a teacher trained with --lead-dropout), shipped once to every wearable, which distils from it.")] = None,
+    wearable_weighting: Annotated[Optional[str], typer.Option(help="examples (FedAvg x --wearable-weight) or validated (the wearables' share that scores best on the server's validation fold, each round).")] = None,
     secagg: Annotated[Optional[bool], typer.Option("--secagg/--no-secagg", help="SecAgg+ secure aggregation: the server sees only the sum of the updates (fedavg/fedprox; secagg-* keys in a scenario).")] = None,
     dp: Annotated[Optional[str], typer.Option(help="Differential privacy: none, client, server (client-level) or dp-sgd (record-level); dp-* keys in a scenario.")] = None,
     dp_epsilon: Annotated[Optional[float], typer.Option(help="Target epsilon after all rounds (the noise is derived from it).")] = None,
@@ -142,6 +144,8 @@ def run_cmd(
                                     "teacher": str(teacher) if teacher else None, "seed": seed,
                                     "device": device, "wearables": wearables,
                                     "wearable-weight": wearable_weight, "secagg": secagg, "dp": dp,
+                                    "wearable-teacher": str(wearable_teacher) if wearable_teacher else None,
+                                    "wearable-weighting": wearable_weighting,
                                     "dp-epsilon": dp_epsilon, "server-folds": server_folds}.items() if v is not None}
     try:
         cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
@@ -149,6 +153,8 @@ def run_cmd(
             raise ValueError(f"data folder {cfg.data} does not exist")
         if cfg.teacher and not Path(cfg.teacher).is_file():
             raise ValueError(f"teacher checkpoint {cfg.teacher} does not exist")
+        if cfg.wearable_teacher and not Path(cfg.wearable_teacher).is_file():
+            raise ValueError(f"wearable teacher checkpoint {cfg.wearable_teacher} does not exist")
         cfg = FedConfig.from_dict({**cfg.to_dict(), "min-clients": min(cfg.min_clients, cfg.clients)})
     except ValueError as exc:
         fail(str(exc))

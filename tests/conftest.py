@@ -92,3 +92,17 @@ def tiny_teacher(synth_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ck") / "teacher.pt"
     save_checkpoint(path, result.model, checkpoint_meta(synth_data, cfg, result))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_wearable_teacher(synth_data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny 12-lead teacher trained with lead dropout (so it answers from lead I alone), 3 epochs on ``synth_data``."""
+    from liteheart_core.checkpoint import save_checkpoint
+    from liteheart_core.train import TrainConfig, checkpoint_meta, train
+
+    cfg = TrainConfig(method="teacher", epochs=3, batch_size=32, lr=3e-3, device="cpu", net=TINY_TEACHER,
+                      lead_dropout=0.5, seed=1)
+    result = train(synth_data, cfg)
+    path = tmp_path_factory.mktemp("ck") / "wearable_teacher.pt"
+    save_checkpoint(path, result.model, checkpoint_meta(synth_data, cfg, result))
+    return path

@@ -21,7 +21,7 @@ from flwr.common.serde import message_to_proto
 from client.app import app
 from liteheart_core.checkpoint import load_checkpoint
 from liteheart_core.config import FedConfig
-from liteheart_core.federated import student_for
+from liteheart_core.federated import state_hash, student_for
 from server.app import options_from_run_config
 from server.bundle import write_server_settings
 from server.superlink import Deployment
@@ -57,10 +57,13 @@ def strings(msg: Message) -> list[str]:
     return out
 
 
-def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("wearable_teacher", [False, True], ids=["no-wearable-teacher", "wearable-teacher"])
+def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher: Path, tiny_wearable_teacher: Path,
+                                                       tmp_path: Path, wearable_teacher: bool) -> None:
     given = FedConfig(data=str(synth_data.root), teacher=str(tiny_teacher), clients=len(NODES), rounds=2,
-                      local_epochs=1, batch_size=16, labelled_fraction=0.5, device="cpu", method="liteheart",
-                      wearables=1)
+                      local_epochs=1, batch_size=16, labelled_fraction=0.5, device="cpu",
+                      method="liteheart-v2" if wearable_teacher else "liteheart", wearables=1,
+                      wearable_teacher=str(tiny_wearable_teacher) if wearable_teacher else "")
     run_dir, db_url = tmp_path / "runs", f"sqlite:///{tmp_path / 'registry-s3cret.sqlite'}"
     public, private = split_settings({**given.to_dict(), "run-dir": str(run_dir), "db-url": db_url,
                                       "run-id": "audit1", "resume": False, "run-name": ""})
@@ -68,6 +71,7 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
     cfg, opts = options_from_run_config(server_settings(public, {SETTINGS_ENV: str(settings)}))
     teacher, _ = load_checkpoint(tiny_teacher)
     tstate = {k: v.detach() for k, v in teacher.state_dict().items()}
+    worn = {k: v.detach() for k, v in load_checkpoint(tiny_wearable_teacher)[0].state_dict().items()}
     student = student_for(synth_data.tasks[cfg.task], cfg.student_lead)
     # deployed nodes: each names its own copy of the data (here the same folder, so any echo of it would show)
     nodes = {node: {"data": str(synth_data.root), "partition-id": i, "num-partitions": len(NODES)}
@@ -78,6 +82,7 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
 
     assert shown["run"]["status"] == "completed"
     student_shapes, teacher_shapes = shapes(student.state_dict()), shapes(tstate)
+    installed: dict[int, str] = {}  # node -> hash of the teacher it was sent
     window = int(synth_data.meta["length"])
     kinds: dict[tuple[str, str], int] = {}
     action_of: dict[str, str] = {}
@@ -96,9 +101,11 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
         for name, record in content.items():
             if isinstance(record, ArrayRecord):
                 arrays = {k: v.numpy() for k, v in record.items()}
-                # the student's weights, or the teacher's in its own install message: nothing else
+                # the student's weights, or a teacher's in its own install message: nothing else
                 allowed = teacher_shapes if name == "teacher" else student_shapes
                 assert shapes(arrays) == allowed, (direction, action, name)
+                if name == "teacher":
+                    installed[msg.metadata.dst_node_id] = state_hash(record.to_torch_state_dict())
                 # no signal window ([*, T], [12 or 1, T]) and no label matrix (uint8 multi-hot) among them
                 assert all(window not in a.shape and a.dtype != np.uint8 for a in arrays.values())
                 for a in arrays.values():
@@ -111,7 +118,14 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
     # every message kind was seen: teacher shipping to the paired nodes (the wearable never gets the teacher)
     # and both rounds of training on every node
     assert kinds[("up", "train")] == len(NODES) * cfg.rounds
-    assert kinds[("down", "teacher-install")] == len(NODES) - cfg.wearables
+    # each node is sent its teacher once: the sites the 12-lead one, the wearable (last node) the wearable one
+    # when the run has one, else none
+    sites = {n: state_hash(tstate) for n in NODES[:-1]}
+    assert installed == ({**sites, NODES[-1]: state_hash(worn)} if wearable_teacher else sites)
+    assert kinds[("down", "teacher-install")] == len(installed)
+    if wearable_teacher:  # and the wearable distilled from it
+        wearable_kd = [r["train_metrics"]["wearable/kd"] for r in shown["rounds"]]
+        assert min(wearable_kd) > 0, wearable_kd
 
     # no record's samples hidden in any array, whatever its shape: 8 consecutive float32 samples of each
     # record's lead I and V2 (per-record standardised, so never the zeros of a fresh bias) are searched for
@@ -124,8 +138,9 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
     # server path or registry URL anywhere in a message's bytes
     names = [f"{int(r):05d}_lr" for r in synth_data.index["record"]] + ["records100", "records500", "signals.npy",
                                                                           "labels_", "regions.npy", "index.csv"]
-    server_only = [str(synth_data.root), synth_data.root.name, str(tiny_teacher), tiny_teacher.name, str(run_dir),
-                   str(tmp_path), "s3cret", "sqlite:"]
+    server_only = [str(synth_data.root), synth_data.root.name, str(tiny_teacher), tiny_teacher.name,
+                   str(tiny_wearable_teacher), tiny_wearable_teacher.name, str(run_dir), str(tmp_path), "s3cret",
+                   "sqlite:"]
     for direction, msg in grid.traffic:
         texts = strings(msg)
         assert not [t for t in texts for n in names if n in t], direction

@@ -139,6 +139,14 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, services: t
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
 
 
+def file_state_hash(checkpoint: Path) -> str:
+    """The content hash a node files a teacher checkpoint under."""
+    from liteheart_core.checkpoint import load_checkpoint
+    from liteheart_core.federated import state_hash
+
+    return state_hash({k: v.detach() for k, v in load_checkpoint(checkpoint)[0].state_dict().items()})
+
+
 def healthy(port: int) -> bool:
     try:
         with socket.create_connection((LOOPBACK, port), timeout=0.5) as sock:
@@ -151,8 +159,8 @@ def healthy(port: int) -> bool:
 class Deployment:
     """One scenario's folder, SuperLink port, processes and inputs; ``close`` kills all it started."""
 
-    def __init__(self, root: Path, data: Path, teacher: Path, port: int) -> None:
-        self.root, self.data, self.teacher = root, data, teacher
+    def __init__(self, root: Path, data: Path, teacher: Path, port: int, wearable_teacher: Path) -> None:
+        self.root, self.data, self.teacher, self.wearable_teacher = root, data, teacher, wearable_teacher
         self.port, self.run_dir = port, root / "runs"
         self.scenario = root / "scenario.toml"
         self.services: list[Service] = []
@@ -208,8 +216,10 @@ class Deployment:
 
 
 def two_clients(dep: Deployment) -> dict:
-    """One server, a 12-lead site and a wearable, two rounds; then a client CLI alone gets SIGTERM."""
-    server = dep.new_run("server", 2, "--min-clients", 2, "--round-timeout", 120)
+    """One server, a 12-lead site and a wearable (given the run's wearable teacher), two rounds; then a client CLI
+    alone gets SIGTERM."""
+    server = dep.new_run("server", 2, "--min-clients", 2, "--round-timeout", 120, "--wearable-teacher",
+                         dep.wearable_teacher)
     clients = dep.clients(2, kinds=("paired", "wearable"))
     code = server.wait(RUN_LIMIT_S)
     left = server_side_left(dep.port)
@@ -266,14 +276,15 @@ SCENARIOS: dict[str, Callable[[Deployment], dict]] = {
 
 @pytest.fixture(scope="module")
 def deployments(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, site_data: Path,
-                tiny_teacher: Path) -> Iterator[dict[str, tuple[Deployment, Future]]]:
+                tiny_teacher: Path, tiny_wearable_teacher: Path) -> Iterator[dict[str, tuple[Deployment, Future]]]:
     """The selected scenarios, started together; each test waits for its own."""
     selected = [name for name in SCENARIOS if any(item.name == name for item in request.session.items)]
     root = tmp_path_factory.mktemp("deployments")
     ports: set[int] = set()
     while len(ports) < len(selected):  # distinct, though none is bound yet
         ports.add(free_port())
-    deps = {name: Deployment(root / name, site_data, tiny_teacher, port) for name, port in zip(selected, ports)}
+    deps = {name: Deployment(root / name, site_data, tiny_teacher, port, tiny_wearable_teacher)
+            for name, port in zip(selected, ports)}
     pool = ThreadPoolExecutor(max_workers=max(1, len(selected)), thread_name_prefix="deployment")
     running = {name: (dep, pool.submit(SCENARIOS[name], dep)) for name, dep in deps.items()}
     try:
@@ -304,20 +315,22 @@ def test_two_clients_complete_two_rounds(deployments) -> None:
         assert [r["status"] for r in entry["client_reports"]] == ["ok", "ok"]
         assert sorted(r["metrics"]["wearable"] for r in entry["client_reports"]) == [0.0, 1.0]  # both kinds
         assert entry["train_metrics"]["paired/clients"] == entry["train_metrics"]["wearable/clients"] == 1
-        assert entry["train_metrics"]["wearable/kd"] == 0.0 < entry["train_metrics"]["paired/kd"]
+        # both distil: the site from the 12-lead teacher, the wearable from the wearable teacher
+        assert entry["train_metrics"]["wearable/kd"] > 0 and entry["train_metrics"]["paired/kd"] > 0
         ckpt = entry["checkpoint"]
         assert hashlib.sha256(Path(ckpt["path"]).read_bytes()).hexdigest() == ckpt["sha256"]
     paired, wearable = (client.text() for client in done["clients"])
     teachers = [p for p in dep.node_cache(0).iterdir() if p.is_file()]
-    assert len(teachers) == 1 and teachers[0].suffix == ".pt"
+    assert [p.name for p in teachers] == [f"{file_state_hash(dep.teacher)}.pt"]
     # the site keeps its distillation heads per round on disk (a resumed run continues them); the last two stay
     kept = sorted(p.name.rsplit("-", 1)[1] for p in (dep.node_cache(0) / "distillers").iterdir())
     assert kept == ["r0001.pt", "r0002.pt"]
-    # the site: the teacher check and its install in round 1, nothing in round 2 (shipped once per node);
-    # the wearable: one check, where it says it needs no teacher, and never a teacher on disk
+    # each node: the teacher check and its install in round 1, nothing in round 2 (shipped once per node, by
+    # hash); the wearable holds the wearable teacher only, never the 12-lead one
     assert paired.count("Receiving: query message") == 2, paired[-3000:]
-    assert wearable.count("Receiving: query message") == 1, wearable[-3000:]
-    assert not dep.node_cache(1).exists() or not any(dep.node_cache(1).iterdir())
+    assert wearable.count("Receiving: query message") == 2, wearable[-3000:]
+    worn = [p.name for p in dep.node_cache(1).iterdir() if p.is_file()]
+    assert worn == [f"{file_state_hash(dep.wearable_teacher)}.pt"]
     assert paired.count("Receiving: train message") == wearable.count("Receiving: train message") == 2
     assert (dep.run_dir / shown["run"]["id"] / "serverapp.log").is_file()
     assert done["left"] == []  # the SuperLink, SuperExec and ServerApp went with the CLI

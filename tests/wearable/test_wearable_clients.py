@@ -19,7 +19,7 @@ from client.store import RecordStore
 from liteheart_core.config import FedConfig
 from liteheart_core.round_config import RoundConfig
 from liteheart_core.data.incoming import LabelBook, task_classes
-from liteheart_core.federated import student_for
+from liteheart_core.federated import simulated_client_data, student_for
 from server.orchestrate import _aggregate_from_reports, round_config
 from server.strategy import LiteHeartFedAvg
 from tests.conftest import ecg_like
@@ -90,6 +90,7 @@ def test_simulated_wearable_reads_lead_one_only(synth_data, monkeypatch: pytest.
     original = type(synth_data).x
     monkeypatch.setattr(type(synth_data), "x", lambda self, rows, leads="all": read.append(leads) or
                         original(self, rows, leads))
+    simulated_client_data.cache_clear()  # another test may have built this partition already: read it afresh
 
     kind = client_kind(ctx, rc.run.wearables)
     data = local_data(ctx, rc, kind)
@@ -97,7 +98,9 @@ def test_simulated_wearable_reads_lead_one_only(synth_data, monkeypatch: pytest.
                                  run_config={}), rc.run.wearables)
 
     assert kind == "wearable" and paired == "paired"
-    assert data.x.shape[1] == 1 and data.val_x.shape[1] == 1 and data.regions is None
+    assert data.x.shape[1] == 1 and data.val_x.shape[1] == 1
+    # its P/QRS/T regions are delineated on its own (degraded) lead I
+    assert data.regions.shape == (len(data.x), data.x.shape[-1]) and set(data.regions.unique().tolist()) >= {0, 2}
     assert read and set(read) == {"I"}  # never a 12-lead read
     with pytest.raises(ValueError, match="client-kind='watch'"):
         client_kind(Context(run_id=1, node_id=9, node_config={"client-kind": "watch"}, state=RecordDict(),
