@@ -21,6 +21,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from liteheart_core.config import FedConfig, checked_run_config
+from liteheart_core.federated import partition_rows
 from server.orchestrate import ServerOptions, run_federation
 from server.project import PROJECT_OPTIONS
 from server.settings import OPTION_KEYS, PRIVATE_KEYS, SETTINGS_ENV, server_settings, split_settings
@@ -77,6 +78,8 @@ def main(grid: Grid, context: Context) -> None:
             raise ValueError(f"clients = {cfg.clients} but the simulation runs {nodes} SuperNodes: run "
                              f"`flwr run . --run-config 'clients={nodes}'` or `flwr run . --federation-config "
                              f"'num-supernodes={cfg.clients}'`")
+        if not opts.resume:
+            opts.partition_table = partition_rows(cfg)
     run_federation(grid, cfg, opts)
 
 
