@@ -320,6 +320,23 @@ class FedConfig:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
 
+def checked_run_config(values: dict[str, Any]) -> FedConfig:
+    """The checks every entry point makes (``liteheart-sim run`` and ``flwr run .``) before a run starts.
+
+    Besides :meth:`FedConfig.from_dict`: the data folder and the teacher checkpoints must exist,
+    and ``min-clients`` never exceeds ``clients`` (a small federation must not wait for nodes
+    that will never come).
+    """
+    cfg = FedConfig.from_dict(values)
+    if cfg.data != "synth" and not Path(cfg.data).exists():
+        raise ValueError(f"data folder {cfg.data} does not exist")
+    if cfg.teacher and not Path(cfg.teacher).is_file():
+        raise ValueError(f"teacher checkpoint {cfg.teacher} does not exist")
+    if cfg.wearable_teacher and not Path(cfg.wearable_teacher).is_file():
+        raise ValueError(f"wearable teacher checkpoint {cfg.wearable_teacher} does not exist")
+    return FedConfig.from_dict({**cfg.to_dict(), "min-clients": min(cfg.min_clients, cfg.clients)})
+
+
 def as_bool(value: Any) -> bool:
     """true/false, 1/0 or their strings (a bare ``bool("false")`` would be True)."""
     if isinstance(value, bool):

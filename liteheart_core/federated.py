@@ -308,3 +308,29 @@ def global_evaluation(student: Net, data: PreparedData, task: str, lead: str = "
     probs = predict(student.to(dev), x, dev)
     thresholds = tune_thresholds(y[rows], probs)
     return summarise(y[rows], probs, thresholds), thresholds
+
+
+def partition_rows(cfg) -> list[dict]:
+    """What each simulated client of a run config holds: one row per client (records, labels, classes, kind).
+
+    The same partitions the simulated nodes cut for themselves; printed before round 1 by
+    ``liteheart-sim run`` and kept in the registry by every simulated run.
+    """
+    from liteheart_core.data.partition import partition, partition_table
+
+    data = open_data(cfg.data, cfg.synth_records, cfg.seed)
+    classes, y = data.labels(cfg.task)
+    rows = data.rows(cfg.task, folds=client_folds(cfg.server_fold_tuple))
+    parts = partition(data.index, y, rows, cfg.clients, cfg.partition, alpha=cfg.alpha,
+                      labelled_fraction=cfg.labelled_fraction, seed=cfg.seed)
+    table = partition_table(parts, y, classes)
+    for i, (row, part) in enumerate(zip(table, parts)):  # what the client trains on vs. validates on locally
+        train = data.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
+        labelled = part.labelled[train]
+        if cfg.wearables:  # the last `wearables` partitions are lead-I wearables (client/local.py)
+            row["kind"] = "wearable" if i >= cfg.clients - cfg.wearables else "paired"
+            if row["kind"] == "wearable" and cfg.wearable_labelled_fraction >= 0:
+                labelled = _labelled(data, y, part.rows[train], cfg.wearable_labelled_fraction, cfg.seed + i)
+        row["labelled"] = int(labelled.sum())
+        row["train"], row["local val"] = int(train.sum()), int((~train).sum())
+    return table

@@ -43,6 +43,8 @@ class ServerOptions:
     resume: bool = False
     name: str = ""
     on_round: Callable[[int, dict], None] | None = None  # progress hook (CLI)
+    on_teacher_epoch: Callable[[int, int, dict], None] | None = None  # (epoch, epochs, validation entry)
+    on_evaluate: Callable[[int], None] | None = None  # before the global student is scored (round 0: initial)
     partition_table: list[dict] | None = None  # what each simulated client holds (None in deployment)
     result: dict = field(default_factory=dict)  # filled with run_id and rounds for the caller
     # simulation: the nodes share the server's dataset and are told where it is; deployed nodes name their own
@@ -50,7 +52,12 @@ class ServerOptions:
     share_data: bool = True
 
 
-def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
+def _log_epoch(epoch: int, total: int, entry: dict) -> None:
+    log.info("teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"])
+
+
+def provide_teacher(cfg: FedConfig, data: PreparedData,
+                    on_epoch: Callable[[int, int, dict], None] | None = None) -> tuple[Net, dict]:
     """The frozen teacher: the given checkpoint, or one trained on the server's labelled data (cached)."""
     if cfg.teacher:
         net, meta = load_checkpoint(Path(cfg.teacher))
@@ -71,8 +78,7 @@ def provide_teacher(cfg: FedConfig, data: PreparedData) -> tuple[Net, dict]:
     log.info("training the 12-lead teacher on the server's data (%d epochs); cached at %s", cfg.teacher_epochs, path)
     tcfg = TrainConfig(method="teacher", task=cfg.task, epochs=cfg.teacher_epochs, lr=1e-3, seed=cfg.seed,
                        device=cfg.device, patience=max(3, cfg.teacher_epochs), train_folds=tuple(folds))
-    result = train(data, tcfg, progress=lambda epoch, total, entry: log.info(
-        "teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"]))
+    result = train(data, tcfg, progress=on_epoch or _log_epoch)
     save_checkpoint(path, result.model, checkpoint_meta(data, tcfg, result))
     return load_checkpoint(path)
 
@@ -131,7 +137,7 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
     opts.result.setdefault("rounds", [])  # filled by the RoundRecorder as rounds are recorded
     (opts.run_dir / run_id / "checkpoints").mkdir(parents=True, exist_ok=True)
     try:
-        teacher, tmeta = provide_teacher(cfg, data)
+        teacher, tmeta = provide_teacher(cfg, data, opts.on_teacher_epoch)
         if tmeta["classes"] != data.tasks[cfg.task]:
             raise ValueError(f"teacher classes {tmeta['classes']} differ from the data's {data.tasks[cfg.task]}")
         student = _initial_student(cfg, data.tasks[cfg.task], registry, run_id, offset)
@@ -228,6 +234,8 @@ class RoundRecorder:
     started: float = field(default_factory=time.perf_counter)
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if self.opts.on_evaluate:
+            self.opts.on_evaluate(server_round + self.offset if server_round else 0)
         cfg, classes = self.cfg, self.data.tasks[self.cfg.task]
         net = student_for(classes, cfg.student_lead, self.student_net)
         net.load_state_dict(arrays.to_torch_state_dict())

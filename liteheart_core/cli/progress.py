@@ -72,3 +72,74 @@ def prepare_run_data(data: str, synth_records: int = 600, seed: int = 0, disable
     path = synth_data_path(synth_records, seed) if data == "synth" else Path(data)
     with step_progress("preparing the data", disable=disable) as progress:
         resolve_data(path, progress=progress)
+
+
+def _eta(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class RunProgress:
+    """Where a federated run is: the teacher's epochs, the rounds, the global evaluation.
+
+    On a terminal, two rich bars with an estimate of the time left (lines printed through the
+    same console appear above them); otherwise one plain line per step, with the estimate in it,
+    so a log file or CI shows the same steps.
+    """
+
+    def __init__(self, rounds: int, console: Console | None = None, live: bool | None = None) -> None:
+        self.console = console or err
+        self.rounds = rounds
+        self.live = self.console.is_terminal if live is None else live
+        self.bar = Progress(TextColumn("{task.fields[what]:<8}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                            TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.description}"),
+                            console=self.console, disable=not self.live)
+        self.tasks: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+        self.here = 0
+
+    def __enter__(self) -> "RunProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def _task(self, what: str, total: int) -> int:
+        import time
+
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task("", total=total, what=what)
+            self.started[what] = time.perf_counter()
+        return self.tasks[what]
+
+    def _left(self, what: str, done: int, total: int) -> str:
+        import time
+
+        spent = time.perf_counter() - self.started[what]
+        return _eta(spent / done * (total - done)) if done else "?"
+
+    def teacher_epoch(self, epoch: int, total: int, entry: dict) -> None:
+        """After each epoch of the 12-lead teacher (trained once, then cached)."""
+        task = self._task("teacher", total)
+        text = f"epoch {epoch}/{total}: validation macro AUC {entry.get('val_macro_auc', float('nan')):.3f}"
+        self.bar.update(task, completed=epoch, description=text)
+        if not self.live:
+            left = f"  (about {self._left('teacher', epoch, total)} left)" if epoch < total else ""
+            self.console.print(f"teacher {text}{left}", highlight=False)
+
+    def evaluating(self, server_round: int) -> None:
+        """Before the global student is scored on the validation fold (round 0: the initial student)."""
+        task = self._task("rounds", self.rounds)
+        text = "evaluating the initial student" if server_round == 0 else f"round {server_round}: evaluating"
+        self.bar.update(task, description=text)
+        if not self.live:
+            self.console.print(f"{text} on the validation fold", highlight=False)
+
+    def round_done(self, number: int, entry: dict, line: str) -> None:
+        """After round ``number`` is recorded; ``line`` is the round's summary."""
+        task = self._task("rounds", self.rounds)
+        self.bar.update(task, completed=min(number, self.rounds), description=f"round {number} done")
+        self.here += 1  # a resumed run starts at its last completed round: the estimate counts rounds run here
+        left = self._left("rounds", self.here, self.here + self.rounds - number)
+        self.console.print(line + ("" if self.live or number >= self.rounds else f"  (about {left} left)"))
