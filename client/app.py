@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from flwr.app.typing import MetricRecordValues
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
@@ -62,28 +63,29 @@ def _load_teacher(path: str) -> Net:
     meta = blob["meta"]
     net = build_net(int(meta["n_leads"]), len(meta["classes"]), NetConfig.from_dict(meta["net_config"]))
     net.load_state_dict(blob["state_dict"])
-    net.content_hash = Path(path).stem  # keys the per-client cache of teacher targets
+    net.content_hash = Path(path).stem  # type: ignore[assignment]  # keys the per-client cache of teacher targets (nn.Module's __setattr__ is typed for tensors and modules)
     return net.eval()
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Teacher shipping: ``teacher-check`` (do you hold this hash?) and ``teacher-install``."""
-    cfg = msg.content["config"]
+    cfg = msg.content.config_records["config"]
     action = str(cfg["action"])
     if action == "teacher-check":
         # a site asks for the 12-lead teacher; a wearable for the run's wearable teacher, or for none
         # (without one it learns against the global student): it says so, and the server stops asking
-        wearable = client_kind(context, int(cfg.get("wearables", 0))) == "wearable"
+        wearable = client_kind(context, int(str(cfg.get("wearables", 0)))) == "wearable"
         digest = str(cfg.get("wearable-teacher-hash", "")) if wearable else str(cfg["teacher-hash"])
         has = bool(digest) and _teacher_file(context, digest).is_file()
-        status = {"has-teacher": int(has), "needs-teacher": int(bool(digest)), "wearable": int(wearable)}
+        status: dict[str, MetricRecordValues] = {"has-teacher": int(has), "needs-teacher": int(bool(digest)),
+                                                 "wearable": int(wearable)}
         return Message(RecordDict({"status": MetricRecord(status)}), reply_to=msg)
     if action != "teacher-install":
         raise ValueError(f"unknown query action {action!r}")
     digest = str(cfg["teacher-hash"])
     path = _teacher_file(context, digest)
-    state = msg.content["teacher"].to_torch_state_dict()
+    state = msg.content.array_records["teacher"].to_torch_state_dict()
     got = state_hash(state)
     if got != digest:
         raise ValueError(f"teacher arrived corrupted: hash {got[:12]} != announced {digest[:12]}")
@@ -102,13 +104,13 @@ def dp_clipping_mod(msg: Message, context: Context, call_next) -> Message:
     ``dp = client`` the server's ``DifferentialPrivacyClientSideFixedClipping`` puts
     the clipping norm in every train message, and that is what switches clipping on.
     """
-    config = msg.content.config_records.get("config", {})
+    config = msg.content.config_records.get("config", ConfigRecord())
     if KEY_CLIPPING_NORM in config:
         reply = call_next(msg, context)
         if reply.has_error() or "arrays" not in reply.content:
             return reply
-        sent = msg.content["arrays"].to_numpy_ndarrays()
-        if not any(np.any(a != b) for a, b in zip(reply.content["arrays"].to_numpy_ndarrays(), sent)):
+        sent = msg.content.array_records["arrays"].to_numpy_ndarrays()
+        if not any(np.any(a != b) for a, b in zip(reply.content.array_records["arrays"].to_numpy_ndarrays(), sent)):
             return reply  # an unchanged model: nothing to clip (Flower's clipping would divide by its zero norm)
         return fixedclipping_mod(msg, context, lambda m, c: reply)
     if config.get("dp") == "client":  # every round config names its dp mode (RoundConfig)
@@ -128,7 +130,7 @@ def train(msg: Message, context: Context) -> Message:
     rc = round_config_of(msg)
     run = rc.run
     torch.set_num_threads(rc.client_threads)
-    student_state = msg.content["arrays"].to_torch_state_dict()
+    student_state = msg.content.array_records["arrays"].to_torch_state_dict()
     kind = client_kind(context, run.wearables)
     data = local_data(context, rc, kind)
     tcfg = train_config(run)
@@ -217,11 +219,11 @@ def _dp_sgd_round(msg: Message, context: Context, rc: RoundConfig, student: Net,
     state, metrics, dstate, ledger = dp_sgd_local_round(
         student, teacher, data, train_config(rc.run), rc.run.local_epochs, rc.server_round,
         DPSGDConfig.from_run(rc.run), ledger, rc.run.proximal_mu, dstate)
-    context.state["dp-sgd-ledger"] = ConfigRecord(ledger.to_lists())
+    context.state["dp-sgd-ledger"] = ConfigRecord(dict(ledger.to_lists()))
     _keep_distiller(context, rc, dstate)
     keys = ("num-examples", "labelled-examples", "train-seconds", "dp-epsilon", "dp-delta", "dp-noise-multiplier",
             "dp-steps")
-    clean = {**{k: float(metrics[k]) for k in keys}, "wearable": 0.0}
+    clean: dict[str, MetricRecordValues] = {**{k: float(metrics[k]) for k in keys}, "wearable": 0.0}
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(clean)}), reply_to=msg)
 
 
@@ -232,7 +234,7 @@ METRIC_KEYS = ("num-examples", "labelled-examples", "total", *(f.name for f in f
 
 
 def _reply(msg: Message, state: dict, metrics: dict, kind: str) -> Message:
-    clean = {k: float(metrics.get(k, 0.0)) for k in METRIC_KEYS}
-    clean = {k: (0.0 if v != v else v) for k, v in clean.items()}  # NaN (no local validation) -> 0
+    values = {k: float(metrics.get(k, 0.0)) for k in METRIC_KEYS}
+    clean: dict[str, MetricRecordValues] = {k: (0.0 if v != v else v) for k, v in values.items()}  # NaN -> 0
     clean["wearable"] = float(kind == "wearable")  # the client's kind, for per-kind weighting and reports
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(clean)}), reply_to=msg)

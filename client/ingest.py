@@ -123,7 +123,7 @@ def ingest_paths(store: RecordStore, paths: Iterable[Path], book: LabelBook, set
             if rec is not None and (rec.quality is None or not rec.quality.usable):
                 summary.unusable += 1
                 summary.problems.append({"record": rec.record_id,
-                                         "reason": rec.error if rec.quality is None else rec.quality.reason})
+                                         "reason": str(rec.error) if rec.quality is None else rec.quality.reason})
         if progress is not None:
             progress(Path(path), result, rec)
     return summary

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.client import Client, NumPyClient
+from flwr.common import Scalar
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
@@ -44,7 +45,7 @@ class SecAggClient(NumPyClient):
     def __init__(self, node: Context) -> None:
         self.node = node
 
-    def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict[str, float]]:
+    def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
         rc = RoundConfig.from_record(dict(config))
         run = rc.run
         torch.set_num_threads(rc.client_threads)
@@ -65,15 +66,15 @@ class SecAggClient(NumPyClient):
                 raise ValueError("the teacher has not been installed on this node")
             teacher = _load_teacher(str(path))
         distiller = self.node.state.get("distiller")
-        dstate = distiller.to_torch_state_dict() if isinstance(distiller, ArrayRecord) else None
+        dstate = dict(distiller.to_torch_state_dict()) if isinstance(distiller, ArrayRecord) else None
         state, metrics, dstate = local_round(student, teacher, data, tcfg, run.local_epochs, rc.server_round,
                                              run.proximal_mu, dstate)
         if dstate:
             self.node.state["distiller"] = ArrayRecord(dstate)
         arrays = [state[k].numpy() for k in keys]
         check_before_masking(arrays, data.n_train, run.secagg_max_weight, run.secagg_clipping_range)
-        clean = {k: float(metrics.get(k, 0.0)) for k in METRIC_KEYS}
-        clean = {k: (0.0 if math.isnan(v) else v) for k, v in clean.items()}  # NaN (no local validation) -> 0
+        values = {k: float(metrics.get(k, 0.0)) for k in METRIC_KEYS}
+        clean: dict[str, Scalar] = {k: (0.0 if math.isnan(v) else v) for k, v in values.items()}  # NaN -> 0
         return arrays, data.n_train, clean
 
 

@@ -44,6 +44,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Select,
     String,
     Text,
     UniqueConstraint,
@@ -99,6 +100,19 @@ class StoreInfoRow(StoreBase):
     max_records: Mapped[int | None]
     max_age_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime]
+
+
+def _settings(s: Session) -> StoreInfoRow:
+    """The store's settings row, which every store has from its creation on."""
+    info = s.get(StoreInfoRow, 1)
+    if info is None:
+        raise StoreError("the store has no settings row: it is not a LiteHeart record store")
+    return info
+
+
+def _count(s: Session, query: Select[Any]) -> int:
+    """A ``count(*)`` query's number (a count is never NULL; 0 keeps the type checker and the reader sure)."""
+    return int(s.scalar(query) or 0)
 
 
 class RecordRow(StoreBase):
@@ -367,7 +381,7 @@ class RecordStore:
                 s.rollback()
                 known = s.scalar(select(RecordRow.id).where(RecordRow.record_id == rec.record_id,
                                                             RecordRow.content_hash == rec.content_hash))
-                return AddResult("duplicate", int(known))
+                return AddResult("duplicate", int(known or 0))  # the row the other process added
             evicted = self._enforce(s, now)
             return AddResult("added", int(row.id), tuple(evicted))
 
@@ -413,7 +427,7 @@ class RecordStore:
         if max_age is not None and max_age.total_seconds() <= 0:
             raise ValueError(f"max_age must be positive, got {max_age}")
         with self.session(write=True) as s:
-            info = s.get(StoreInfoRow, 1)
+            info = _settings(s)
             info.max_records = max_records
             info.max_age_s = max_age.total_seconds() if max_age is not None else None
             s.flush()
@@ -425,14 +439,14 @@ class RecordStore:
             return self._enforce(s, now or _utcnow())
 
     def _enforce(self, s: Session, now: datetime) -> list[int]:
-        info = s.get(StoreInfoRow, 1)
+        info = _settings(s)
         held = (RecordRow.evicted_at.is_(None)) & (RecordRow.signal.is_not(None))
         victims: list[int] = []
         if info.max_age_s is not None:
             cutoff = now - timedelta(seconds=info.max_age_s)
             victims += list(s.scalars(select(RecordRow.id).where(held, RecordRow.arrived_at < cutoff)))
         if info.max_records is not None:
-            count = s.scalar(select(func.count()).select_from(RecordRow).where(held)) - len(victims)
+            count = _count(s, select(func.count()).select_from(RecordRow).where(held)) - len(victims)
             excess = count - info.max_records
             if excess > 0:
                 group = case((RecordRow.usable.is_(False), 0), (RecordRow.label.is_(None), 1), else_=2)
@@ -481,6 +495,8 @@ class RecordStore:
                 raise ValueError(f"record {r.record_id} (key {k}) is unusable and never trains: {reasons}")
             if r.signal is None:
                 raise ValueError(f"record {r.record_id} (key {k}) was evicted at {r.evicted_at}")
+            if r.n_windows is None or r.n_leads is None or r.length is None:  # the check constraints forbid it
+                raise StoreError(f"record {r.record_id} (key {k}) holds a signal without its shape")
             this = (r.n_leads, r.length)
             if shape is not None and this != shape:
                 raise ValueError(f"record {r.record_id}: {r.n_leads} leads x {r.length} samples, unlike the others "
@@ -496,7 +512,7 @@ class RecordStore:
             of += [k] * r.n_windows
         if not xs:
             raise ValueError(f"store {self.url}: no keys to load")
-        regions = None if any(g is None for g in regs) else np.concatenate(regs)
+        regions = None if any(g is None for g in regs) else np.concatenate([g for g in regs if g is not None])
         return StoredBatch(keys=np.asarray(of, dtype=np.int64), x=np.concatenate(xs), y=np.concatenate(ys),
                            labelled=np.asarray(lab, dtype=bool), regions=regions,
                            fs=float(self._info["prep"].get("fs", 100)))
@@ -508,7 +524,7 @@ class RecordStore:
             return
         now = now or _utcnow()
         with self.session(write=True) as s:
-            found = s.scalar(select(func.count()).select_from(RecordRow).where(RecordRow.id.in_(keys)))
+            found = _count(s, select(func.count()).select_from(RecordRow).where(RecordRow.id.in_(keys)))
             if found != len(keys):
                 raise ValueError(f"store {self.url}: {len(keys) - found} of the keys are unknown")
             s.execute(update(RecordRow).where(RecordRow.id.in_(keys))
@@ -541,11 +557,11 @@ class RecordStore:
         """Counts, flags, labels, usage, storage and the retention bound."""
         held = (RecordRow.evicted_at.is_(None)) & (RecordRow.signal.is_not(None))
         with self.session() as s:
-            inf = s.get(StoreInfoRow, 1)
-            total = s.scalar(select(func.count()).select_from(RecordRow))
-            n_held = s.scalar(select(func.count()).select_from(RecordRow).where(held))
-            usable = s.scalar(select(func.count()).select_from(RecordRow).where(held, RecordRow.usable.is_(True)))
-            evicted = s.scalar(select(func.count()).select_from(RecordRow).where(RecordRow.evicted_at.is_not(None)))
+            inf = _settings(s)
+            total = _count(s, select(func.count()).select_from(RecordRow))
+            n_held = _count(s, select(func.count()).select_from(RecordRow).where(held))
+            usable = _count(s, select(func.count()).select_from(RecordRow).where(held, RecordRow.usable.is_(True)))
+            evicted = _count(s, select(func.count()).select_from(RecordRow).where(RecordRow.evicted_at.is_not(None)))
             nbytes = s.scalar(select(func.coalesce(func.sum(func.length(RecordRow.signal)), 0)))
             first, last = s.execute(select(func.min(RecordRow.arrived_at), func.max(RecordRow.arrived_at))).one()
             meta = s.execute(select(RecordRow.quality_flags, RecordRow.label, RecordRow.times_used,

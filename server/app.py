@@ -60,7 +60,7 @@ def simulated_nodes(grid: Grid, patience: float = 30.0) -> int | None:
     while not grid.get_node_ids() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)
-    return len(grid.get_node_ids())
+    return len(list(grid.get_node_ids()))
 
 
 app = ServerApp()

@@ -17,11 +17,12 @@ Either way the wrapper adds Gaussian noise to the mean of the clipped updates. T
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Any, Iterable, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import (
+    Strategy,
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideFixedClipping,
 )
@@ -42,14 +43,15 @@ WEIGHT_KEY = "dp-weight"
 class _LiteHeartDP:
     """What both wrappers share: uniform weights, LiteHeart's reply checks, noise for the updates averaged."""
 
-    strategy: LiteHeartMixin
+    strategy: Any  # the LiteHeart strategy wrapped (Flower's wrappers type it as a plain Strategy)
     noise_multiplier: float
     clipping_norm: float
+    released: int  # rounds whose noised mean was released
 
     def _prepare(self, replies: list[Message]) -> None:
         for reply in replies:
             if not reply.has_error() and "metrics" in reply.content:
-                reply.content["metrics"][WEIGHT_KEY] = 1.0
+                reply.content.metric_records["metrics"][WEIGHT_KEY] = 1.0
 
     def _noised(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
@@ -75,9 +77,9 @@ class ServerSideDP(_LiteHeartDP, DifferentialPrivacyServerSideFixedClipping):
         for reply in replies:
             # a reply of the wrong shape cannot be clipped: it goes on unclipped, and the strategy rejects it
             if reply.has_error() or "arrays" not in reply.content \
-                    or check_update(reply.content["arrays"], reference, math.inf) is not None:
+                    or check_update(reply.content.array_records["arrays"], reference, math.inf) is not None:
                 continue
-            record = reply.content["arrays"]
+            record = reply.content.array_records["arrays"]
             values = record.to_numpy_ndarrays()
             # Flower's clipping divides by the update's norm: an unchanged model (norm 0) would raise
             if get_norm([v - c for v, c in zip(values, current)]) > self.clipping_norm:
@@ -97,10 +99,11 @@ class ClientSideDP(_LiteHeartDP, DifferentialPrivacyClientSideFixedClipping):
         return self._noised(server_round, replies)
 
 
-def wrap(strategy: LiteHeartMixin, cfg: FedConfig) -> tuple[object, ClientLevelDP | None]:
+def wrap(strategy: LiteHeartMixin, cfg: FedConfig) -> tuple[Strategy, ClientLevelDP | None]:
     """The strategy to ``start``: ``strategy`` itself, or wrapped for client-level DP (after ``setup``)."""
+    flower = cast(Strategy, strategy)  # every LiteHeart strategy is a Flower strategy with the mixin
     if cfg.dp not in ("client", "server"):
-        return strategy, None
+        return flower, None
     sampled = cfg.replies_per_round()
     account = ClientLevelDP.resolve(cfg.dp_clip_norm, cfg.dp_noise_multiplier, cfg.dp_epsilon, cfg.dp_delta,
                                     sampled, cfg.clients, cfg.rounds)
@@ -108,7 +111,7 @@ def wrap(strategy: LiteHeartMixin, cfg: FedConfig) -> tuple[object, ClientLevelD
     # a client-side-clipped update longer than the norm did not go through the clipping mod
     strategy.max_update_norm = min(strategy.max_update_norm, cfg.dp_clip_norm * (1 + 1e-4))
     cls = ServerSideDP if cfg.dp == "server" else ClientSideDP
-    return cls(strategy, account.noise_multiplier, cfg.dp_clip_norm, sampled), account
+    return cls(flower, account.noise_multiplier, cfg.dp_clip_norm, sampled), account
 
 
 class RunPrivacy:
@@ -119,7 +122,7 @@ class RunPrivacy:
     (a client that sits a round out has still spent what it spent before).
     """
 
-    def __init__(self, cfg: FedConfig, wrapper: object, account: ClientLevelDP | None, offset: int = 0) -> None:
+    def __init__(self, cfg: FedConfig, wrapper: Strategy, account: ClientLevelDP | None, offset: int = 0) -> None:
         self.mode = cfg.dp
         self.delta = cfg.dp_delta or DEFAULT_DELTA
         self.wrapper = wrapper
@@ -131,7 +134,8 @@ class RunPrivacy:
         if self.mode == "none":
             return {}
         if self.account is not None:
-            self.epsilon = self.account.epsilon(self.offset + self.wrapper.released)
+            released = self.wrapper.released if isinstance(self.wrapper, _LiteHeartDP) else 0
+            self.epsilon = self.account.epsilon(self.offset + released)
             return {"epsilon": self.epsilon, "delta": self.delta, "noise-multiplier": self.account.noise_multiplier,
                     "clip-norm": self.account.clip_norm}
         spent = [r["metrics"]["dp-epsilon"] for r in reports if "dp-epsilon" in r.get("metrics", {})]

@@ -55,7 +55,7 @@ LICENCES = {
 
 
 if TYPE_CHECKING:
-    pass
+    from liteheart_core.data.dataset import PreparedData
 
 MACRO_NAMES = {"macro_f1": "macro F1", "macro_auc": "macro AUC", "macro_ap": "macro AP"}
 
@@ -90,7 +90,8 @@ def provenance(fed: dict, data) -> dict:
                 kind = "synthetic"
             elif isinstance(sources, pd.Series) and len(sources):
                 signal_sources = {str(k): int(v) for k, v in sources.value_counts().items()}
-    entry = dict(LICENCES.get(kind, {"name": f"{kind} folder", "licence": "unknown", "citation": ""}))
+    entry: dict[str, object] = dict(LICENCES.get(kind, {"name": f"{kind} folder", "licence": "unknown",
+                                                        "citation": ""}))
     entry.update({"records": data.meta.get("records"), "fingerprint": data.fingerprint,
                   "sites": {k or "unknown": v for k, v in (data.meta.get("sources") or {}).items()}})
     if signal_sources:  # e.g. the shared PTB-XL sample mixes raw and pre-filtered copies
@@ -267,12 +268,13 @@ def export_run(shown: dict, run_dir: Path, fmt: Format, out: Path, n_bootstrap: 
     stem = f"liteheart-student-{run['id']}"
     net, length = model.net.cpu().eval(), int(model.meta["length"])
     notes = list(model.notes)
+    data: PreparedData | None = None
+    scores, x = None, None
     try:
         data = run_data(run["config"].get("fed") or {}, progress)
     except ArtifactError as exc:
-        data, scores, x = None, None, None
         notes.append(str(exc))
-    else:
+    if data is not None:
         notes += data_notes(model.meta, data, run.get("data_fingerprint"))
         scores, _, _ = validation_results(model, data, n_bootstrap=n_bootstrap)
         rows = validation_rows(model.meta, data)[:VERIFY_RECORDS]

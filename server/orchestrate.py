@@ -309,7 +309,7 @@ def _aggregate_from_reports(reports: list[dict]) -> dict[str, float]:
     out = _weighted_mean([r for r in reports if r["status"] == "ok" and r["num_examples"] > 0])
     kinds = {_kind(r) for r in reports}
     if "wearable" in kinds:
-        for kind in sorted(kinds - {None}):
+        for kind in sorted(k for k in kinds if k is not None):
             mine = [r for r in reports if _kind(r) == kind]
             ok = [r for r in mine if r["status"] == "ok" and r["num_examples"] > 0]
             out.update({f"{kind}/{k}": v for k, v in _weighted_mean(ok).items() if k != "wearable"})

@@ -44,6 +44,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg as LegacyFedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result
 
 from liteheart_core.config import FedConfig
 from liteheart_core.methods import method_spec
@@ -73,8 +74,11 @@ class SecAggFedAvg(LiteHeartFedAvg):
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
               train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: EvaluateFn | None = None) -> None:
-        """Run ``num_rounds`` SecAgg+ rounds; ``evaluate_fn`` scores (and records) the global model each round."""
+              evaluate_fn: EvaluateFn | None = None) -> Result:
+        """Run ``num_rounds`` SecAgg+ rounds; ``evaluate_fn`` scores (and records) the global model each round.
+
+        The rounds are in the registry (through ``evaluate_fn``); the Result Flower's strategies return is empty.
+        """
         cfg = self.secagg
         # the round config carries secagg-max-weight and secagg-clipping-range: the client checks its own
         # update against them before masking it (client/secagg_app.py)
@@ -89,6 +93,7 @@ class SecAggFedAvg(LiteHeartFedAvg):
                                       clipping_range=cfg.secagg_clipping_range,
                                       quantization_range=cfg.secagg_quantization_range, timeout=timeout)
         DefaultWorkflow(fit_workflow=workflow)(grid, context)
+        return Result()
 
 
 class LegacySecAggFedAvg(LegacyFedAvg):
@@ -161,7 +166,7 @@ class LegacySecAggFedAvg(LegacyFedAvg):
         # (in the student's dtypes: SecAgg+ dequantises to float64)
         arrays = owner.checked_global(number, self.as_arrays(results[0][1].parameters))
         reason = "not finite" if arrays is None else check_update(arrays, owner.reference, owner.max_update_norm)
-        if reason:
+        if arrays is None or reason:
             log.warning("round %s: the SecAgg+ aggregate is unusable (%s); the global model is kept", number, reason)
             for report in reports:
                 if report["status"] == "ok":

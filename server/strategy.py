@@ -57,12 +57,14 @@ def check_metrics(metrics: MetricRecord) -> str | None:
     ``num-examples`` is FedAvg's weight: a negative or zero one would flip or void the
     average, a huge one would let one client outweigh all others.
     """
+    numbers: dict[str, float] = {}
     for key, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return f"metric {key} = {repr(value)[:40]} is not a finite number"
-    if "num-examples" not in metrics:
+        numbers[key] = float(value)
+    if "num-examples" not in numbers:
         return "metrics lack num-examples (the aggregation weight)"
-    n = float(metrics["num-examples"])
+    n = numbers["num-examples"]
     if not n.is_integer() or not 1 <= n <= MAX_NUM_EXAMPLES:
         return f"num-examples {n:g} is not a whole number in [1, {MAX_NUM_EXAMPLES:.0e}]"
     return None
@@ -78,7 +80,8 @@ def check_reply(content: RecordDict, reference: dict[str, np.ndarray], max_norm:
     if set(content.array_records) != {"arrays"} or set(content.metric_records) != {"metrics"} \
             or content.config_records:
         return f"reply must hold one ArrayRecord 'arrays' and one MetricRecord 'metrics', not {records[:5]}"
-    return check_update(content["arrays"], reference, max_norm) or check_metrics(content["metrics"])
+    return (check_update(content.array_records["arrays"], reference, max_norm)
+            or check_metrics(content.metric_records["metrics"]))
 
 
 def same_metric_keys(replies: list[Message]) -> None:
@@ -86,25 +89,36 @@ def same_metric_keys(replies: list[Message]) -> None:
 
     The client reports keep each client's full metrics.
     """
-    common = set.intersection(*(set(r.content["metrics"]) for r in replies))
+    common = set.intersection(*(set(r.content.metric_records["metrics"]) for r in replies))
     for r in replies:
-        metrics = r.content["metrics"]
+        metrics = r.content.metric_records["metrics"]
         if set(metrics) != common:
             r.content["metrics"] = MetricRecord({k: v for k, v in metrics.items() if k in common})
+
+
+def metric(reply: Message, key: str, default: float = 0.0) -> float:
+    """One number of a train reply's metrics (checked to be finite numbers by ``check_metrics`` on arrival)."""
+    value = reply.content.metric_records["metrics"].get(key, default)
+    if isinstance(value, list):
+        raise ValueError(f"metric {key} is a list, not a number")
+    return float(value)
 
 
 def query_status(reply: Message) -> dict[str, float] | None:
     """The ``status`` MetricRecord of a query reply as numbers, or None when it is missing or forged."""
     if reply.has_error() or not isinstance(reply.content.get("status"), MetricRecord):
         return None
-    status = reply.content["status"]
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in status.values()):
+    status = reply.content.metric_records["status"]
+    numbers = {k: v for k, v in status.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if len(numbers) != len(status) or not all(math.isfinite(v) for v in numbers.values()):
         return None
-    return {k: float(v) for k, v in status.items()}
+    return {k: float(v) for k, v in numbers.items()}
 
 
 class LiteHeartMixin:
     """Teacher shipping, reply checks, per-client reports and round offsets on top of a Flower strategy."""
+
+    weighted_by_key: str  # FedAvg's: the metric that weights each reply (client-level DP sets its own)
 
     def setup(self, teacher: ArrayRecord, teacher_hash: str, teacher_meta: dict, timeout: float,
               round_offset: int = 0, min_replies: int = 1, max_update_norm: float = 1e4,
@@ -176,10 +190,13 @@ class LiteHeartMixin:
             else:
                 need[kind].append(node)
         for kind, nodes in need.items():
-            if nodes:
-                self._install(grid, nodes, *((self.wearable_teacher, self.wearable_teacher_hash,
-                                              self.wearable_teacher_meta) if kind == "wearable" else
-                                             (self.teacher, self.teacher_hash, self.teacher_meta)))
+            if not nodes:
+                continue
+            if kind == "paired":
+                self._install(grid, nodes, self.teacher, self.teacher_hash, self.teacher_meta)
+            elif self.wearable_teacher is not None:  # a wearable that needs one: the run has one (it asked by hash)
+                self._install(grid, nodes, self.wearable_teacher, self.wearable_teacher_hash,
+                              self.wearable_teacher_meta)
 
     def _install(self, grid: Grid, nodes: list[int], teacher: ArrayRecord, digest: str, meta: str) -> None:
         cfg = ConfigRecord({"action": "teacher-install", "teacher-hash": digest, "teacher-meta": meta})
@@ -195,7 +212,8 @@ class LiteHeartMixin:
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        messages = list(super().configure_train(server_round + self.round_offset, arrays, config, grid))
+        messages = list(super().configure_train(  # type: ignore[misc]  # a mixin: the Flower strategy has it
+            server_round + self.round_offset, arrays, config, grid))
         self.sampled = [m.metadata.dst_node_id for m in messages]
         self.sent = messages  # the Grid sets their message ids when it pushes them
         if method_spec(str(config["method"])).needs_teacher:
@@ -222,7 +240,7 @@ class LiteHeartMixin:
                 reports.append({"node_id": str(node), "status": "failed", "num_examples": 0,
                                 "metrics": self._kind_metric(node), "reason": f"rejected update: {reason}"})
                 continue
-            metrics = {k: float(v) for k, v in r.content["metrics"].items()}
+            metrics = {k: metric(r, k) for k in r.content.metric_records["metrics"]}
             self.node_kinds[node] = "wearable" if metrics.get("wearable", 0.0) else "paired"
             reports.append({"node_id": str(node), "status": "ok", "num_examples": int(metrics.get("num-examples", 0)),
                             "metrics": metrics, "reason": None})
@@ -238,7 +256,7 @@ class LiteHeartMixin:
                         server_round + self.round_offset, len(good), self.min_replies)
             return None, None
         self.weigh_kinds(good)
-        if sum(float(r.content["metrics"]["num-examples"]) for r in good) <= 0:
+        if sum(metric(r, "num-examples") for r in good) <= 0:
             log.warning("round %s: every usable reply has weight 0 (wearable-weight 0?); the global model is kept",
                         server_round + self.round_offset)
             self.aggregated = False
@@ -258,15 +276,15 @@ class LiteHeartMixin:
         validation records picks one, ties going to the earlier candidate. Every site's
         and every wearable's update still counts within its own kind by its examples.
         """
-        kinds = {float(r.content["metrics"].get("wearable", 0.0)) > 0 for r in replies}
-        weight = {k: sum(float(r.content["metrics"]["num-examples"]) for r in replies
-                         if (float(r.content["metrics"].get("wearable", 0.0)) > 0) == k) for k in (False, True)}
+        kinds = {metric(r, "wearable") > 0 for r in replies}
+        weight = {k: sum(metric(r, "num-examples") for r in replies
+                         if (metric(r, "wearable") > 0) == k) for k in (False, True)}
         natural = weight[True] / (weight[True] + weight[False])
         if kinds != {False, True}:  # one kind only this round: nothing to mix
             self.wearable_share = natural
             return pooled
         groups = [super(LiteHeartMixin, self).aggregate_train(  # type: ignore[misc]
-            server_round, [r for r in replies if (float(r.content["metrics"].get("wearable", 0.0)) > 0) == k])[0]
+            server_round, [r for r in replies if (metric(r, "wearable") > 0) == k])[0]
             for k in (False, True)]
         sites, worn = ({k: v.numpy() for k, v in g.items()} for g in groups)
         best: tuple[float, float, ArrayRecord] | None = None
@@ -276,7 +294,7 @@ class LiteHeartMixin:
                                            + share * worn[k].astype(np.float64)).astype(sites[k].dtype)
                                           if np.issubdtype(sites[k].dtype, np.floating) else sites[k])
                                  for k in sites})
-            score = float(self.score(mixed))
+            score = float(self.score(mixed))  # type: ignore[misc]  # set in setup when weighting is validated
             self.share_scores[share] = score
             if best is None or score > best[0]:
                 best = (score, share, mixed)
@@ -288,7 +306,7 @@ class LiteHeartMixin:
 
     def robust_aggregate(self, server_round: int, replies: list[Message]):
         """The Flower strategy's own aggregation of the accepted replies (overridden to report Krum's choice)."""
-        return super().aggregate_train(server_round, replies)
+        return super().aggregate_train(server_round, replies)  # type: ignore[misc]  # a mixin, as above
 
     def checked_global(self, server_round: int, arrays: ArrayRecord | None) -> ArrayRecord | None:
         """The aggregate in the global model's dtypes; None (the global model is kept) if it is not finite."""
@@ -319,9 +337,8 @@ class LiteHeartMixin:
         if self.wearable_weight == 1.0:
             return
         for r in replies:
-            metrics = r.content["metrics"]
-            if float(metrics.get("wearable", 0.0)):
-                metrics["num-examples"] = float(metrics["num-examples"]) * self.wearable_weight
+            if metric(r, "wearable"):
+                r.content.metric_records["metrics"]["num-examples"] = metric(r, "num-examples") * self.wearable_weight
 
 
 class LiteHeartFedAvg(LiteHeartMixin, FedAvg):
@@ -375,8 +392,9 @@ STRATEGY_CLASSES = {"fedavg": LiteHeartFedAvg, "fedprox": LiteHeartFedProx, "fed
 
 def strategy_for(cfg: FedConfig) -> LiteHeartMixin:
     """The run's strategy (``strategy`` and its keys); call ``setup`` before ``start``."""
-    extra = {"fedprox": {"proximal_mu": cfg.proximal_mu}, "trimmed-mean": {"beta": cfg.trim_fraction},
-             "krum": {"num_malicious_nodes": cfg.krum_byzantine}}.get(cfg.strategy, {})
+    extras: dict[str, dict[str, float]] = {"fedprox": {"proximal_mu": cfg.proximal_mu}, "trimmed-mean": {"beta": cfg.trim_fraction},
+                                           "krum": {"num_malicious_nodes": cfg.krum_byzantine}}
+    extra = extras.get(cfg.strategy, {})
     return STRATEGY_CLASSES[cfg.strategy](fraction_train=cfg.fraction_train, fraction_evaluate=0.0,
                                           min_train_nodes=cfg.min_clients, min_available_nodes=cfg.min_clients,
                                           **extra)
