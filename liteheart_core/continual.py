@@ -300,22 +300,22 @@ class TeacherTargets:
         """The key :func:`local_round` looks its cached targets up by."""
         return (getattr(self.teacher, "content_hash", id(self.teacher)), self.method)
 
-    def fill(self, keys: Sequence[int], x: np.ndarray) -> None:
+    def fill(self, keys: Sequence[int] | np.ndarray, x: np.ndarray) -> None:
         """Compute the targets of the windows ``x`` (one per key) whose key has none yet."""
         missing = [i for i, k in enumerate(keys) if int(k) not in self._logits]
         if not missing:
             return
         import torch
 
-        from liteheart_core.train import teacher_targets
+        from liteheart_core.train import teacher_stage, teacher_targets
 
         xt = torch.as_tensor(np.asarray(x)[missing], dtype=torch.float32)
         logits, feats = teacher_targets(self.teacher, xt, self.stages, self.device)
         for j, i in enumerate(missing):
             self._logits[int(keys[i])] = logits[j].cpu()
-            self._feats[int(keys[i])] = [feats[s][j].cpu() for s in self.stages]
+            self._feats[int(keys[i])] = [teacher_stage(feats, s)[j].cpu() for s in self.stages]
 
-    def get(self, keys: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    def get(self, keys: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """Targets of ``keys`` stacked in order, in the layout ``make_trainable`` accepts."""
         import torch
 

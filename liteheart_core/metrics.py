@@ -141,7 +141,7 @@ def evaluate(
     auc = roc_auc(y, p)
     ap = average_precision(y, p)
     rng = np.random.default_rng(seed)
-    boots = {k: [] for k in result}
+    boots: dict[str, list[float]] = {k: [] for k in result}
     class_f1 = []
     for _ in range(n_bootstrap):
         idx = rng.integers(0, len(y), len(y))

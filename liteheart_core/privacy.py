@@ -25,6 +25,7 @@ and passes it in.
 from __future__ import annotations
 
 import math
+from typing import Any
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -34,7 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from liteheart_core.config import FedConfig
-from liteheart_core.train import Trainable, TrainConfig, make_trainable, resolve_device
+from liteheart_core.federated import LocalData
+from liteheart_core.models import Net
+from liteheart_core.train import Distiller, Trainable, TrainConfig, teacher_stage, make_trainable, resolve_device
 
 CLIENT_LEVEL = ("client", "server")  # the dp modes with client-level DP (liteheart_core.config.DP_MODES)
 DEFAULT_DELTA = 1e-5
@@ -219,7 +222,10 @@ def check_no_buffers(model: nn.Module) -> None:
 class _PerRecord(nn.Module):
     """The student and the distiller's adapters as one module, so ``torch.func`` can take each record's gradient."""
 
-    def __init__(self, student: nn.Module, distiller: nn.Module | None) -> None:
+    student: Net
+    distiller: Distiller | None
+
+    def __init__(self, student: Net, distiller: Distiller | None) -> None:
         super().__init__()
         self.student = student
         self.distiller = distiller
@@ -227,7 +233,8 @@ class _PerRecord(nn.Module):
     def forward(self, x: Tensor, strong: Tensor | None, pairs: list[int]) -> tuple[Tensor, list[Tensor], Tensor,
                                                                                  Tensor | None]:
         logits, feats = self.student.forward_features(x)
-        adapted = [self.distiller.adapters[str(s)](feats[s]) for s in pairs]
+        adapters: nn.ModuleDict | dict[str, nn.Module] = self.distiller.adapters if self.distiller else {}  # none: no pairs
+        adapted = [adapters[str(s)](feats[s]) for s in pairs]
         fc = self.student.fc
         evidence = F.conv1d(feats[-1], fc.weight.unsqueeze(-1), fc.bias)  # Net.class_evidence
         return logits, adapted, evidence, (self.student(strong) if strong is not None else None)
@@ -254,27 +261,27 @@ def _batch_inputs(tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Genera
 
     w = cfg.loss_weights
     x = tr.x[it]
-    b = {"x": x, "y": tr.y[it], "lab": tr.mask[it].to(x.dtype)}
+    b: dict[str, Any] = {"x": x, "y": tr.y[it], "lab": tr.mask[it].to(x.dtype)}
     codes = tr.codes[it] if tr.codes is not None else None
     t_logits = tr.t_logits[it] if tr.t_logits is not None else None
     t_feats = [f[it] if f is not None else None for f in tr.t_feats] if tr.t_feats is not None else None
     d = tr.distiller
     b["pairs"] = list(d.pairs) if d is not None and t_feats is not None else []
-    if b["pairs"]:
+    if b["pairs"] and t_feats is not None:
         region_w = cfg.region_weights if cfg.region_aware else UNIFORM
         fcodes = codes if codes is not None else torch.zeros(x.shape[0], x.shape[-1], dtype=torch.long,
                                                               device=x.device)
         b["feat_w"], b["feat_t"] = [], []
         for s in b["pairs"]:
-            teacher = t_feats[s].float()
+            teacher = teacher_stage(t_feats, s).float()
             weight = R._weight_map(fcodes, region_w, teacher.shape[-1], teacher.dtype)
             b["feat_w"].append(weight)
             b["feat_t"].append(_standardize(teacher, weight))
     b["evidence"] = bool(d is not None and t_feats is not None and w.evidence > 0 and cfg.region_aware
                          and codes is not None and tr.teacher is not None and t_feats[-1] is not None)
-    if b["evidence"]:
+    if b["evidence"] and tr.teacher is not None and t_feats is not None and codes is not None:
         with torch.no_grad():
-            t_ev = tr.teacher.class_evidence(t_feats[-1].float())
+            t_ev = tr.teacher.class_evidence(teacher_stage(t_feats, -1).float())
         pooled, present = R._pool_evidence(t_ev, codes)
         b["ev_t"] = torch.sigmoid(pooled / 2.0)  # region_evidence_loss's default temperature
         b["ev_present"] = present.to(x.dtype)
@@ -283,7 +290,7 @@ def _batch_inputs(tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Genera
                                    dim=1)  # [B, 3, L]
     b["t_logits"] = t_logits if t_logits is not None and w.kd > 0 else None
     b["semi"] = t_logits is not None and (w.pseudo > 0 or w.consistency > 0)
-    if b["semi"]:
+    if b["semi"] and t_logits is not None:
         weak = weak_augment(x, gen, fs=fs)
         b["strong"] = strong_augment(x, gen, fs=fs)
         with torch.no_grad():
@@ -358,12 +365,12 @@ def per_record_grads(tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Gen
 def clip_and_sum(grads: dict[str, Tensor], max_grad_norm: float) -> tuple[dict[str, Tensor], Tensor]:
     """Scale each record's gradient to norm <= ``max_grad_norm`` and sum over records; also returns the
     norms before clipping."""
-    norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(dim=1) for g in grads.values()))
+    norms = torch.sqrt(torch.stack([g.flatten(1).pow(2).sum(dim=1) for g in grads.values()]).sum(dim=0))
     factor = (max_grad_norm / (norms + 1e-12)).clamp(max=1.0)
     return {k: torch.einsum("b,b...->...", factor, g) for k, g in grads.items()}, norms
 
 
-def dp_sgd_local_round(student: nn.Module, teacher: nn.Module | None, local, cfg: TrainConfig, epochs: int,
+def dp_sgd_local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainConfig, epochs: int,
                        server_round: int, dp: DPSGDConfig, ledger: Ledger | None, proximal_mu: float = 0.0,
                        distiller_state: dict | None = None) -> tuple[dict[str, Tensor], dict[str, float], dict,
                                                                      Ledger]:
@@ -435,7 +442,8 @@ def dp_sgd_local_round(student: nn.Module, teacher: nn.Module | None, local, cfg
             p.grad = (summed[k] + noise) / expected_batch
         if anchor is not None:  # the proximal term reads no record: added after the noise
             for p, a in zip(student.parameters(), anchor):
-                p.grad.add_(p.detach() - a, alpha=proximal_mu)
+                if p.grad is not None:  # every trainable parameter got its noised gradient above
+                    p.grad.add_(p.detach() - a, alpha=proximal_mu)
         opt.step()
         opt.zero_grad(set_to_none=True)
         max_norm = max(max_norm, float(norms.max()) if len(norms) else 0.0)

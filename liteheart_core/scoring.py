@@ -31,7 +31,8 @@ def score(net: Net, meta: dict, data: PreparedData, split: str = "test", device:
         raise ValueError(f"data are {data.fs} Hz x {data.meta['length']} samples, the model expects "
                          f"{meta['fs']} Hz x {meta['length']}")
     trained = meta.get("train_config") or {}
-    folds = split_folds(split, {k: trained.get(f"{k}_folds") for k in ("train", "val", "test")})
+    folds = split_folds(split, {k: tuple(trained[f"{k}_folds"]) for k in ("train", "val", "test")
+                                if trained.get(f"{k}_folds")})
     rows = data.rows(task, folds=list(folds) if folds else None)
     if len(rows) == 0:
         present = sorted(set(data.index["fold"]))

@@ -240,12 +240,13 @@ class TrainResult:
 
 @torch.no_grad()
 def teacher_targets(teacher: Net, x: Tensor, stages: list[int], device: torch.device, batch: int = 128,
-                    bf16: bool = False, teacher_leads: list[int] | None = None) -> tuple[Tensor, list[Tensor]]:
+                    bf16: bool = False, teacher_leads: list[int] | None = None) -> tuple[Tensor, list[Tensor | None]]:
     """Teacher logits and the chosen stage features for every record, computed once (float16 on the device).
 
     ``teacher_leads``: where the records' leads go among the teacher's (see ``views.teacher_view``)."""
     teacher.eval()
-    logits, feats = [], {s: [] for s in stages}
+    logits: list[Tensor] = []
+    feats: dict[int, list[Tensor]] = {s: [] for s in stages}
     for i in range(0, len(x), batch):
         xb = teacher_view(x[i : i + batch].to(device), teacher.n_leads, teacher_leads)
         with autocast(device, bf16):
@@ -281,6 +282,14 @@ class Distiller(nn.Module):
         return sorted(stages)
 
 
+def teacher_stage(t_feats: list[Tensor | None], stage: int) -> Tensor:
+    """The teacher's features of one stage, which ``make_trainable`` computed for every stage a term reads."""
+    feats = t_feats[stage]
+    if feats is None:
+        raise ValueError(f"the teacher's stage-{stage} features were not computed")
+    return feats
+
+
 def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: Distiller | None,
                xs: Tensor, y: Tensor, mask: Tensor, codes: Tensor | None, t_logits: Tensor | None,
                t_feats: list[Tensor | None] | None, gen: torch.Generator, fs: float,
@@ -296,7 +305,7 @@ def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: D
             region_w = cfg.region_weights if cfg.region_aware else UNIFORM
             uniform_codes = codes if codes is not None else torch.zeros(xs.shape[0], xs.shape[-1], dtype=torch.long,
                                                                         device=xs.device)
-            parts = [region_feature_loss(distiller.adapters[str(s)](feats[s]), t_feats[s].float(), uniform_codes,
+            parts = [region_feature_loss(distiller.adapters[str(s)](feats[s]), teacher_stage(t_feats, s).float(), uniform_codes,
                                          region_w, standardize=True, input_length=xs.shape[-1])
                      for s in distiller.pairs]
             terms["feature"] = torch.stack(parts).mean()
@@ -312,8 +321,9 @@ def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: D
     if view is not None:
         if w.crd > 0 and distiller is not None and distiller.proj is not None:
             z = distiller.proj(feats[-1].mean(-1))
-            terms["crd"], extra["crd_mi_bound"] = view.crd(z, cfg.crd_temperature)
-        if w.waves > 0 and codes is not None and view.waves is not None:
+            terms["crd"], bound = view.crd(z, cfg.crd_temperature)
+            extra["crd_mi_bound"] = float(bound)
+        if w.waves > 0 and codes is not None and view.waves is not None and view.present is not None:
             terms["waves"] = wave_evidence_loss(student.class_evidence(feats[-1]), view.waves, view.present, codes)
     if t_logits is not None and (w.pseudo > 0 or w.consistency > 0):
         weak = weak_augment(xs, gen, fs=fs)
@@ -381,7 +391,7 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
     tr = Trainable(model=model.to(device), leads=leads, x=x[:, leads].to(device), y=y.to(device),
                    mask=torch.as_tensor(np.asarray(labelled, dtype=bool), device=device),
                    codes=codes.to(device) if codes is not None else None)
-    if uses_teacher:
+    if uses_teacher and teacher is not None:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -403,14 +413,15 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
         stages = tr.distiller.teacher_stages() or [len(teacher.stage_channels) - 1]
         if cfg.loss_weights.evidence > 0:
             stages = sorted(set(stages) | {len(teacher.stage_channels) - 1})
+        t_feats: list[Tensor | None]
         if targets is not None and all(s < len(targets[1]) and targets[1][s] is not None for s in stages):
-            tr.t_logits, tr.t_feats = targets[0].to(device), [f.to(device) if f is not None else None
-                                                              for f in targets[1]]
+            t_logits, t_feats = targets[0].to(device), [f.to(device) if f is not None else None for f in targets[1]]
         else:
-            tr.t_logits, tr.t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16,
-                                                      teacher_leads=teacher_leads)
-        while len(tr.t_feats) < len(teacher.stage_channels):
-            tr.t_feats.append(None)
+            t_logits, t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16,
+                                                teacher_leads=teacher_leads)
+        while len(t_feats) < len(teacher.stage_channels):
+            t_feats.append(None)
+        tr.t_logits, tr.t_feats = t_logits, t_feats
     return tr
 
 
@@ -440,6 +451,8 @@ def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.
     on the clean record and the student sees a fresh weak augmentation of it.
     """
     bank, device = tr.bank, it.device
+    if bank is None:
+        raise ValueError(f"method {cfg.method} draws its batches from a view bank, and none was built")
     views = np.concatenate([rng.integers(0, bank.plain_views, size=half),
                             rng.integers(0, bank.n_views, size=len(it) - half)])
     kt = torch.as_tensor(views, device=device)
@@ -500,7 +513,7 @@ def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: 
         if anchor is not None and proximal_mu > 0:
             prox = sum(((p - a) ** 2).sum() for p, a in zip(tr.model.parameters(), anchor))
             loss = loss + proximal_mu / 2 * prox
-            log["proximal"] = float(prox.detach())
+            log["proximal"] = float(prox)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss: {log}")
         opt.zero_grad(set_to_none=True)
@@ -567,6 +580,9 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
             stale += 1
             if stale >= cfg.patience:
                 break
+    if best is None:  # every epoch's validation macro AUC was NaN
+        raise ValueError("no epoch gave a validation macro AUC: the validation fold needs records of each class "
+                         "with and without it")
     model.load_state_dict(best)
     probs = predict(model, x_va, device, bf16=cfg.bf16)
     thresholds = tune_thresholds(va.y.numpy(), probs)

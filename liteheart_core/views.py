@@ -66,13 +66,13 @@ class ViewBank:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.x, self.logits, self.embed, self.waves, self.present,
-                                                         self.mixed) if t is not None) + (
+                                                         self.mixed)) + (
             self.codes.numel() if self.codes is not None else 0)
 
     def to(self, device: torch.device) -> "ViewBank":
-        move = (lambda t: t.to(device) if t is not None else None)  # noqa: E731
-        return ViewBank(move(self.x), move(self.logits), move(self.embed), move(self.waves), move(self.present),
-                        move(self.codes), move(self.mixed))
+        return ViewBank(self.x.to(device), self.logits.to(device), self.embed.to(device), self.waves.to(device),
+                        self.present.to(device), None if self.codes is None else self.codes.to(device),
+                        self.mixed.to(device))
 
 
 def _shift(x: Tensor, codes: Tensor | None, gen: torch.Generator, max_shift: int) -> tuple[Tensor, Tensor | None]:

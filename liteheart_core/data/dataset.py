@@ -87,7 +87,7 @@ class PreparedData:
         if leads == "all":
             return np.asarray(self.signals[rows])
         # only the asked leads are read from the memmap (a wearable's lead I is 1/12 of the bytes)
-        return np.asarray(self.signals[np.ix_(rows, lead_indices(leads))])
+        return np.asarray(self.signals[np.ix_(rows, np.asarray(lead_indices(leads), dtype=np.int64))])
 
 
 def resolve_data(path: str | Path, cache_dir: Path | None = None, settings: PrepSettings | None = None,

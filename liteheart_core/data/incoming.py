@@ -200,9 +200,9 @@ class LabelBook:
                     return _nonempty(_reorder(classes, y[0], self.classes), "ptbxl")
         if self.task == challenge.TASK:
             header = path.with_name(path.name + ".hea")
-            codes = challenge.parse_dx(header.read_text(errors="replace").splitlines()) if header.is_file() else []
-            if codes:
-                classes, y = challenge.challenge_labels([tuple(codes)])
+            dx = challenge.parse_dx(header.read_text(errors="replace").splitlines()) if header.is_file() else []
+            if dx:
+                classes, y = challenge.challenge_labels([tuple(dx)])
                 return _nonempty(_reorder(classes, y[0], self.classes), "dx")
         return None, None
 

@@ -10,6 +10,7 @@ import heapq
 import math
 import numbers
 from collections.abc import Sequence
+from typing import cast
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,7 +158,7 @@ def _check_args(scheme: str, n_clients: int, alpha: float, labelled_fraction: fl
     if isinstance(labelled_fraction, numbers.Real):
         fractions = [float(labelled_fraction)] * n_clients
     else:
-        fractions = [float(f) for f in labelled_fraction]
+        fractions = [float(f) for f in cast(Sequence[float], labelled_fraction)]
         if len(fractions) != n_clients:
             raise ValueError(f"labelled_fraction lists {len(fractions)} values but there are {n_clients} clients")
     bad = [f for f in fractions if not 0 <= f <= 1]

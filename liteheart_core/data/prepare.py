@@ -375,7 +375,7 @@ def prepare(
                 row["format"], row["source_id"] = formats[m.record]
             rows.append(row)
     index = pd.DataFrame(rows)
-    labels = _labels(kind, root, [tuple(r["codes"].split("|")) if r["codes"] else () for r in rows])
+    labels = _labels(kind, root, [tuple(str(r["codes"]).split("|")) if r["codes"] else () for r in rows])
 
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -64,7 +64,7 @@ def _whole(value: object, where: str, column: str, missing_ok: bool = False) -> 
     if missing_ok and (value is None or (isinstance(value, float) and np.isnan(value)) or value == ""):
         return None
     try:
-        number = float(value)  # pandas reads whole columns with a gap as floats
+        number = float(value)  # type: ignore[arg-type]  # a cell of any type: TypeError/ValueError say it is none  # pandas reads whole columns with a gap as floats
     except (TypeError, ValueError):
         number = float("nan")
     if not np.isfinite(number) or not number.is_integer():
@@ -134,7 +134,7 @@ def read_ptbxl_table(root: Path, rate: int = 100) -> tuple[list[RecordMeta], lis
 def _record(root: Path, row: Any, rid: str, column: str) -> RecordMeta:
     """One row of the database as a record; LayoutError names the cell that is wrong."""
     fold = _whole(row.strat_fold, f"ecg_id {rid}", "strat_fold")
-    if not 1 <= fold <= 10:
+    if fold is None or not 1 <= fold <= 10:  # (None only with missing_ok)
         raise LayoutError(f"ptbxl_database.csv, ecg_id {rid}: strat_fold {fold} is not one of the folds 1-10")
     patient = _whole(row.patient_id, f"ecg_id {rid}", "patient_id", missing_ok=True)
     return RecordMeta(
@@ -169,7 +169,7 @@ def _text(value: object) -> str:
 def _number(value: object) -> float:
     """A numeric cell (age), NaN when empty or not a finite number."""
     try:
-        number = float(value)
+        number = float(value)  # type: ignore[arg-type]  # a cell of any type: TypeError/ValueError say it is none
     except (TypeError, ValueError):
         return float("nan")
     return number if np.isfinite(number) else float("nan")

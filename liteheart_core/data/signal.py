@@ -252,7 +252,9 @@ def fit_windows(x: np.ndarray, length: int, long_mode: str) -> tuple[list[np.nda
         return [x[:, start : start + length]], [start], [length]
     if long_mode != "windows":
         raise ValueError(f"long_mode must be 'crop' or 'windows', not {long_mode!r}")
-    wins, starts, valid = [], [], []
+    wins: list[np.ndarray] = []
+    starts: list[int] = []
+    valid: list[int] = []
     for start in range(0, n, length):
         seg = x[:, start : start + length]
         if seg.shape[-1] < length:

@@ -388,8 +388,8 @@ def _lead_matrix(a: Anatomy) -> np.ndarray:
 # Electrodes RA, LA, LL, V1..V6 -> leads; the precordial leads are referenced to Wilson's
 # central terminal (RA + LA + LL) / 3.
 _ELECTRODE_TO_LEAD = np.zeros((12, 9))
-_ELECTRODE_TO_LEAD[:6, :3] = [[-1, 1, 0], [-1, 0, 1], [0, -1, 1],
-                              [1, -0.5, -0.5], [-0.5, 1, -0.5], [-0.5, -0.5, 1]]
+_ELECTRODE_TO_LEAD[:6, :3] = np.array([[-1, 1, 0], [-1, 0, 1], [0, -1, 1],
+                                       [1, -0.5, -0.5], [-0.5, 1, -0.5], [-0.5, -0.5, 1]])
 _ELECTRODE_TO_LEAD[6:, :3] = -1.0 / 3.0
 _ELECTRODE_TO_LEAD[6:, 3:] = np.eye(6)
 

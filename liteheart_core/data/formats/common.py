@@ -19,6 +19,7 @@ aECG, an EDF and a WFDB file of the same signal give the same :class:`~liteheart
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def check_rate(rid: str, fs: object, where: str) -> float:
     return rate
 
 
-def assemble(rid: str, names: list[str | None], channels: list[np.ndarray], units: list[str | None], fs: object,
+def assemble(rid: str, names: Sequence[str | None], channels: list[np.ndarray], units: Sequence[str | None], fs: object,
              *, fmt: str, where_fs: str, allow_single_lead: bool = False, reject_flat: bool = True,
              patient: str = "", source_id: str = "", codes: tuple[str, ...] = ()) -> RawRecord:
     """Channels of a file -> a record in standard lead order, in millivolts.
