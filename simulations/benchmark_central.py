@@ -26,6 +26,7 @@ Not part of the test suite: on 2 CPU cores a table takes hours; on one GPU minut
 from __future__ import annotations
 
 import argparse
+from typing import Any
 import json
 import multiprocessing
 import os
@@ -199,7 +200,7 @@ def paired_bootstrap(y: np.ndarray, a: list[dict], b: list[dict], n: int = 2000,
         return {}
     keys = ("macro_f1", "macro_auc")
     diffs = {k: np.zeros((len(seeds), n)) for k in keys}
-    point = {k: [] for k in keys}
+    point: dict[str, list[float]] = {k: [] for k in keys}
     for si, s in enumerate(seeds):
         rng = np.random.default_rng(seed + s)
         full_a, full_b = summarise(y, *pa[s]), summarise(y, *pb[s])
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     if teacher_jobs and not args.aggregate:
         _run_all(list(teacher_jobs.values()), args.workers, log, "teachers")
 
-    student_jobs = []
+    student_jobs: list[dict] = []
     for f in fractions:
         for seed in seeds:
             for table in tables:
@@ -421,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     previous = json.loads(report_path.read_text()) if report_path.exists() else {}
     cost = previous.get("cost")
     if args.cost and not args.aggregate:
-        cost_methods = [m for m in ("supervised", "kd", "fitnets", "liteheart", "liteheart-v2") if m in METHOD_TABLE]
+        cost_methods: list[str] = [m for m in ("supervised", "kd", "fitnets", "liteheart", "liteheart-v2")
+                                   if m in METHOD_TABLE]
         cost = cost_table(str(data.root), done[teacher_name("archive", 1.0, 0)]["checkpoint"], cost_methods,
                           bank_cache=work / "banks")
         cost["command"] = this_command
@@ -468,7 +470,7 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
                 return [r for r in rows if r["method"] == method and r["fraction"] == f and r["table"] == table
                         and key in r]
 
-            entry = {}
+            entry: dict[str, dict[str, Any]] = {}
             variants = sorted({r["method"] for r in rows if "+" in r["method"]})
             order = [m for m in METHOD_TABLE if m != "teacher"]
             for method in ["teacher"] + order + variants:

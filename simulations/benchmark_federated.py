@@ -35,6 +35,8 @@ def run_with_progress(cmd: list[str], rounds: int) -> tuple[int, str, str]:
     lines = []
     with tempfile.TemporaryFile("w+") as stdout, job_progress("federated rounds", rounds) as done:
         proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        if proc.stderr is None:  # stderr=PIPE above: never
+            raise RuntimeError("no stderr pipe to read the rounds from")
         for line in proc.stderr:  # the JSON summary goes to a file, so this pipe is the only one to drain
             lines.append(line)
             if re.match(r"round\s+\d+/\d+:", line):

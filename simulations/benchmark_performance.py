@@ -10,6 +10,8 @@ Not part of the test suite (about 10-15 minutes on 2 CPU cores).
 
 from __future__ import annotations
 
+from typing import Any
+
 import argparse
 import json
 import os
@@ -144,7 +146,7 @@ def micro(data, teacher, repeats: int = 3) -> dict:
     out["student_train_fraction_of_matmul_supervised"] = train_flops * out["student_train_samples_per_s_supervised"] / peak
     # teacher-target cache: the same client, the same three rounds, with and without the cache
     local = simulated_client_data(str(data.root), 600, "superdiagnostic", 0, 4, "iid", 0.5, 0.3, 0)
-    cache = {}
+    cache: dict[str, Any] = {}
     for cached in (False, True):
         local.teacher_cache.clear()
         state = {k: v.clone() for k, v in student.state_dict().items()}
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     report["totals"] = totals
     # A/B of the partition cache on the largest federation, same settings, same run
     big = max(int(v) for v in args.totals.split(","))
-    ab = {}
+    ab: dict[str, Any] = {}
     for label, flag in (("without partition cache", "0"), ("with partition cache", "1")):
         run_dir = work / f"ab-{big}-{flag}"
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,8 @@ Not part of the test suite (about an hour on 2 CPU cores).
 
 from __future__ import annotations
 
+from typing import Any
+
 import argparse
 import fcntl
 import io
@@ -140,7 +142,7 @@ def prepare_teachers(args, data, work: Path) -> dict:
     seen = set(meta["train_config"]["train_folds"])
     if not seen <= set(folds):
         sys.exit(f"{archive} was trained on folds {sorted(seen)}; the server's archive is {list(folds)}")
-    info = {"archive": {"path": str(archive), "train_folds": sorted(seen),
+    info: dict[str, Any] = {"archive": {"path": str(archive), "train_folds": sorted(seen),
                         "lead_one": lead_one_scores(teacher, data, (9,), 0)}, "candidates": {}}
     for kind in args.wearable_teachers.split(","):
         path = work / "teachers" / f"{kind}.pt"

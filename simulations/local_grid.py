@@ -109,4 +109,5 @@ def server_identity() -> Iterator[None]:
     try:
         yield
     finally:
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None
+        # Flower's own reset (its attributes are typed int, but None is what "no task" is)
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = None, None, None  # type: ignore[assignment]

@@ -77,6 +77,7 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
     """Draw :func:`analyse`'s result into one PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.artist import Artist
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -115,7 +116,7 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
     big.plot(t, window[lead_i], color="black", linewidth=0.9)
     peaks = np.asarray(result["r_peaks"], dtype=int)
     big.plot(peaks / fs, window[lead_i, peaks], "v", color="#d62728", markersize=5)
-    handles = [Patch(color=c, alpha=0.35, label=l) for l, c in REGION_STYLE.values()]
+    handles: list[Artist] = [Patch(color=c, alpha=0.35, label=l) for l, c in REGION_STYLE.values()]
     handles.append(Line2D([], [], marker="v", color="#d62728", linestyle="", label="R peak"))
     if pad:
         handles.append(Patch(color="#999999", alpha=0.3, hatch="//", label="zero padding"))
@@ -134,7 +135,7 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
     bars.bar(xs, probs, color=np.where(positive, "#d62728", "#1f77b4"), width=0.6)
     bars.hlines(thr, xs - 0.38, xs + 0.38, color="black", linewidth=2)
     for x, p in zip(xs, probs):
-        bars.text(x, min(p + 0.03, 0.97), f"{p:.2f}", ha="center", va="bottom", fontsize=9)
+        bars.text(float(x), min(p + 0.03, 0.97), f"{p:.2f}", ha="center", va="bottom", fontsize=9)
     bars.set_xticks(xs, classes, fontsize=9 if len(classes) <= 12 else 7,
                     rotation=0 if len(classes) <= 12 else 45)
     bars.set_ylim(0, 1.05)

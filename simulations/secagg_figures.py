@@ -20,10 +20,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import numpy as np
 import typer
+
+if TYPE_CHECKING:
+    from flwr.serverapp import Grid
 
 STAGES = 4  # SecAgg+ exchanges per round: setup, share keys, collect masked vectors, unmask
 
@@ -74,12 +77,14 @@ def server_spies(received: list, replies: list) -> Iterator[None]:
         received.append([parameters_to_ndarrays(res.parameters) for _, res in results])
         return aggregate_fit(self, server_round, results, failures)
 
-    secagg.LegacySecAggFedAvg.aggregate_fit = spy_aggregate_fit
-    secagg.SecAggFedAvg.start = lambda self, grid, **kw: start(self, GridSpy(grid, replies), **kw)
+    # a spy on the two methods for the length of one figure's run (what mock.patch does, spelled out)
+    setattr(secagg.LegacySecAggFedAvg, "aggregate_fit", spy_aggregate_fit)
+    setattr(secagg.SecAggFedAvg, "start", lambda self, grid, **kw: start(self, cast("Grid", GridSpy(grid, replies)), **kw))  # duck-typed
     try:
         yield
     finally:
-        secagg.LegacySecAggFedAvg.aggregate_fit, secagg.SecAggFedAvg.start = aggregate_fit, start
+        setattr(secagg.LegacySecAggFedAvg, "aggregate_fit", aggregate_fit)
+        setattr(secagg.SecAggFedAvg, "start", start)
 
 
 def measure(cfg: Any, opts: Any, workdir: Path) -> dict:

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
@@ -242,7 +242,8 @@ def build_report(run_dir: Path, rounds: int, samples: list[dict], faults: list[d
 
     with Registry(f"sqlite:///{run_dir / 'registry.sqlite'}") as registry:
         runs = registry.list_runs()
-        shown = registry.show_run(runs[0]["id"]) if runs else {"run": {"status": "none"}, "rounds": []}
+        shown: dict[str, Any] = (registry.show_run(runs[0]["id"]) if runs
+                                 else {"run": {"status": "none"}, "rounds": []})
     numbers = [r["number"] for r in shown["rounds"]]
     failures = [{"round": r["number"], "node_id": c["node_id"], "reason": c["reason"]}
                 for r in shown["rounds"] for c in r["client_reports"] if c["status"] != "ok"]

@@ -29,6 +29,8 @@ Writes ``results/streaming.{md,json}``. Not part of the test suite.
 
 from __future__ import annotations
 
+from typing import Any
+
 import argparse
 import copy
 import json
@@ -96,7 +98,7 @@ def _client_streams(data, task: str, n_clients: int, scheme: str, n_chunks: int,
     return clients
 
 
-def _examine_all(data_root: Path, data, clients: list[dict], task: str) -> tuple[dict[int, object], float]:
+def _examine_all(data_root: Path, data, clients: list[dict], task: str) -> tuple[dict[int, Any], float]:
     """Ingest-pipeline output (read, gate, prepare, label) for every training row, computed once."""
     import pandas as pd
 
