@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 from sqlalchemy import (
@@ -339,7 +340,7 @@ class RecordStore:
         """The preparation settings (PrepSettings fields) the store was created with."""
         return dict(self._info["prep"])
 
-    def session(self, *, write: bool = False) -> ContextManager[Session]:
+    def session(self, *, write: bool = False) -> AbstractContextManager[Session]:
         """A session that commits when the block succeeds and rolls back when it raises.
 
         ``write`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``), so a

@@ -239,7 +239,7 @@ def plan_round(candidates: Sequence[Candidate], buffer: ClassBalancedReservoir |
     replay: tuple[int, ...] = ()
     if buffer is not None and buffer.capacity > 0:
         present = {c.key for c in candidates}
-        buffer.discard([k for k in buffer.keys() if k not in present])
+        buffer.discard([k for k in buffer.keys() if k not in present])  # noqa: SIM118  (a reservoir, not a dict)
         limit = buffer.capacity if replay_max is None else replay_max
         n = min(limit, math.ceil(replay_ratio * len(new)))
         replay = tuple(buffer.sample(n, rng, exclude=new)) if new and n > 0 else ()

@@ -318,7 +318,7 @@ def _record_loss(params: dict[str, Tensor], module: _PerRecord, cfg: TrainConfig
         terms["kd"] = binary_kl_from_logits(logits / t, one["t_logits"] / t).mean() * t**2
     if b["pairs"]:
         parts = []
-        for j, s in enumerate(b["pairs"]):
+        for j in range(len(b["pairs"])):
             student, weight, teacher = adapted[j], one[f"feat_w{j}"], one[f"feat_t{j}"]
             if student.shape[-1] != teacher.shape[-1]:
                 student = F.interpolate(student, size=teacher.shape[-1], mode="linear", align_corners=False)

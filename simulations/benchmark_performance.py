@@ -263,7 +263,7 @@ def render(r: dict) -> str:
     m = r.get("micro")
     if m:
         f = m["flops"]
-        lines += ["## Networks (CPU, %d threads)" % m["threads"], "",
+        lines += [f"## Networks (CPU, {m['threads']:d} threads)", "",
                   "| measure | value |", "| --- | --- |",
                   f"| student forward FLOPs per 10-s window | {f['student']['forward_flops'] / 1e6:.1f} M |",
                   f"| teacher forward FLOPs per 10-s window | {f['teacher']['forward_flops'] / 1e6:.1f} M |",

@@ -106,7 +106,7 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
         if i % 6 != 5:
             ax.tick_params(labelbottom=False)
     big = fig.add_subplot(grid[6, :], sharex=first)
-    for code, (label, colour) in REGION_STYLE.items():
+    for code, (_label, colour) in REGION_STYLE.items():
         for a, b in _runs(regions, code):
             big.axvspan(a / fs, b / fs, color=colour, alpha=0.18, linewidth=0)
     pad = _runs(regions, -1)
@@ -116,7 +116,7 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
     big.plot(t, window[lead_i], color="black", linewidth=0.9)
     peaks = np.asarray(result["r_peaks"], dtype=int)
     big.plot(peaks / fs, window[lead_i, peaks], "v", color="#d62728", markersize=5)
-    handles: list[Artist] = [Patch(color=c, alpha=0.35, label=l) for l, c in REGION_STYLE.values()]
+    handles: list[Artist] = [Patch(color=c, alpha=0.35, label=name) for name, c in REGION_STYLE.values()]
     handles.append(Line2D([], [], marker="v", color="#d62728", linestyle="", label="R peak"))
     if pad:
         handles.append(Patch(color="#999999", alpha=0.3, hatch="//", label="zero padding"))

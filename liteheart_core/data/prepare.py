@@ -399,7 +399,7 @@ def prepare(
         np.save(tmp / "regions.npy", codes.astype(np.int8))
     del signals
     index.to_csv(tmp / "index.csv", index_label="row")
-    for task, (classes, y) in labels.items():
+    for task, (_classes, y) in labels.items():
         np.save(tmp / f"labels_{task}.npy", y)
 
     first = (index["window"] == 0).to_numpy()

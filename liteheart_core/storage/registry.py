@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from sqlalchemy import Engine, and_, create_engine, func, inspect, select
 from sqlalchemy.engine import URL, make_url
@@ -178,7 +179,7 @@ class Registry:
         """Close every pooled connection; the registry is unusable afterwards."""
         self._engine.dispose()
 
-    def session(self, *, write: bool = False) -> ContextManager[Session]:
+    def session(self, *, write: bool = False) -> AbstractContextManager[Session]:
         """A session that commits when the block succeeds and rolls back when it raises.
 
         Parameters

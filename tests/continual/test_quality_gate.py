@@ -39,7 +39,7 @@ def test_good_synthetic_records_pass_with_their_heart_rate(fs: int) -> None:
 
     # Assert
     assert all(r.usable and r.score > 0 for r in reports), [r.reason for r in reports if not r.usable]
-    for (x, true_hr), r in zip(records, reports):
+    for (_x, true_hr), r in zip(records, reports):
         assert r.heart_rate == pytest.approx(true_hr, rel=0.1)
         assert r.beats >= 5
 

@@ -67,7 +67,7 @@ def test_reservoir_holds_an_equal_share_of_every_class_and_all_of_a_rare_one() -
     for c in range(C):
         assert all(labels[k] is not None and labels[k][c] for k in members[c])
     assert all(labels[k] is None for k in members[C])
-    in_buffer = np.array([labels[k] for k in buf.keys() if labels[k] is not None])
+    in_buffer = np.array([labels[k] for k in buf.keys() if labels[k] is not None])  # noqa: SIM118  (a reservoir)
     in_stream = np.array([y for _, y in stream if y is not None])
     assert in_buffer[:, 4].mean() > 5 * in_stream[:, 4].mean()  # rebalanced
 

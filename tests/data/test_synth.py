@@ -202,7 +202,7 @@ def test_sttc_lowers_t_waves_in_lateral_and_inferior_leads() -> None:
     for lead in ("II", "V5", "V6"):
         # Execute
         norm, sttc = _mean_over(
-            pairs, lambda r: float(np.mean(r.signal[r.waves["t_peak"], LEAD[lead]])))
+            pairs, lambda r, lead=lead: float(np.mean(r.signal[r.waves["t_peak"], LEAD[lead]])))
 
         # Assert
         assert sttc < 0.8 * norm, lead

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import os
 import re
 import signal
@@ -61,10 +62,8 @@ class Service:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
 
     def kill_group(self, sig: int = signal.SIGKILL) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def wait(self, timeout: float) -> int:
         try:
@@ -76,15 +75,11 @@ class Service:
         """SIGTERM to the CLI (it stops its children), then SIGKILL to whatever is left of the group."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill_group(signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def flower_processes(port: int) -> list[tuple[int, str]]:
@@ -206,10 +201,8 @@ class Deployment:
         for service in reversed(self.services):
             service.stop()
         for pid, _ in flower_processes(self.port):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # --- the scenarios (each runs in its own thread) ----------------------------------------------

@@ -50,10 +50,10 @@ def tls_healthy(port: int, ca: Path) -> bool:
     """``GET /health`` over TLS, the server checked against the pilot's CA."""
     context = ssl.create_default_context(cafile=str(ca))
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5) as raw:
-            with context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
-                sock.sendall(f"GET /health HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n".encode())
-                return sock.recv(64).startswith(b"HTTP/1.1 200")
+        with socket.create_connection((LOOPBACK, port), timeout=0.5) as raw, \
+                context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n".encode())
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
     except (OSError, ssl.SSLError):
         return False
 
@@ -62,12 +62,12 @@ def tls_status(port: int, ca: Path, method: str, path: str) -> int | None:
     """The HTTP status a TLS request line gets from 127.0.0.1:port (None: no answer)."""
     context = ssl.create_default_context(cafile=str(ca))
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
-            with context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
-                sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/protobuf\r\n"
-                             "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
-                head = sock.recv(64).split(b" ")
-                return int(head[1]) if len(head) > 1 and head[1].isdigit() else None
+        with socket.create_connection((LOOPBACK, port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
+            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/protobuf\r\n"
+                         "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            head = sock.recv(64).split(b" ")
+            return int(head[1]) if len(head) > 1 and head[1].isdigit() else None
     except (OSError, ssl.SSLError):
         return None
 
