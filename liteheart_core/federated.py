@@ -142,8 +142,6 @@ def simulated_client_data(data: str, synth_records: int, task: str, partition_id
 
 
 def _labelled(prepared: PreparedData, y: np.ndarray, rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    if fraction <= 0 or len(rows) == 0:
-        return np.zeros(len(rows), dtype=bool)
     return labelled_subset(prepared.index, y, rows, fraction, seed)
 
 

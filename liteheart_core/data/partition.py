@@ -380,11 +380,7 @@ def _build(index: pd.DataFrame, y: np.ndarray, groups: _Groups, assign: np.ndarr
     parts = []
     for k, name in enumerate(names):
         rows = groups.rows[client_of_row == k]
-        if fractions[k] == 0:
-            # labelled_subset rejects 0; a fully unlabelled client is a legitimate setting.
-            labelled = np.zeros(len(rows), dtype=bool)
-        else:
-            labelled = labelled_subset(index, y, rows, fractions[k], seed + k)
+        labelled = labelled_subset(index, y, rows, fractions[k], seed + k)
         n_patients = int(np.count_nonzero(assign == k))
         parts.append(Partition(client=k, name=name, rows=rows, labelled=labelled, patients=n_patients))
     return parts

@@ -48,8 +48,10 @@ def labelled_subset(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, fracti
     np.ndarray
         Boolean mask over ``rows``.
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"labelled fraction must be in [0, 1], got {fraction}")
+    if fraction == 0 or len(rows) == 0:  # a client without labels is a setting of its own (semi-supervised)
+        return np.zeros(len(rows), dtype=bool)
     if fraction == 1:
         return np.ones(len(rows), dtype=bool)
     patients = index.loc[rows, "patient"].astype(str).to_numpy()
