@@ -19,6 +19,8 @@ from liteheart_core.methods import DEFAULT_METHOD, METHODS, method_spec  # the o
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
 WEARABLE_WEIGHTINGS = ("examples", "validated")
+# teachers the server can train for lead-I-only devices (liteheart_core.wearable.wearable_teacher_config)
+WEARABLE_TEACHER_KINDS = ("lead-dropout", "assistant")
 DP_MODES = ("none", "client", "server", "dp-sgd")
 
 
@@ -74,8 +76,9 @@ class FedConfig:
     wearable_degrade: bool = True  # motion artefacts, electrode noise, the device's own rate
     wearable_rate: int = 250  # a wearable's native sampling rate (Hz)
     # a teacher that answers from lead I, shipped once (by hash) to every wearable, which then distils from its
-    # soft targets on its own recordings: a lead-I teacher assistant or a 12-lead teacher trained with lead
-    # dropout. Empty: wearables learn by mean-teacher consistency against the global student
+    # soft targets on its own recordings: a checkpoint (a lead-I teacher assistant or a 12-lead teacher trained
+    # with lead dropout), or "assistant" / "lead-dropout": the server trains one on its data (cached).
+    # Empty: wearables learn by mean-teacher consistency against the global student
     wearable_teacher: str = ""
     # how the wearables' updates count: "examples" (FedAvg by examples x wearable-weight) or "validated" (each
     # round, the sites' and the wearables' averages are mixed at the share of the wearables that scores best

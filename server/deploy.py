@@ -496,11 +496,12 @@ def _absolute(value: str) -> str:
 
 
 def _new_config(scenario: Optional[Path], overrides: dict[str, Any]):
-    from liteheart_core.config import FedConfig
+    from liteheart_core.config import WEARABLE_TEACHER_KINDS, FedConfig
 
     cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
     return FedConfig.from_dict({**cfg.to_dict(), "data": _absolute(cfg.data), "teacher": _absolute(cfg.teacher),
-                                "wearable-teacher": _absolute(cfg.wearable_teacher)})
+                                "wearable-teacher": cfg.wearable_teacher if cfg.wearable_teacher in WEARABLE_TEACHER_KINDS
+                                else _absolute(cfg.wearable_teacher)})
 
 
 def _stored_config(registry_url: str, run_id: str, run_dir: Path, db: Optional[str]):
@@ -552,10 +553,13 @@ def plan_run(registry_url: str, run_dir: Path, db: Optional[str], resume: Option
             raise ValueError(f"--clients-expected {expected} is below --min-clients {cfg.min_clients}")
         cfg = type(cfg).from_dict({**cfg.to_dict(), "clients": expected})
         plan = Plan(cfg, secrets.token_hex(4), False, 0, expected)
+    from liteheart_core.config import WEARABLE_TEACHER_KINDS
+
     _check_data(plan.cfg.data)
     if plan.cfg.teacher and not Path(plan.cfg.teacher).is_file():
         raise ValueError(f"teacher checkpoint {plan.cfg.teacher} does not exist")
-    if plan.cfg.wearable_teacher and not Path(plan.cfg.wearable_teacher).is_file():
+    if plan.cfg.wearable_teacher and plan.cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS and \
+            not Path(plan.cfg.wearable_teacher).is_file():
         raise ValueError(f"wearable teacher checkpoint {plan.cfg.wearable_teacher} does not exist")
     return plan
 
@@ -612,7 +616,7 @@ def start_cmd(
     labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")] = None,
-    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I (a lead-I teacher assistant, or a teacher trained with --lead-dropout), shipped once to every wearable node.")] = None,
+    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I, shipped once to every wearable node: a checkpoint (`liteheart-server teacher assistant`, or `teacher train --lead-dropout`), or 'assistant' / 'lead-dropout' to train one on --data (cached).")] = None,
     scenario: Annotated[Optional[Path], typer.Option(help="A scenario TOML file; the options above override it.")] = None,
     round_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for the clients' replies in a round.")] = None,
     tls: Annotated[Optional[Path], typer.Option("--tls", help="Serve over TLS with ca.crt, server.crt and server.key of this folder (made by `liteheart-server certs`).")] = None,

@@ -116,7 +116,7 @@ def run_cmd(
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx mu.")] = None,
     wearables: Annotated[Optional[int], typer.Option(help="How many of the clients are lead-I wearables (no 12-lead teacher; --wearable-teacher gives them a lead-I one).")] = None,
     wearable_weight: Annotated[Optional[float], typer.Option(help="A wearable's aggregation weight per example, relative to a 12-lead site's.")] = None,
-    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I (a lead-I teacher assistant, or a teacher trained with --lead-dropout), shipped once to every wearable, which distils from it.")] = None,
+    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I, shipped once to every wearable, which distils from it: a checkpoint (`liteheart-server teacher assistant`, or `teacher train --lead-dropout`), or 'assistant' / 'lead-dropout' to train one on the server's data (cached).")] = None,
     wearable_weighting: Annotated[Optional[str], typer.Option(help="examples (FedAvg x --wearable-weight) or validated (the wearables' share that scores best on the server's validation fold, each round).")] = None,
     secagg: Annotated[Optional[bool], typer.Option("--secagg/--no-secagg", help="SecAgg+ secure aggregation: the server sees only the sum of the updates (fedavg/fedprox; secagg-* keys in a scenario).")] = None,
     dp: Annotated[Optional[str], typer.Option(help="Differential privacy: none, client, server (client-level) or dp-sgd (record-level); dp-* keys in a scenario.")] = None,
@@ -132,7 +132,7 @@ def run_cmd(
     verbose: Annotated[bool, typer.Option(help="Flower's verbose logging.")] = False,
 ) -> None:
     """Run federated LiteHeart in simulation. With no options: the embedded synthetic data, 4 clients, 8 rounds."""
-    from liteheart_core.config import FedConfig
+    from liteheart_core.config import WEARABLE_TEACHER_KINDS, FedConfig
     from server.orchestrate import ServerOptions
 
     overrides = {k: v for k, v in {"clients": clients, "rounds": rounds, "partition": partition, "alpha": alpha,
@@ -150,7 +150,8 @@ def run_cmd(
             raise ValueError(f"data folder {cfg.data} does not exist")
         if cfg.teacher and not Path(cfg.teacher).is_file():
             raise ValueError(f"teacher checkpoint {cfg.teacher} does not exist")
-        if cfg.wearable_teacher and not Path(cfg.wearable_teacher).is_file():
+        if cfg.wearable_teacher and cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS and \
+                not Path(cfg.wearable_teacher).is_file():
             raise ValueError(f"wearable teacher checkpoint {cfg.wearable_teacher} does not exist")
         cfg = FedConfig.from_dict({**cfg.to_dict(), "min-clients": min(cfg.min_clients, cfg.clients)})
     except ValueError as exc:
