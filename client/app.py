@@ -35,9 +35,10 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from liteheart_core.data.dataset import default_cache_dir
 from liteheart_core.methods import LossWeights
 from client.local import client_kind, local_data
-from liteheart_core.federated import local_round, state_hash, train_config, wearable_local_round
+from liteheart_core.federated import LocalData, local_round, state_hash, train_config, wearable_local_round
 from liteheart_core.models import Net, NetConfig, build_net
 from liteheart_core.privacy import DPSGDConfig, Ledger, dp_sgd_local_round
+from liteheart_core.round_config import RoundConfig
 
 # wfdb calls a pandas API that pandas 3 deprecates; nothing for a node operator to act on
 warnings.filterwarnings("ignore", message="The inplace keyword")
@@ -73,7 +74,7 @@ def query(msg: Message, context: Context) -> Message:
     if action == "teacher-check":
         # a site asks for the 12-lead teacher; a wearable for the run's wearable teacher, or for none
         # (without one it learns against the global student): it says so, and the server stops asking
-        wearable = client_kind(context, dict(cfg)) == "wearable"
+        wearable = client_kind(context, int(cfg.get("wearables", 0))) == "wearable"
         digest = str(cfg.get("wearable-teacher-hash", "")) if wearable else str(cfg["teacher-hash"])
         has = bool(digest) and _teacher_file(context, digest).is_file()
         status = {"has-teacher": int(has), "needs-teacher": int(bool(digest)), "wearable": int(wearable)}
@@ -110,42 +111,48 @@ def dp_clipping_mod(msg: Message, context: Context, call_next) -> Message:
         if not any(np.any(a != b) for a, b in zip(reply.content["arrays"].to_numpy_ndarrays(), sent)):
             return reply  # an unchanged model: nothing to clip (Flower's clipping would divide by its zero norm)
         return fixedclipping_mod(msg, context, lambda m, c: reply)
-    if str(config.get("dp", "none")) == "client":
+    if config.get("dp") == "client":  # every round config names its dp mode (RoundConfig)
         raise ValueError("dp = client, but the server sent no clipping norm: it must run "
                          "DifferentialPrivacyClientSideFixedClipping")
     return call_next(msg, context)
 
 
+def round_config_of(msg: Message) -> RoundConfig:
+    """The train message's round config, parsed once (Flower's client-side clipping adds its own key to it)."""
+    return RoundConfig.from_record(dict(msg.content["config"]), ignore=(KEY_CLIPPING_NORM,))
+
+
 @app.train(mods=[dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     """One local round: the global student in, the locally trained student and metrics out."""
-    cfg = dict(msg.content["config"])
-    torch.set_num_threads(max(1, int(cfg.get("client-threads", 1))))
+    rc = round_config_of(msg)
+    run = rc.run
+    torch.set_num_threads(rc.client_threads)
     student_state = msg.content["arrays"].to_torch_state_dict()
-    kind = client_kind(context, cfg)
-    data = local_data(context, cfg, kind)
-    tcfg = train_config(cfg)
-    student = build_net(1, len(data.classes), NetConfig.from_dict(json.loads(str(cfg["student-net"]))))
+    kind = client_kind(context, run.wearables)
+    data = local_data(context, rc, kind)
+    tcfg = train_config(run)
+    student = build_net(1, len(data.classes), NetConfig.from_dict(rc.student_net))
     student.load_state_dict(student_state)
     if kind == "wearable":
-        if str(cfg.get("dp", "none")) == "dp-sgd":
+        if run.dp == "dp-sgd":
             raise ValueError("dp-sgd runs in the 12-lead clients' round; this node is a wearable")
-        digest = str(cfg.get("wearable-teacher-hash", ""))
+        digest = rc.wearable_teacher_hash
         teacher = _installed_teacher(context, digest) if digest and tcfg.spec.needs_teacher else None
-        dstate = _load_distiller(context, cfg) if teacher is not None else None
-        state, metrics, dstate = wearable_local_round(student, data, tcfg, int(cfg["local-epochs"]),
-                                                      int(cfg["server-round"]), teacher, dstate)
-        _keep_distiller(context, cfg, dstate)
+        dstate = _load_distiller(context, rc) if teacher is not None else None
+        state, metrics, dstate = wearable_local_round(student, data, tcfg, run.local_epochs, rc.server_round,
+                                                      teacher, dstate)
+        _keep_distiller(context, rc, dstate)
         return _reply(msg, state, metrics, kind)
     teacher = None
-    if tcfg.method != "supervised":
-        teacher = _installed_teacher(context, str(cfg["teacher-hash"]))
-    dstate = _load_distiller(context, cfg)
-    if str(cfg.get("dp", "none")) == "dp-sgd":
-        return _dp_sgd_round(msg, context, cfg, student, teacher, data, dstate)
-    state, metrics, dstate = local_round(student, teacher, data, tcfg, int(cfg["local-epochs"]),
-                                         int(cfg["server-round"]), float(cfg.get("proximal-mu", 0.0)), dstate)
-    _keep_distiller(context, cfg, dstate)
+    if tcfg.spec.needs_teacher:
+        teacher = _installed_teacher(context, rc.teacher_hash)
+    dstate = _load_distiller(context, rc)
+    if run.dp == "dp-sgd":
+        return _dp_sgd_round(msg, context, rc, student, teacher, data, dstate)
+    state, metrics, dstate = local_round(student, teacher, data, tcfg, run.local_epochs, rc.server_round,
+                                         run.proximal_mu, dstate)
+    _keep_distiller(context, rc, dstate)
     return _reply(msg, state, metrics, kind)
 
 
@@ -156,7 +163,7 @@ def _installed_teacher(context: Context, digest: str) -> Net:
     return _load_teacher(str(path))
 
 
-def _distiller_file(context: Context, cfg: dict, number: int) -> Path | None:
+def _distiller_file(context: Context, rc: RoundConfig, number: int) -> Path | None:
     """Where a deployed node keeps its distillation heads after round ``number`` of a registry run.
 
     Flower's ``Context.state`` lasts one Flower run; a run resumed after a server crash is a
@@ -164,7 +171,7 @@ def _distiller_file(context: Context, cfg: dict, number: int) -> Path | None:
     the resumed run would drift from an uninterrupted one. ``liteheart-client start`` sets
     ``persist-state``; simulated nodes (thousands, sharing one cache) keep them in memory only.
     """
-    run_id = str(cfg.get("run-id", ""))
+    run_id = rc.run_id
     if not run_id or not context.node_config.get("persist-state") or number < 1:
         return None
     if not all(c.isalnum() or c in "-_" for c in run_id):
@@ -172,22 +179,22 @@ def _distiller_file(context: Context, cfg: dict, number: int) -> Path | None:
     return teacher_cache_dir(context) / "distillers" / f"{run_id}-{context.node_id}-r{number:04d}.pt"
 
 
-def _load_distiller(context: Context, cfg: dict) -> dict | None:
+def _load_distiller(context: Context, rc: RoundConfig) -> dict | None:
     """The heads as they were after the previous round: from disk on a deployed node, else from the context."""
-    path = _distiller_file(context, cfg, int(cfg["server-round"]) - 1)
+    path = _distiller_file(context, rc, rc.server_round - 1)
     if path is not None and path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)
     distiller = context.state.get("distiller")
     return distiller.to_torch_state_dict() if isinstance(distiller, ArrayRecord) else None
 
 
-def _keep_distiller(context: Context, cfg: dict, dstate: dict | None) -> None:
+def _keep_distiller(context: Context, rc: RoundConfig, dstate: dict | None) -> None:
     """Keep this round's heads; on disk the previous round's stay too (a crashed round is trained again)."""
     if not dstate:
         return
     context.state["distiller"] = ArrayRecord(dstate)
-    number = int(cfg["server-round"])
-    path = _distiller_file(context, cfg, number)
+    number = rc.server_round
+    path = _distiller_file(context, rc, number)
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,8 +206,8 @@ def _keep_distiller(context: Context, cfg: dict, dstate: dict | None) -> None:
             old.unlink(missing_ok=True)
 
 
-def _dp_sgd_round(msg: Message, context: Context, cfg: dict, student: Net, teacher: Net | None, data,
-                  dstate: dict | None) -> Message:
+def _dp_sgd_round(msg: Message, context: Context, rc: RoundConfig, student: Net, teacher: Net | None,
+                  data: LocalData, dstate: dict | None) -> Message:
     """Record-level DP-SGD; the node keeps its privacy ledger across rounds in ``context.state``.
 
     Only the noised weights, record counts and the privacy spent leave the node: the
@@ -210,10 +217,10 @@ def _dp_sgd_round(msg: Message, context: Context, cfg: dict, student: Net, teach
     kept = context.state.get("dp-sgd-ledger")
     ledger = Ledger.from_lists(dict(kept) if isinstance(kept, ConfigRecord) else None)
     state, metrics, dstate, ledger = dp_sgd_local_round(
-        student, teacher, data, train_config(cfg), int(cfg["local-epochs"]), int(cfg["server-round"]),
-        DPSGDConfig.from_round_config(cfg), ledger, float(cfg.get("proximal-mu", 0.0)), dstate)
+        student, teacher, data, train_config(rc.run), rc.run.local_epochs, rc.server_round,
+        DPSGDConfig.from_run(rc.run), ledger, rc.run.proximal_mu, dstate)
     context.state["dp-sgd-ledger"] = ConfigRecord(ledger.to_lists())
-    _keep_distiller(context, cfg, dstate)
+    _keep_distiller(context, rc, dstate)
     keys = ("num-examples", "labelled-examples", "train-seconds", "dp-epsilon", "dp-delta", "dp-noise-multiplier",
             "dp-steps")
     clean = {**{k: float(metrics[k]) for k in keys}, "wearable": 0.0}

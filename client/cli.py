@@ -6,7 +6,7 @@ import typer
 
 from client.deploy import start_cmd
 from client.ingest_cmd import ingest, store_app
-from simulations.data_cmd import data_app
+from liteheart_core.cli.data_cmd import data_app
 
 app = typer.Typer(help="LiteHeart client: trains the student on local ECGs that never leave the node.",
                   no_args_is_help=True)

@@ -20,11 +20,11 @@ from typing import IO, Annotated, Any, Optional
 import tomli_w
 import typer
 
-from server.certs import check_node_key, load_cert
-from simulations.data_cmd import err, fail
-from simulations.processes import (
+from liteheart_core.cli.console import err, fail
+from liteheart_core.cli.tls import check_node_key, load_cert
+from liteheart_core.cli.processes import (
     LOOPBACK,
-    flower_env,
+    child_env,
     flower_exe,
     free_port,
     port_free,
@@ -221,7 +221,7 @@ def run_supernode(cmd: list[str], home: Path) -> tuple[int, str]:
         try:
             # the SuperNode's log is this command's log, relayed line by line to spot a refusal
             node = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    env=flower_env(home, {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": TASK_POLL_INTERVAL_S}))
+                                    env=child_env(home, {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": TASK_POLL_INTERVAL_S}))
             relay = threading.Thread(target=_relay, args=(node.stdout, rejected), daemon=True)
             relay.start()
             code = node.wait()

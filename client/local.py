@@ -25,69 +25,86 @@ import numpy as np
 import torch
 from flwr.app import Context
 
+from liteheart_core.config import FedConfig
 from liteheart_core.federated import LocalData, simulated_client_data, site_data
 from liteheart_core.regions import compute_regions
+from liteheart_core.round_config import RoundConfig
 from liteheart_core.wearable import WearableView
 
 KINDS = ("paired", "wearable")
 
 
-def client_kind(context: Context, cfg: dict) -> str:
-    """``paired`` or ``wearable``, from the node config or (simulation) the partition id."""
+def client_kind(context: Context, wearables: int = 0) -> str:
+    """``paired`` or ``wearable``, from the node config or (simulation) the partition id.
+
+    ``wearables`` is the run's count of simulated wearables (the last partitions); a node config's
+    ``client-kind`` always wins.
+    """
     node = context.node_config
     if "client-kind" in node:
         kind = str(node["client-kind"])
         if kind not in KINDS:
             raise ValueError(f"node config client-kind={kind!r}: must be one of {', '.join(KINDS)}")
         return kind
-    wearables = int(cfg.get("wearables", 0))
     if wearables and "partition-id" in node:
         return "wearable" if int(node["partition-id"]) >= int(node["num-partitions"]) - wearables else "paired"
     return "paired"
 
 
-def wearable_view(cfg: dict, context: Context) -> WearableView:
+def wearable_view(run: FedConfig, context: Context) -> WearableView:
     """How this wearable degrades lead I (seeded per node, fixed across rounds: its recordings don't change)."""
     node_seed = int(context.node_config.get("partition-id", context.node_id % 100_000))
-    return WearableView(degrade=bool(cfg.get("wearable-degrade", True)), native_rate=int(cfg.get("wearable-rate", 250)),
-                        seed=int(cfg.get("seed", 0)) * 10_007 + node_seed)
+    return WearableView(degrade=run.wearable_degrade, native_rate=run.wearable_rate, seed=run.seed * 10_007 + node_seed)
 
 
-def local_data(context: Context, cfg: dict, kind: str = "paired") -> LocalData:
+def labelled_fraction(context: Context, run: FedConfig, kind: str) -> float:
+    """The share of this node's training records whose labels it uses.
+
+    The node's own ``labelled-fraction`` (node config) when it gives one, else the run's: a wearable's
+    ``wearable-labelled-fraction`` when that is set (>= 0), else ``labelled-fraction``. A deployed node
+    therefore follows the run's ``labelled-fraction`` (FedConfig's default 0.3: the label-scarce setting
+    LiteHeart is benchmarked in) unless its operator says otherwise; a site that means to use every label
+    it holds starts with ``liteheart-client start --labelled-fraction 1``. One default, in one place
+    (FedConfig), for simulated and deployed nodes alike.
+    """
+    own = context.node_config.get("labelled-fraction")
+    if own is not None:
+        fraction = float(own)
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"node config labelled-fraction={own!r}: must be in [0, 1]")
+        return fraction
+    if kind == "wearable" and run.wearable_labelled_fraction >= 0:
+        return run.wearable_labelled_fraction
+    return run.labelled_fraction
+
+
+def local_data(context: Context, rc: RoundConfig, kind: str = "paired") -> LocalData:
     """This node's records: its own folder or store in deployment, its partition in simulation."""
-    node = context.node_config
-    view = wearable_view(cfg, context) if kind == "wearable" else None
+    node, run = context.node_config, rc.run
+    view = wearable_view(run, context) if kind == "wearable" else None
     if "store" in node:
         if kind != "wearable":
             raise ValueError("node config store= is for wearables (client-kind=wearable); a paired site gives "
                              "data-path=")
-        return store_data(str(node["store"]), str(cfg["task"]))
+        return store_data(str(node["store"]), run.task)
     if "data-path" in node:
-        fraction = float(node.get("labelled-fraction", _fraction(cfg, kind)))
-        return site_data(str(node["data-path"]), str(cfg["task"]), fraction, int(cfg.get("seed", 0)), view)
+        return site_data(str(node["data-path"]), run.task, labelled_fraction(context, run, kind), run.seed, view)
     if "partition-id" not in node:
         raise ValueError("node config has neither data-path, store nor partition-id: this node has no data")
     # a deployed node names its own copy of the dataset; a simulated one shares the server's
-    data = node.get("data", cfg.get("data"))
+    data = node.get("data", rc.data)
     if data is None:
         raise ValueError("node config has partition-id but no data=: a deployed node names its own copy of the "
                          "dataset (the server does not say where its own is)")
-    data = str(data)
-    own = float(node.get("labelled-fraction", cfg.get("wearable-labelled-fraction", -1.0) if view else -1.0))
-    return simulated_client_data(data, int(cfg["synth-records"]), str(cfg["task"]),
-                                 int(node["partition-id"]), int(node["num-partitions"]), str(cfg["partition"]),
-                                 float(cfg["alpha"]), float(cfg["labelled-fraction"]), int(cfg.get("seed", 0)),
-                                 view, own, _server_folds(cfg))
-
-
-def _server_folds(cfg: dict) -> tuple[int, ...]:
-    text = str(cfg.get("server-folds", "") or "")
-    return tuple(int(f) for f in text.split(",") if f.strip())
-
-
-def _fraction(cfg: dict, kind: str) -> float:
-    own = float(cfg.get("wearable-labelled-fraction", -1.0))
-    return own if kind == "wearable" and own >= 0 else float(cfg.get("labelled-fraction", 1.0))
+    # -1: the partition's own labelled records (drawn at the run's labelled-fraction); a node, or a wearable
+    # with wearable-labelled-fraction set, holds its own share instead
+    if "labelled-fraction" in node:
+        own = labelled_fraction(context, run, kind)
+    else:
+        own = run.wearable_labelled_fraction if view is not None else -1.0
+    return simulated_client_data(str(data), run.synth_records, run.task, int(node["partition-id"]),
+                                 int(node["num-partitions"]), run.partition, run.alpha, run.labelled_fraction,
+                                 run.seed, view, own, run.server_fold_tuple)
 
 
 def store_data(url: str, task: str) -> LocalData:

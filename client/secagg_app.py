@@ -14,7 +14,6 @@ config keys are those of ``client/app.py``.
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -29,6 +28,7 @@ from client.app import METRIC_KEYS, _load_teacher, _teacher_file, query
 from client.local import client_kind, local_data
 from liteheart_core.federated import local_round, train_config
 from liteheart_core.models import NetConfig, build_net
+from liteheart_core.round_config import RoundConfig
 
 
 def teacher_query_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -45,32 +45,33 @@ class SecAggClient(NumPyClient):
         self.node = node
 
     def fit(self, parameters: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict[str, float]]:
-        cfg = dict(config)
-        torch.set_num_threads(max(1, int(cfg.get("client-threads", 1))))
-        kind = client_kind(self.node, cfg)
+        rc = RoundConfig.from_record(dict(config))
+        run = rc.run
+        torch.set_num_threads(rc.client_threads)
+        kind = client_kind(self.node, run.wearables)
         if kind != "paired":
             raise ValueError(f"this node is a {kind}: the SecAgg+ client runs the 12-lead round only")
-        data = local_data(self.node, cfg, kind)
-        tcfg = train_config(cfg)
-        student = build_net(1, len(data.classes), NetConfig.from_dict(json.loads(str(cfg["student-net"]))))
+        data = local_data(self.node, rc, kind)
+        tcfg = train_config(run)
+        student = build_net(1, len(data.classes), NetConfig.from_dict(rc.student_net))
         keys = list(student.state_dict())
         if len(parameters) != len(keys):
             raise ValueError(f"received {len(parameters)} arrays, the student has {len(keys)}")
         student.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in zip(keys, parameters)})
         teacher = None
-        if tcfg.method != "supervised":
-            path = _teacher_file(self.node, str(cfg["teacher-hash"]))
+        if tcfg.spec.needs_teacher:
+            path = _teacher_file(self.node, rc.teacher_hash)
             if not path.is_file():
                 raise ValueError("the teacher has not been installed on this node")
             teacher = _load_teacher(str(path))
         distiller = self.node.state.get("distiller")
         dstate = distiller.to_torch_state_dict() if isinstance(distiller, ArrayRecord) else None
-        state, metrics, dstate = local_round(student, teacher, data, tcfg, int(cfg["local-epochs"]),
-                                             int(cfg["server-round"]), float(cfg.get("proximal-mu", 0.0)), dstate)
+        state, metrics, dstate = local_round(student, teacher, data, tcfg, run.local_epochs, rc.server_round,
+                                             run.proximal_mu, dstate)
         if dstate:
             self.node.state["distiller"] = ArrayRecord(dstate)
         arrays = [state[k].numpy() for k in keys]
-        check_before_masking(arrays, data.n_train, int(cfg["secagg-max-weight"]), float(cfg["secagg-clipping-range"]))
+        check_before_masking(arrays, data.n_train, run.secagg_max_weight, run.secagg_clipping_range)
         clean = {k: float(metrics.get(k, 0.0)) for k in METRIC_KEYS}
         clean = {k: (0.0 if math.isnan(v) else v) for k, v in clean.items()}  # NaN (no local validation) -> 0
         return arrays, data.n_train, clean

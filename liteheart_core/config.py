@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from liteheart_core.data.splits import SPLITS
-from liteheart_core.methods import DEFAULT_METHOD, METHODS, method_spec  # the one table of methods (what each needs)
+from liteheart_core.methods import DEFAULT_METHOD, METHODS, STUDENT_METHODS, method_spec  # the one table of methods (what each needs)
 
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
@@ -109,9 +109,9 @@ class FedConfig:
             (self.alpha > 0, "alpha must be > 0"),
             (0 <= self.labelled_fraction <= 1, "labelled-fraction must be in [0, 1]"),
             # a federated client trains the student; the teacher is the server's (trained or given)
-            (self.method in METHODS and self.method != "teacher",
+            (self.method in STUDENT_METHODS,
              f"method {self.method!r} is not a method a client can train; expected one of "
-             f"{', '.join(m for m in METHODS if m != 'teacher')}"),
+             f"{', '.join(STUDENT_METHODS)}"),
             (self.local_epochs >= 1, "local-epochs must be >= 1"),
             (self.batch_size >= 2, "batch-size must be >= 2"),
             (self.lr > 0, "lr must be > 0"),
@@ -279,7 +279,7 @@ class FedConfig:
             default = getattr(cls, name)
             try:
                 if isinstance(default, bool):
-                    value = _as_bool(value)
+                    value = as_bool(value)
                 elif isinstance(value, bool):
                     raise ValueError  # int(True) == 1, str(True) == "True": a boolean is no number or name
                 elif isinstance(default, int):
@@ -320,7 +320,7 @@ class FedConfig:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
 
-def _as_bool(value: Any) -> bool:
+def as_bool(value: Any) -> bool:
     """true/false, 1/0 or their strings (a bare ``bool("false")`` would be True)."""
     if isinstance(value, bool):
         return value

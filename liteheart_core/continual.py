@@ -358,7 +358,7 @@ def continual_round(source: RecordSource, buffer: ClassBalancedReservoir | None,
         return None
     batch = source.load(plan.keys)
     local = build_local_data(batch, source.classes, name, val)
-    if targets is not None and teacher is not None and cfg.method != "supervised":
+    if targets is not None and teacher is not None and cfg.spec.needs_teacher:
         targets.fill(batch.keys, batch.x)
         local.teacher_cache[targets.cache_key] = targets.get(batch.keys)
     state, metrics, dstate = local_round(student, teacher, local, cfg, epochs, server_round,

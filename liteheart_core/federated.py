@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from liteheart_core.config import FedConfig
 from liteheart_core.data.dataset import PreparedData, default_cache_dir, resolve_data
 from liteheart_core.data.signal import lead_indices
 from liteheart_core.data.splits import SPLITS, labelled_subset
 from liteheart_core.metrics import summarise, tune_thresholds
 from liteheart_core.models import Net, build_net, student_config
 from liteheart_core.regions import compute_regions
-from liteheart_core.train import DEFAULT_METHOD, TrainConfig, make_trainable, predict, resolve_device, run_epoch
+from liteheart_core.train import TrainConfig, make_trainable, predict, resolve_device, run_epoch
 from liteheart_core.wearable import WearableView, wearable_round, wearable_signals
 
 LOCAL_VAL_FOLD = 9
@@ -189,12 +190,10 @@ def student_for(classes: list[str], lead: str = "I", net: dict | None = None) ->
     return build_net(len(lead_indices(lead)), len(classes), net or student_config())
 
 
-def train_config(cfg: dict) -> TrainConfig:
-    """The centralised TrainConfig that a client's local round uses, from the round's config."""
-    return TrainConfig(method=str(cfg.get("method", DEFAULT_METHOD)), task=str(cfg.get("task", "superdiagnostic")),
-                       student_lead=str(cfg.get("student-lead", "I")), batch_size=int(cfg.get("batch-size", 32)),
-                       lr=float(cfg.get("lr", 3e-3)), seed=int(cfg.get("seed", 0)),
-                       device=str(cfg.get("device", "auto")))
+def train_config(cfg: FedConfig) -> TrainConfig:
+    """The centralised TrainConfig that a client's local round uses, from the run's settings."""
+    return TrainConfig(method=cfg.method, task=cfg.task, student_lead=cfg.student_lead, batch_size=cfg.batch_size,
+                       lr=cfg.lr, seed=cfg.seed, device=cfg.device)
 
 
 def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainConfig, epochs: int,

@@ -47,11 +47,18 @@ class Method:
 
     @property
     def uses_bank(self) -> bool:
+        """Whether the teacher's targets come from a bank of views per record."""
         return self.views > 0
 
     @property
     def needs_regions(self) -> bool:
+        """Whether it reads the P/QRS/T region maps (prepared with ``data prepare --regions``)."""
         return self.region_aware or self.weights.waves > 0
+
+    @property
+    def uses_unlabelled(self) -> bool:
+        """Whether records without labels take part (through the teacher's targets)."""
+        return not self.labelled_only
 
 
 _V1 = LossWeights(kd=1.0, feature=1.0, evidence=0.5, mi=0.1, pseudo=0.5, consistency=0.5)
@@ -84,6 +91,8 @@ METHODS = tuple(METHOD_TABLE)
 STUDENT_METHODS = tuple(m.name for m in _TABLE if m.student)
 # chosen on the selection fold (fold 9) under protocol v2: results/central_selection.md, results/central_benchmark.md
 DEFAULT_METHOD = "liteheart-v2"
+# the --method help of every command that trains students (from the table, so a new method shows up everywhere)
+METHOD_HELP = f"The student's objective (default {DEFAULT_METHOD}): {', '.join(STUDENT_METHODS)}."
 
 
 def method_spec(method: str) -> Method:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from liteheart_core.config import FedConfig
 from liteheart_core.train import Trainable, TrainConfig, make_trainable, resolve_device
 
 CLIENT_LEVEL = ("client", "server")  # the dp modes with client-level DP (liteheart_core.config.DP_MODES)
@@ -156,12 +157,11 @@ class DPSGDConfig:
             raise ValueError(f"planned rounds must be >= 1, got {self.planned_rounds}")
 
     @classmethod
-    def from_round_config(cls, cfg: dict) -> "DPSGDConfig":
-        return cls(max_grad_norm=float(cfg.get("dp-max-grad-norm") or DEFAULT_MAX_GRAD_NORM),
-                   delta=float(cfg.get("dp-delta") or DEFAULT_DELTA),
-                   target_epsilon=float(cfg.get("dp-epsilon", 0.0)),
-                   noise_multiplier=float(cfg.get("dp-noise-multiplier", 0.0)),
-                   planned_rounds=int(cfg.get("rounds", 1)))
+    def from_run(cls, cfg: FedConfig) -> "DPSGDConfig":
+        """A run's dp-* settings; a numeric one at 0 is unset (``liteheart_core/config.py``), so its default applies."""
+        return cls(max_grad_norm=cfg.dp_max_grad_norm or DEFAULT_MAX_GRAD_NORM, delta=cfg.dp_delta or DEFAULT_DELTA,
+                   target_epsilon=cfg.dp_epsilon, noise_multiplier=cfg.dp_noise_multiplier,
+                   planned_rounds=cfg.rounds)
 
 
 @dataclass
@@ -407,7 +407,7 @@ def dp_sgd_local_round(student: nn.Module, teacher: nn.Module | None, local, cfg
         ledger.add(sigma, q, steps * (server_round - 1))
     key = (getattr(teacher, "content_hash", id(teacher)), cfg.method, "dp-sgd")
     tr = make_trainable(student, cfg, local.x, local.y, local.labelled, local.regions, device,
-                        teacher if cfg.method != "supervised" else None, targets=local.teacher_cache.get(key))
+                        teacher if cfg.spec.needs_teacher else None, targets=local.teacher_cache.get(key))
     if tr.t_logits is not None:  # the teacher is frozen: its targets are reused across rounds
         local.teacher_cache.clear()
         local.teacher_cache[key] = (tr.t_logits, tr.t_feats)

@@ -136,7 +136,7 @@ class TrainConfig:
             raise ValueError(f"teacher_input applies to view-bank methods; {self.method} has none")
         if not 0 <= self.lead_dropout < 1:
             raise ValueError(f"lead_dropout must be in [0, 1), got {self.lead_dropout}")
-        if self.lead_dropout > 0 and self.method != "teacher":
+        if self.lead_dropout > 0 and self.spec.student:
             raise ValueError(f"lead_dropout trains a teacher; method {self.method!r} has no 12-lead input to drop")
         if not 0.5 <= self.pseudo_threshold < 1:
             raise ValueError(f"pseudo_threshold must be in [0.5, 1), got {self.pseudo_threshold}")
@@ -367,7 +367,7 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
     view banks on disk by content hash, so students of one teacher share one bank.
     """
     spec = cfg.spec
-    is_teacher = cfg.method == "teacher"
+    is_teacher = not cfg.spec.student
     leads = list(range(12)) if is_teacher else lead_indices(cfg.student_lead)
     # the teacher's leads the student's input sits at: all twelve (None), or the student's alone
     teacher_leads = leads if cfg.teacher_input == "student" else None
@@ -533,7 +533,7 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
     tr_split = load_split(data, cfg.task, cfg.train_folds)
     va = load_split(data, cfg.task, cfg.val_folds)
     labelled = labelled_subset(data.index, data.labels(cfg.task)[1], tr_split.rows, cfg.labelled_fraction, cfg.seed)
-    is_teacher = cfg.method == "teacher"
+    is_teacher = not cfg.spec.student
     n_leads = 12 if is_teacher else len(lead_indices(cfg.student_lead))
     net_cfg = cfg.net or (teacher_config() if is_teacher else student_config())
     model = build_net(n_leads, len(classes), net_cfg)
@@ -578,7 +578,7 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
 
 def checkpoint_meta(data: PreparedData, cfg: TrainConfig, result: TrainResult) -> dict:
     """Metadata a checkpoint needs to score any PTB-XL-layout folder the same way."""
-    is_teacher = cfg.method == "teacher"
+    is_teacher = not cfg.spec.student
     leads = list(data.meta["leads"]) if is_teacher else [data.meta["leads"][i] for i in lead_indices(cfg.student_lead)]
     return {
         "kind": "teacher" if is_teacher else "student",

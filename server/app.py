@@ -16,7 +16,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from liteheart_core.config import FedConfig
+from liteheart_core.config import FedConfig, as_bool
 from server.orchestrate import ServerOptions, run_federation
 from server.settings import OPTION_KEYS, PRIVATE_KEYS, SETTINGS_ENV, server_settings, split_settings
 
@@ -27,7 +27,7 @@ def options_from_run_config(run_config: dict) -> tuple[FedConfig, ServerOptions]
     """A deployed run's settings: deployed nodes read their own data, so the server's data setting stays here."""
     cfg = FedConfig.from_dict({k: v for k, v in run_config.items() if k not in OPTION_KEYS})
     opts = ServerOptions(run_dir=Path(str(run_config.get("run-dir", "runs"))), db_url=str(run_config.get("db-url", "")),
-                         run_id=str(run_config.get("run-id", "")), resume=bool(run_config.get("resume", False)),
+                         run_id=str(run_config.get("run-id", "")), resume=as_bool(run_config.get("resume", False)),
                          name=str(run_config.get("run-name", "")), share_data=False)
     return cfg, opts
 

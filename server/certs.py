@@ -1,4 +1,4 @@
-"""``liteheart-server certs``: the certificates and node keys of a pilot, and the checks that read them back.
+"""``liteheart-server certs``: the certificates and node keys of a pilot (``liteheart_core/cli/tls.py`` reads them back).
 
 One folder holds everything the coordinating site makes::
 
@@ -13,187 +13,51 @@ authentication (``flwr supernode register`` takes the ``.pub``, ``flower-superno
 --auth-supernode-private-key`` the private key). Private keys are written mode 0600,
 through a temporary file, so an interrupted run leaves no half-written key.
 
-The ``check_*`` functions validate what ``start`` is given before any process starts,
-and raise ``CertError`` naming the file and the reason.
+The checks that read these files back before a ``start`` live in ``liteheart_core/cli/tls.py``:
+a site's node code uses them too, and must not depend on the server's package.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import ipaddress
 import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CA_CERT, CA_KEY = "ca.crt", "ca.key"
-SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
+from liteheart_core.cli.console import err, fail
+from liteheart_core.cli.console import out as console
+from liteheart_core.cli.tls import (  # the reading half, which a site's `start` uses too
+    CA_CERT,
+    CA_KEY,
+    SERVER_CERT,
+    SERVER_KEY,
+    CertError,
+    check_server_tls,
+    fingerprint,
+    load_cert,
+    load_pem_key,
+    load_public_key,
+    now_utc,
+    san_names,
+    same_key,
+)
+
 AUTH_KEYS, SITES, MANIFEST = "auth-keys", "sites", "manifest.json"
 CA_DAYS = 3650  # the CA outlives many server certificates: a new server certificate needs no new files at the sites
 DEFAULT_DAYS = 365
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")  # the SuperExec and the flwr CLI reach the SuperLink on loopback
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CURVE = ec.SECP384R1  # a NIST curve, as `flwr supernode register` demands
-
-
-class CertError(ValueError):
-    """A certificate or key cannot be made or used; the message names the file and the reason."""
-
-
-# --- reading and checking ---------------------------------------------------------------------
-
-
-def _read(path: Path, what: str) -> bytes:
-    if not path.exists():
-        raise CertError(f"{what} {path} does not exist")
-    if not path.is_file():
-        raise CertError(f"{what} {path} is not a file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CertError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def load_cert(path: Path, what: str = "certificate") -> x509.Certificate:
-    """A PEM certificate that is valid now."""
-    data = _read(path, what)
-    try:
-        cert = x509.load_pem_x509_certificate(data)
-    except ValueError:
-        raise CertError(f"{what} {path} is not a PEM certificate") from None
-    now = _now()
-    if cert.not_valid_after_utc <= now:
-        raise CertError(f"{what} {path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-    if cert.not_valid_before_utc > now:
-        raise CertError(f"{what} {path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
-    return cert
-
-
-def load_pem_key(path: Path, what: str) -> ec.EllipticCurvePrivateKey:
-    """An unencrypted PEM EC private key (the TLS keys)."""
-    data = _read(path, what)
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise CertError(f"{what} {path} is encrypted; the SuperLink needs it without a passphrase") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise CertError(f"{what} {path} is not a PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertError(f"{what} {path} is a {type(key).__name__}, expected an EC private key")
-    return key
-
-
-def check_node_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """A node's private key as Flower's SuperNode reads it: OpenSSH format, EC, unencrypted."""
-    data = _read(path, "node private key")
-    if b"OPENSSH PRIVATE KEY" not in data:
-        raise CertError(f"node private key {path} is not an OpenSSH private key "
-                        "(expected '-----BEGIN OPENSSH PRIVATE KEY-----'; make one with `liteheart-server certs`)")
-    try:
-        key = serialization.load_ssh_private_key(data, password=None)
-    except TypeError:
-        raise CertError(f"node private key {path} is protected by a passphrase; Flower cannot read it") from None
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertError(f"node private key {path} cannot be parsed: {exc}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertError(f"node private key {path} is a {type(key).__name__}, expected an EC (ECDSA) key")
-    return key
-
-
-def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
-    """A node's OpenSSH public key, EC on a NIST curve (what ``flwr supernode register`` accepts)."""
-    data = _read(path, "node public key")
-    try:
-        key = serialization.load_ssh_public_key(data.strip())
-    except (ValueError, UnsupportedAlgorithm):
-        raise CertError(f"node public key {path} is not an OpenSSH public key") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise CertError(f"node public key {path} is a {type(key).__name__}, expected an EC (ECDSA) key")
-    if not isinstance(key.curve, (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)):
-        raise CertError(f"node public key {path} uses curve {key.curve.name}, not a NIST curve Flower accepts")
-    return key
-
-
-def fingerprint(key: ec.EllipticCurvePublicKey) -> str:
-    """The key's SHA256 fingerprint as ``ssh-keygen -l`` prints it."""
-    blob = base64.b64decode(key.public_bytes(serialization.Encoding.OpenSSH,
-                                             serialization.PublicFormat.OpenSSH).split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def _same_key(a: Any, b: Any) -> bool:
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return a.public_bytes(*fmt) == b.public_bytes(*fmt)
-
-
-@dataclass(frozen=True)
-class ServerTls:
-    """The three files the SuperLink is started with, checked."""
-
-    ca: Path
-    cert: Path
-    key: Path
-    names: tuple[str, ...]  # the server certificate's subject alternative names
-
-
-def check_server_tls(folder: Path) -> ServerTls:
-    """``ca.crt``, ``server.crt`` and ``server.key`` of a ``certs`` folder: readable, current, matching, signed."""
-    folder = folder.expanduser()
-    if not folder.is_dir():
-        raise CertError(f"--tls {folder} is not a folder (expected the --out folder of `liteheart-server certs`)")
-    ca_path, cert_path, key_path = ((folder / n).resolve() for n in (CA_CERT, SERVER_CERT, SERVER_KEY))
-    ca = load_cert(ca_path, "CA certificate")
-    cert = load_cert(cert_path, "server certificate")
-    key = load_pem_key(key_path, "server private key")
-    if not _same_key(cert.public_key(), key.public_key()):
-        raise CertError(f"server certificate {cert_path} does not match its private key {key_path}")
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        raise CertError(f"server certificate {cert_path} was not issued by the CA {ca_path}") from None
-    return ServerTls(ca_path, cert_path, key_path, tuple(_san_names(cert)))
-
-
-def auth_public_keys(folder: Path) -> list[Path]:
-    """Every ``*.pub`` of an ``--auth-keys`` folder, each a usable node key, none twice."""
-    folder = folder.expanduser()
-    if not folder.is_dir():
-        raise CertError(f"--auth-keys {folder} is not a folder")
-    paths = sorted(p.resolve() for p in folder.glob("*.pub"))
-    if not paths:
-        raise CertError(f"--auth-keys {folder} holds no .pub files: no node could join "
-                        "(make node keys with `liteheart-server certs --out DIR --node NAME`)")
-    seen: dict[str, Path] = {}
-    for path in paths:
-        key_print = fingerprint(load_public_key(path))
-        if key_print in seen:
-            raise CertError(f"node public keys {seen[key_print]} and {path} are the same key")
-        seen[key_print] = path
-    return paths
-
-
-def _san_names(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [str(v) for v in san.get_values_for_type(x509.IPAddress)] + san.get_values_for_type(x509.DNSName)
 
 
 # --- making -------------------------------------------------------------------------------------
@@ -211,7 +75,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def make_ca(days: int = CA_DAYS) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(CURVE())
-    now = _now()
+    now = now_utc()
     cert = (x509.CertificateBuilder().subject_name(_name("LiteHeart pilot CA")).issuer_name(_name("LiteHeart pilot CA"))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
@@ -238,7 +102,7 @@ def make_server_cert(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, n
                      days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A TLS server certificate for ``names`` (IP addresses or DNS names), signed by the CA."""
     key = ec.generate_private_key(CURVE())
-    now = _now()
+    now = now_utc()
     cert = (x509.CertificateBuilder().subject_name(_name(names[0])).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
@@ -291,7 +155,7 @@ def node_names(nodes: Optional[int], names: list[str]) -> list[str]:
 def _current_names(path: Path) -> list[str]:
     """The names of an existing server certificate, expired or not: a re-issued one keeps them."""
     try:
-        return _san_names(x509.load_pem_x509_certificate(path.read_bytes()))
+        return san_names(x509.load_pem_x509_certificate(path.read_bytes()))
     except (OSError, ValueError):
         return []
 
@@ -299,7 +163,7 @@ def _current_names(path: Path) -> list[str]:
 def _ca_from(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca = load_cert(folder / CA_CERT, "CA certificate")
     key = load_pem_key(folder / CA_KEY, "CA private key")
-    if not _same_key(ca.public_key(), key.public_key()):
+    if not same_key(ca.public_key(), key.public_key()):
         raise CertError(f"CA certificate {folder / CA_CERT} does not match its key {folder / CA_KEY}")
     return ca, key
 
@@ -329,7 +193,7 @@ def generate(out: Path, nodes: list[str], days: int = DEFAULT_DAYS, hostnames: t
     else:
         ca, ca_key = make_ca()
         made_ca = True
-    if _now() + dt.timedelta(days=days) > ca.not_valid_after_utc:
+    if now_utc() + dt.timedelta(days=days) > ca.not_valid_after_utc:
         raise CertError(f"--days {days}: the server certificate would outlive the CA {out / CA_CERT} "
                         f"(valid until {ca.not_valid_after_utc:%Y-%m-%d})")
     existing = [n for n in nodes if (out / SITES / n / f"{n}.key").exists() or (out / AUTH_KEYS / f"{n}.pub").exists()]
@@ -381,7 +245,7 @@ def _manifest(out: Path, ca: x509.Certificate) -> dict[str, Any]:
                       "site_folder": f"{SITES}/{name}", "fingerprint": fingerprint(load_public_key(pub))})
     return {
         "folder": str(out),
-        "created_utc": _now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": now_utc().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ca": {"certificate": CA_CERT, "private_key": CA_KEY, "not_after": ca.not_valid_after_utc.isoformat(),
                "sha256": ca.fingerprint(hashes.SHA256()).hex()},
         "server": {"certificate": SERVER_CERT, "private_key": SERVER_KEY, "names": list(tls.names),
@@ -404,9 +268,6 @@ def certs_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Make a pilot's TLS certificates and node authentication keys (see the README's deployment section)."""
-    from simulations.data_cmd import err, fail
-    from simulations.data_cmd import out as console
-
     try:
         wanted = node_names(nodes, node or [])
         manifest = generate(out, wanted, days, tuple(hostname or ()), force)

@@ -11,16 +11,16 @@ SHA-256 of the exported file.
 from __future__ import annotations
 
 import json
-import logging
 import time
-import warnings
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import numpy as np
 import typer
 
+from liteheart_core.cli.console import err, fail
+from liteheart_core.cli.console import out as console
+from liteheart_core.cli.progress import step_progress
 from server.artifacts import (
     ArtifactError,
     FinalModel,
@@ -35,8 +35,9 @@ from server.artifacts import (
     validation_rows,
 )
 
+from server.model_files import ExportError, Format, export_onnx, export_torchscript_file, verify
+
 CARD_FORMAT = 1
-ONNX_OPSET = 18
 VERIFY_RECORDS = 64
 LICENCES = {
     "ptbxl": {"name": "PTB-XL", "licence": "CC BY 4.0",
@@ -54,93 +55,19 @@ LICENCES = {
 
 
 if TYPE_CHECKING:
-    from liteheart_core.models import Net
+    pass
 
 MACRO_NAMES = {"macro_f1": "macro F1", "macro_auc": "macro AUC", "macro_ap": "macro AP"}
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
 
 
-class ExportError(RuntimeError):
-    """The exporter is missing or the exported model does not reproduce the checkpoint."""
 
 
-def export_onnx(net: Net, length: int, path: Path) -> dict:
-    """ONNX (opset :data:`ONNX_OPSET`, dynamic batch axis) through torch's ``torch.export``-based exporter.
-
-    Raises
-    ------
-    ExportError
-        ``onnx``/``onnxscript`` are not installed, or the file fails ONNX's checker.
-    """
-    import torch
-
-    try:
-        import onnx
-        import onnxscript  # noqa: F401  # the exporter needs it; importing it here gives the clear message
-    except ImportError as exc:
-        raise ExportError(f"ONNX export needs the onnx and onnxscript packages ({exc}): "
-                          "pip install onnx onnxscript") from None
-    # batch 2 in the example: torch.export specialises a dimension of size 1 to a constant
-    example = torch.zeros(2, net.n_leads, length)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    chatty = logging.getLogger("torch.onnx")
-    level = chatty.level
-    chatty.setLevel(logging.ERROR)  # it lists every torchvision op it skips
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net.eval(), (example,), str(path), dynamo=True, opset_version=ONNX_OPSET,
-                              input_names=["ecg"], output_names=["logits"], dynamic_shapes={"x": {0: batch}},
-                              external_data=False, verbose=False)
-    finally:
-        chatty.setLevel(level)
-    model = onnx.load(str(path))
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported {path.name} fails ONNX's checker: {exc}") from None
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    return {"exporter": f"torch.onnx.export (dynamo) from torch {torch.__version__}", "opset": int(opset),
-            "onnx": onnx.__version__, "input": "ecg", "output": "logits", "dynamic_axes": {"ecg": [0], "logits": [0]}}
 
 
-def export_torchscript_file(net: Net, length: int, path: Path) -> dict:
-    """TorchScript by tracing (``export_torchscript``, which checks the reloaded module against eager)."""
-    import torch
-
-    from liteheart_core.models import export_torchscript
-
-    export_torchscript(net, path, torch.zeros(1, net.n_leads, length))
-    return {"exporter": f"torch.jit.trace from torch {torch.__version__}", "input": "x [batch, leads, length]",
-            "output": "logits [batch, classes]"}
 
 
-def verify(fmt: Format, path: Path, net: Net, x: np.ndarray) -> dict:
-    """Largest |exported - PyTorch| logit over ``x``; ONNX runs in onnxruntime when it is installed."""
-    import torch
-
-    with torch.no_grad():
-        reference = net.eval()(torch.as_tensor(x)).numpy()
-    if fmt == Format.onnx:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            return {"checked": False, "reason": "onnxruntime is not installed"}
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = session.run(["logits"], {"ecg": x.astype(np.float32)})[0]
-        runtime = f"onnxruntime {ort.__version__}"
-    else:
-        with torch.no_grad():
-            got = torch.jit.load(str(path)).eval()(torch.as_tensor(x)).numpy()
-        runtime = f"torch.jit {torch.__version__}"
-    diff = float(np.max(np.abs(got - reference)))
-    if not diff <= 1e-4:
-        raise ExportError(f"{path.name} differs from the checkpoint by {diff:.3g} on {len(x)} records (> 1e-4)")
-    return {"checked": True, "runtime": runtime, "records": int(len(x)), "max_abs_logit_diff": diff}
 
 
 def provenance(fed: dict, data) -> dict:
@@ -376,9 +303,6 @@ def export_cmd(
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
 ) -> None:
     """Export a run's global student (ONNX or TorchScript) with a model card."""
-    from simulations.data_cmd import err, fail
-    from simulations.data_cmd import out as console
-    from simulations.progress import step_progress
 
     try:
         shown = load_run(run_id, run_dir, db)

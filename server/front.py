@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulations.processes import descendants, end_processes
+from liteheart_core.cli.processes import descendants, end_processes
 
 # The Fleet API of Flower 1.42 (flwr/superlink/routers/fleet/router.py); tests/deploy/test_front.py
 # compares this list with Flower's router, so an upgrade that adds a route is noticed, not forwarded blindly.

@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from liteheart_core.data.splits import SPLITS
 from liteheart_core.federated import global_evaluation, open_data, state_hash, student_for
 from liteheart_core.models import Net
 from liteheart_core.privacy import check_no_buffers
+from liteheart_core.round_config import RoundConfig
 from liteheart_core.storage import CheckpointInfo, Registry
 from liteheart_core.train import TrainConfig, checkpoint_meta, train
 from liteheart_core.wearable import WearableView, wearable_teacher_config
@@ -133,18 +134,13 @@ def _trained_wearable_teacher(cfg: FedConfig, data: PreparedData, teacher: Net |
 
 def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "",
                  share_data: bool = True, wearable_teacher_hash: str = "") -> ConfigRecord:
-    """What every client is told each round: settings only, never data (nor, unless shared, where it is)."""
-    keys = (("data",) if share_data else ()) + ("synth-records", "task", "partition", "alpha", "labelled-fraction", "method", "local-epochs",
-            "batch-size", "lr", "seed", "device", "student-lead", "wearables", "wearable-labelled-fraction",
-            "wearable-degrade", "wearable-rate", "server-folds")
-    values = {k: v for k, v in cfg.to_dict().items() if k in keys}
-    # run-id: the registry's, which a resumed run keeps (nodes key what they persist between rounds by it)
-    values.update({"teacher-hash": teacher_hash, "student-net": json.dumps(student_net), "run-id": run_id,
-                   "proximal-mu": float(cfg.proximal_mu), "client-threads": 1,
-                   "wearable-teacher-hash": wearable_teacher_hash})
-    if cfg.dp != "none":  # DP-SGD derives its noise from the target epsilon over the planned rounds
-        values.update({k: v for k, v in cfg.to_dict().items() if k.startswith("dp") or k == "rounds"})
-    return ConfigRecord(values)
+    """What every client is told each round: settings only, never data (nor, unless shared, where it is).
+
+    The keys and their parsing are :class:`liteheart_core.round_config.RoundConfig`'s; a client reads them
+    back with ``RoundConfig.from_record``.
+    """
+    return ConfigRecord(RoundConfig.from_run(cfg, teacher_hash, student_net, run_id, share_data,
+                                             wearable_teacher_hash).to_record())
 
 
 def run_federation(grid: Grid, cfg: FedConfig, opts: ServerOptions) -> dict:
@@ -159,110 +155,45 @@ def run_federation(grid: Grid, cfg: FedConfig, opts: ServerOptions) -> dict:
 
 def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) -> dict:
     data = open_data(cfg.data, cfg.synth_records, cfg.seed)
-    classes = data.tasks[cfg.task]
-    offset = 0
-    if opts.resume:
-        run = registry.get_run(opts.run_id)
-        if run is None:
-            raise ValueError(f"run {opts.run_id} is not in the registry {opts.db_url or opts.run_dir}")
-        cfg = FedConfig.from_dict(run["config"]["fed"])  # a resumed run keeps its own settings
-        run_id = opts.run_id
-        offset = registry.last_round(run_id)
-        registry.set_status(run_id, "running")
-    else:
-        run_id = registry.create_run({"fed": cfg.to_dict(), "partition_table": opts.partition_table},
-                                     data.fingerprint, run_id=opts.run_id or None, name=opts.name)
+    cfg, run_id, offset = _open_run(registry, cfg, opts, data)
     opts.result["run_id"] = run_id
-    ckpt_dir = opts.run_dir / run_id / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    opts.result.setdefault("rounds", [])  # filled by the RoundRecorder as rounds are recorded
+    (opts.run_dir / run_id / "checkpoints").mkdir(parents=True, exist_ok=True)
     try:
         teacher, tmeta = provide_teacher(cfg, data)
-        if tmeta["classes"] != classes:
-            raise ValueError(f"teacher classes {tmeta['classes']} differ from the data's {classes}")
-        torch.manual_seed(cfg.seed)
-        student = student_for(classes, cfg.student_lead)
-        student_net = student.cfg.to_dict()
-        if offset:
-            last = registry.last_checkpoint(run_id)
-            if last is None:
-                raise ValueError(f"run {run_id} has {offset} rounds but no checkpoint to resume from")
-            state = torch.load(last.path, map_location="cpu", weights_only=True)["state_dict"]
-            if hashlib.sha256(Path(last.path).read_bytes()).hexdigest() != last.sha256:
-                raise ValueError(f"checkpoint {last.path} does not match its recorded sha256")
-            student.load_state_dict(state)
-            log.info("resuming run %s after round %d from %s", run_id, offset, last.path)
-        remaining = cfg.rounds - offset
-        if remaining <= 0:
+        if tmeta["classes"] != data.tasks[cfg.task]:
+            raise ValueError(f"teacher classes {tmeta['classes']} differ from the data's {data.tasks[cfg.task]}")
+        student = _initial_student(cfg, data.tasks[cfg.task], registry, run_id, offset)
+        if cfg.rounds - offset <= 0:
             registry.set_status(run_id, "completed")
             return registry.show_run(run_id)
         tstate = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
         thash = state_hash(tstate)
-        tmeta_small = {k: tmeta[k] for k in ("classes", "leads", "n_leads", "fs", "length", "net_config", "task")}
+        classes = list(data.tasks[cfg.task])
         wearable_teacher = provide_wearable_teacher(cfg, classes, data, teacher)
         shipped = None
         if wearable_teacher is not None:
             wstate = {k: v.detach().cpu() for k, v in wearable_teacher[0].state_dict().items()}
             shipped = (ArrayRecord(wstate), state_hash(wstate),
-                       {k: wearable_teacher[1][k] for k in ("classes", "leads", "n_leads", "fs", "length",
-                                                            "net_config", "task")})
+                       {k: wearable_teacher[1][k] for k in TEACHER_META_KEYS})
+        student_net = student.cfg.to_dict()
         strategy = SecAggFedAvg(cfg) if cfg.secagg else strategy_for(cfg)
-        strategy.setup(ArrayRecord(tstate), thash, tmeta_small, cfg.round_timeout, round_offset=offset,
-                       min_replies=cfg.min_replies, max_update_norm=cfg.max_update_norm, wearables=cfg.wearables,
-                       wearable_weight=cfg.wearable_weight, wearable_teacher=shipped,
+        strategy.setup(ArrayRecord(tstate), thash, {k: tmeta[k] for k in TEACHER_META_KEYS}, cfg.round_timeout,
+                       round_offset=offset, min_replies=cfg.min_replies, max_update_norm=cfg.max_update_norm,
+                       wearables=cfg.wearables, wearable_weight=cfg.wearable_weight, wearable_teacher=shipped,
                        wearable_weighting=cfg.wearable_weighting,
                        score=lambda arrays: validation_score(cfg, data, classes, student_net, arrays))
         if cfg.dp != "none":
             check_no_buffers(student)  # noise on a running-statistics buffer turns it into NaN
         runner, account = dp.wrap(strategy, cfg)
-        privacy = dp.RunPrivacy(cfg, runner, account, offset)
-        timer = {"t": time.perf_counter()}
-        rounds_out: list[dict] = opts.result.setdefault("rounds", [])
-
-        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-            net = student_for(classes, cfg.student_lead, student_net)
-            net.load_state_dict(arrays.to_torch_state_dict())
-            metrics, thresholds = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device)
-            if cfg.wearables:  # the same student on fold 9 as wearables record it (lead I, degraded)
-                view = WearableView(degrade=cfg.wearable_degrade, native_rate=cfg.wearable_rate, seed=cfg.seed)
-                worn, _ = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device, view=view)
-                metrics.update({f"wearable_{k}": v for k, v in worn.items()})
-            if server_round == 0:
-                log.info("initial global student: macro F1 %.3f, AUC %.3f", metrics["macro_f1"], metrics["macro_auc"])
-                timer["t"] = time.perf_counter()
-                return MetricRecord({k: float(v) for k, v in metrics.items()})
-            number = server_round + offset
-            path = ckpt_dir / f"round-{number:04d}.pt"
-            meta = federated_meta(cfg, data, tmeta, student_net, thresholds, metrics, run_id, number)
-            sha = save_checkpoint(path, net.cpu(), meta)
-            train_metrics = _aggregate_from_reports(strategy.reports)
-            train_metrics["aggregated"] = float(strategy.aggregated)
-            if getattr(strategy, "wearable_share", None) is not None:
-                train_metrics["wearable/share"] = float(strategy.wearable_share)
-            if cfg.dp != "none":  # the run's epsilon replaces the clients' own (a mean of them would mislead)
-                train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("dp-")}
-                train_metrics.update(privacy.round_metrics(strategy.reports))
-            participants = [r["node_id"] for r in strategy.reports if r["status"] == "ok"]
-            duration = time.perf_counter() - timer["t"]
-            registry.record_round(run_id, number, train_metrics=train_metrics, central_metrics=metrics,
-                                  participants=participants, duration_s=duration, client_reports=strategy.reports,
-                                  checkpoint=CheckpointInfo(run_id, number, str(path), sha))
-            entry = {"round": number, "macro_f1": metrics["macro_f1"], "macro_auc": metrics["macro_auc"],
-                     "loss": train_metrics.get("total", float("nan")), "clients": len(participants),
-                     "failures": sum(r["status"] != "ok" for r in strategy.reports), "seconds": round(duration, 1)}
-            if "epsilon" in train_metrics:
-                entry["epsilon"] = train_metrics["epsilon"]
-            rounds_out.append(entry)
-            if opts.on_round:
-                opts.on_round(number, entry)
-            timer["t"] = time.perf_counter()
-            return MetricRecord({k: float(v) for k, v in metrics.items()})
-
+        recorder = RoundRecorder(cfg, opts, data, tmeta, student_net, registry, run_id, offset, strategy,
+                                 dp.RunPrivacy(cfg, runner, account, offset))
         runner.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
                                                             student.state_dict().items()}),
-                     num_rounds=remaining, timeout=cfg.round_timeout,
+                     num_rounds=cfg.rounds - offset, timeout=cfg.round_timeout,
                      train_config=round_config(cfg, thash, student_net, run_id, opts.share_data,
                                                shipped[1] if shipped else ""),
-                     evaluate_fn=evaluate)
+                     evaluate_fn=recorder)
         last = registry.last_checkpoint(run_id)
         if last is not None:  # the final global student, scorable with `liteheart-sim evaluate`
             final = opts.run_dir / run_id / "global_student.pt"
@@ -287,6 +218,102 @@ def validation_score(cfg: FedConfig, data: PreparedData, classes: list[str], stu
     view = WearableView(degrade=cfg.wearable_degrade, native_rate=cfg.wearable_rate, seed=cfg.seed)
     worn, _ = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device, view=view)
     return (clean["macro_auc"] + worn["macro_auc"]) / 2
+# what the clients are told of the teacher when it is shipped (its weights travel beside)
+TEACHER_META_KEYS = ("classes", "leads", "n_leads", "fs", "length", "net_config", "task")
+
+
+def _open_run(registry: Registry, cfg: FedConfig, opts: ServerOptions, data: PreparedData) -> tuple[FedConfig, str, int]:
+    """A new run in the registry, or the resumed one with its own stored settings; (settings, run id, rounds done)."""
+    if not opts.resume:
+        run_id = registry.create_run({"fed": cfg.to_dict(), "partition_table": opts.partition_table},
+                                     data.fingerprint, run_id=opts.run_id or None, name=opts.name)
+        return cfg, run_id, 0
+    run = registry.get_run(opts.run_id)
+    if run is None:
+        raise ValueError(f"run {opts.run_id} is not in the registry {opts.db_url or opts.run_dir}")
+    registry.set_status(opts.run_id, "running")
+    return FedConfig.from_dict(run["config"]["fed"]), opts.run_id, registry.last_round(opts.run_id)
+
+
+def _initial_student(cfg: FedConfig, classes: list[str], registry: Registry, run_id: str, offset: int) -> Net:
+    """A fresh global student (seeded), or a resumed run's last recorded one, its checkpoint's hash checked."""
+    torch.manual_seed(cfg.seed)
+    student = student_for(classes, cfg.student_lead)
+    if not offset:
+        return student
+    last = registry.last_checkpoint(run_id)
+    if last is None:
+        raise ValueError(f"run {run_id} has {offset} rounds but no checkpoint to resume from")
+    state = torch.load(last.path, map_location="cpu", weights_only=True)["state_dict"]
+    if hashlib.sha256(Path(last.path).read_bytes()).hexdigest() != last.sha256:
+        raise ValueError(f"checkpoint {last.path} does not match its recorded sha256")
+    student.load_state_dict(state)
+    log.info("resuming run %s after round %d from %s", run_id, offset, last.path)
+    return student
+
+
+@dataclass
+class RoundRecorder:
+    """The strategy's ``evaluate_fn``: scores each global student on the server's fold 9 and records the round.
+
+    Round 0 is the initial student (scored, not recorded); round ``n`` is saved as a checkpoint and recorded
+    in the registry as round ``n + offset`` with the clients' reports, then reported through ``opts.on_round``.
+    """
+
+    cfg: FedConfig
+    opts: ServerOptions
+    data: PreparedData
+    tmeta: dict
+    student_net: dict
+    registry: Registry
+    run_id: str
+    offset: int
+    strategy: Any
+    privacy: dp.RunPrivacy
+    started: float = field(default_factory=time.perf_counter)
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        cfg, classes = self.cfg, self.data.tasks[self.cfg.task]
+        net = student_for(classes, cfg.student_lead, self.student_net)
+        net.load_state_dict(arrays.to_torch_state_dict())
+        metrics, thresholds = global_evaluation(net, self.data, cfg.task, cfg.student_lead, cfg.device)
+        if cfg.wearables:  # the same student on fold 9 as wearables record it (lead I, degraded)
+            view = WearableView(degrade=cfg.wearable_degrade, native_rate=cfg.wearable_rate, seed=cfg.seed)
+            worn, _ = global_evaluation(net, self.data, cfg.task, cfg.student_lead, cfg.device, view=view)
+            metrics.update({f"wearable_{k}": v for k, v in worn.items()})
+        if server_round == 0:
+            log.info("initial global student: macro F1 %.3f, AUC %.3f", metrics["macro_f1"], metrics["macro_auc"])
+        else:
+            self._record(server_round + self.offset, net, metrics, thresholds)
+        self.started = time.perf_counter()
+        return MetricRecord({k: float(v) for k, v in metrics.items()})
+
+    def _record(self, number: int, net: Net, metrics: dict, thresholds: np.ndarray) -> None:
+        cfg, strategy = self.cfg, self.strategy
+        path = self.opts.run_dir / self.run_id / "checkpoints" / f"round-{number:04d}.pt"
+        meta = federated_meta(cfg, self.data, self.tmeta, self.student_net, thresholds, metrics, self.run_id, number)
+        sha = save_checkpoint(path, net.cpu(), meta)
+        train_metrics = _aggregate_from_reports(strategy.reports)
+        train_metrics["aggregated"] = float(strategy.aggregated)
+        if getattr(strategy, "wearable_share", None) is not None:  # wearable-weighting validated: its choice
+            train_metrics["wearable/share"] = float(strategy.wearable_share)
+        if cfg.dp != "none":  # the run's epsilon replaces the clients' own (a mean of them would mislead)
+            train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("dp-")}
+            train_metrics.update(self.privacy.round_metrics(strategy.reports))
+        participants = [r["node_id"] for r in strategy.reports if r["status"] == "ok"]
+        duration = time.perf_counter() - self.started
+        self.registry.record_round(self.run_id, number, train_metrics=train_metrics, central_metrics=metrics,
+                                   participants=participants, duration_s=duration,
+                                   client_reports=strategy.reports,
+                                   checkpoint=CheckpointInfo(self.run_id, number, str(path), sha))
+        entry = {"round": number, "macro_f1": metrics["macro_f1"], "macro_auc": metrics["macro_auc"],
+                 "loss": train_metrics.get("total", float("nan")), "clients": len(participants),
+                 "failures": sum(r["status"] != "ok" for r in strategy.reports), "seconds": round(duration, 1)}
+        if "epsilon" in train_metrics:
+            entry["epsilon"] = train_metrics["epsilon"]
+        self.opts.result["rounds"].append(entry)
+        if self.opts.on_round:
+            self.opts.on_round(number, entry)
 
 
 def _aggregate_from_reports(reports: list[dict]) -> dict[str, float]:

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from simulations.data_cmd import err, fail, out
+from liteheart_core.cli.console import err, fail, out
+from liteheart_core.cli.progress import step_progress
 
 runs_app = typer.Typer(help="Read the run registry (runs, rounds, client reports, checkpoints).",
                        no_args_is_help=True)
@@ -126,7 +127,6 @@ def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")],
     """A run report (HTML + Markdown + PNGs): config, partition, rounds, per-class scores and calibration."""
     from server.artifacts import ArtifactError, load_run
     from server.report import build_report
-    from simulations.progress import step_progress
 
     try:
         shown = load_run(run_id, run_dir, db)

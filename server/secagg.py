@@ -46,6 +46,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
 from liteheart_core.config import FedConfig
+from liteheart_core.methods import method_spec
 from server.strategy import LiteHeartFedAvg, check_update
 
 log = logging.getLogger("liteheart.server")
@@ -75,10 +76,9 @@ class SecAggFedAvg(LiteHeartFedAvg):
               evaluate_fn: EvaluateFn | None = None) -> None:
         """Run ``num_rounds`` SecAgg+ rounds; ``evaluate_fn`` scores (and records) the global model each round."""
         cfg = self.secagg
+        # the round config carries secagg-max-weight and secagg-clipping-range: the client checks its own
+        # update against them before masking it (client/secagg_app.py)
         fit_config = dict(train_config or {})
-        # the client checks its own update against these before masking it (client/secagg_app.py)
-        fit_config.update({"secagg-max-weight": cfg.secagg_max_weight,
-                           "secagg-clipping-range": cfg.secagg_clipping_range})
         legacy = LegacySecAggFedAvg(self, grid, initial_arrays, fit_config, evaluate_fn)
         context = LegacyContext(Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(),
                                         run_config={}),
@@ -132,7 +132,7 @@ class LegacySecAggFedAvg(LegacyFedAvg):
                           "reason": "SecAgg+ halted before aggregation: fewer nodes answered a stage than "
                                     "secagg-threshold needs"} for n in owner.sampled]
         owner.aggregated = False
-        if instructions and str(self.fit_config.get("method", "")) != "supervised":
+        if instructions and method_spec(str(self.fit_config["method"])).needs_teacher:
             owner.ship_teacher(self.grid, owner.sampled)
         return instructions
 

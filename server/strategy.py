@@ -20,6 +20,7 @@ from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, K
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from liteheart_core.config import FedConfig
+from liteheart_core.methods import method_spec
 
 log = logging.getLogger("liteheart.server")
 
@@ -197,7 +198,7 @@ class LiteHeartMixin:
         messages = list(super().configure_train(server_round + self.round_offset, arrays, config, grid))
         self.sampled = [m.metadata.dst_node_id for m in messages]
         self.sent = messages  # the Grid sets their message ids when it pushes them
-        if str(config.get("method", "")) != "supervised":
+        if method_spec(str(config["method"])).needs_teacher:
             self.ship_teacher(grid, self.sampled)
         self.reference = {k: v.numpy() for k, v in arrays.items()}
         return messages

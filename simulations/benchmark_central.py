@@ -82,7 +82,7 @@ def _job(job: dict) -> dict:
     result = train(data, cfg, teacher=teacher, bank_cache=Path(job["work"]) / "banks")
     ckpt = Path(job["work"]) / f"{job['name']}.pt"
     save_checkpoint(ckpt, result.model, checkpoint_meta(data, cfg, result))
-    leads = list(range(12)) if cfg.method == "teacher" else lead_indices(cfg.student_lead)
+    leads = list(range(12)) if not cfg.spec.student else lead_indices(cfg.student_lead)
     device = resolve_device(cfg.device)
     row = {"name": job["name"], "table": job["table"], "method": cfg.method + (f"+{job['tag']}" if job.get("tag")
                                                                                else ""),
@@ -159,7 +159,7 @@ def _labels(data, folds) -> np.ndarray:
 
 
 def _run_all(jobs: list[dict], workers: int, log, label: str) -> list[dict]:
-    from simulations.progress import job_progress
+    from liteheart_core.cli.progress import job_progress
 
     results = []
     with job_progress(label, len(jobs)) as done:
@@ -460,10 +460,10 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
         out = {}
         for f in fractions:
             def runs(method: str, f: float = f, table: str = table) -> list[dict]:
-                if method == "teacher":
+                if not METHOD_TABLE[method.split("+")[0]].student:  # the teachers the table's students used
                     names = {r["teacher"] for r in rows if r["table"] == table and r["fraction"] == f and r["teacher"]}
                     return [r for r in rows if r["name"] in names and key in r]
-                if method == "supervised":
+                if not METHOD_TABLE[method.split("+")[0]].needs_teacher:  # no teacher: the same runs in every table
                     return [r for r in rows if r["method"] == method and r["fraction"] == f and key in r]
                 return [r for r in rows if r["method"] == method and r["fraction"] == f and r["table"] == table
                         and key in r]
@@ -473,8 +473,8 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
             order = [m for m in METHOD_TABLE if m != "teacher"]
             for method in ["teacher"] + order + variants:
                 rs = runs(method)
-                if not rs or (method != "teacher" and not any(r["table"] == table for r in runs(method))
-                              and method != "supervised"):
+                spec = METHOD_TABLE[method.split("+")[0]]
+                if not rs or (spec.student and spec.needs_teacher and not any(r["table"] == table for r in rs)):
                     continue
                 entry[method] = {k: _mean_std([r[key][k] for r in rs]) for k in ("macro_f1", "macro_auc",
                                                                                  "macro_ap")}

@@ -30,7 +30,7 @@ from simulations.benchmark_central import machine
 
 def run_with_progress(cmd: list[str], rounds: int) -> tuple[int, str, str]:
     """Run ``liteheart-sim run`` with a bar that advances on each of its ``round N/R:`` lines."""
-    from simulations.progress import job_progress
+    from liteheart_core.cli.progress import job_progress
 
     lines = []
     with tempfile.TemporaryFile("w+") as stdout, job_progress("federated rounds", rounds) as done:

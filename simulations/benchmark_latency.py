@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from liteheart_core.models import build_net, count_parameters, export_torchscript, measure_latency, student_config, \
+from liteheart_core.models import build_net, count_parameters, student_config, \
     teacher_config
+from server.model_files import export_torchscript, measure_latency
 from simulations.benchmark_central import machine
 
 

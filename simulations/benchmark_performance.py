@@ -132,7 +132,7 @@ def micro(data, teacher, repeats: int = 3) -> dict:
         tr = make_trainable(net, cfg, x, y, np.ones(len(x), dtype=bool),
                             torch.as_tensor(np.asarray(data.regions[data.rows("superdiagnostic")[:512]]),
                                             dtype=torch.int64), torch.device("cpu"),
-                            teacher if method != "supervised" else None)
+                            teacher if cfg.spec.needs_teacher else None)
         opt = torch.optim.AdamW(tr.parameters(), lr=1e-3)
         rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
         run_epoch(tr, cfg, opt, rng, gen, 100.0, 1)  # warm-up

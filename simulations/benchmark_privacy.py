@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from liteheart_core.methods import STUDENT_METHODS
 from simulations.benchmark_central import machine
 
 
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--labelled-fraction", type=float, default=0.3)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--method", default="liteheart")
+    parser.add_argument("--method", default="liteheart", choices=STUDENT_METHODS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilons", type=float, nargs="*", default=[1.0, 3.0, 8.0])
     parser.add_argument("--max-grad-norm", type=float, default=1.0)

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liteheart_core.methods import STUDENT_METHODS
 from simulations.benchmark_central import machine, paired_bootstrap
 
 # each federation: who takes part, whether wearables get the wearable teacher, how kinds are weighed
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--local-epochs", type=int, default=2)
     parser.add_argument("--labelled-fraction", type=float, default=0.3, help="the sites' labelled fraction")
     parser.add_argument("--wearable-labelled-fraction", type=float, default=0.1)
-    parser.add_argument("--method", default="liteheart-v2")
+    parser.add_argument("--method", default="liteheart-v2", choices=STUDENT_METHODS)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--federations", default=",".join(DEFAULT_FEDERATIONS))
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each on one thread)")

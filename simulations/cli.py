@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from simulations.data_cmd import data_app
+from liteheart_core.cli.data_cmd import data_app
 from simulations.run_cmd import run_cmd
-from simulations.train_cmd import evaluate_cmd, train_cmd
+from liteheart_core.cli.train_cmd import evaluate_cmd, train_cmd
 
 app = typer.Typer(help="LiteHeart simulations: data preparation, training, evaluation and federated simulation.",
                   no_args_is_help=True)

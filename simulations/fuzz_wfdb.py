@@ -27,6 +27,8 @@ with atheris.instrument_imports(include=["wfdb", "liteheart_core"]):
 
     from liteheart_core.data.signal import RecordError, read_wfdb
 
+from simulations.wfdb_seeds import BASES, base_record
+
 RID = "fuzz"
 WORK = Path(tempfile.mkdtemp(prefix="lh-atheris-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
 
@@ -37,9 +39,6 @@ def encode(header: bytes, data: bytes) -> bytes:
 
 def seed_corpus(folder: Path) -> None:
     """Valid records to start from, so that mutations begin inside the format rather than at random bytes."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.fuzz.conftest import BASES, base_record
-
     folder.mkdir(parents=True, exist_ok=True)
     for kind in BASES:
         _, files = base_record(kind)

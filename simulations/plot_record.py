@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from simulations.data_cmd import fail, out
+from liteheart_core.cli.console import fail, out
 
 REGION_STYLE = {1: ("P wave", "#1f77b4"), 2: ("QRS", "#d62728"), 3: ("T wave", "#2ca02c")}
 

@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from simulations.data_cmd import err, fail, out
+from liteheart_core.cli.console import err, fail, out
+from liteheart_core.cli.summary import finish_summary
+from liteheart_core.methods import METHOD_HELP
 
 
 def flower_env(run_dir: Path) -> None:
@@ -39,9 +41,10 @@ def quiet_flower(verbose: bool) -> None:
 
 def print_partitions(cfg) -> list[dict]:
     """The table of what each simulated client holds, printed before round 1 (and returned for the registry)."""
-    from liteheart_core.data.partition import partition, partition_table, render_partition_table
+    from liteheart_core.cli.progress import prepare_run_data
+    from liteheart_core.data.partition import partition, partition_table
     from liteheart_core.federated import LOCAL_VAL_FOLD, _labelled, client_folds, open_data
-    from simulations.progress import prepare_run_data
+    from simulations.partition_table import render_partition_table
 
     prepare_run_data(cfg.data, cfg.synth_records, cfg.seed)  # with a bar; open_data then finds the cache
     data = open_data(cfg.data, cfg.synth_records, cfg.seed)
@@ -110,7 +113,7 @@ def run_cmd(
     alpha: Annotated[Optional[float], typer.Option(help="Dirichlet concentration (smaller: more label skew).")] = None,
     labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
     data: Annotated[Optional[str], typer.Option(help="'synth' (embedded synthetic ECGs) or a PTB-XL/Challenge folder.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Client objective (default liteheart-v2): liteheart-v2, kd, liteheart, fitnets, supervised, ... (liteheart_core/methods.py).")] = None,
+    method: Annotated[Optional[str], typer.Option(help=METHOD_HELP)] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="fedavg, fedprox, fedmedian, trimmed-mean or krum (robust ones: see the README).")] = None,
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx mu.")] = None,
@@ -175,7 +178,7 @@ def run_cmd(
         result = simulate(cfg, opts, verbose)
     except ValueError as exc:
         fail(str(exc))
-    summary = finish_summary(opts, result)
+    summary = finish_summary(opts.run_dir, opts.db_url, result)
     if summary.get("status") != "completed":
         fail(f"run {summary.get('run_id')} ended {summary.get('status')}: {summary.get('error')}", code=1)
     if as_json:
@@ -187,27 +190,3 @@ def run_cmd(
         if "epsilon" in final:  # differential privacy: what the whole run spent
             out.print(f"privacy spent: epsilon {final['epsilon']:.3g} at delta {final['delta']:.3g} "
                       f"({summary['dp']}, after {final['round']} rounds)")
-
-
-def finish_summary(opts, result: dict) -> dict:
-    """The final JSON: run id, per-round metrics and the final global student's scores, from the registry."""
-    from liteheart_core.storage import Registry
-
-    run_id = result.get("run_id")
-    if not run_id:
-        return {"status": "failed", "error": "the server did not start a run (see the log above)"}
-    registry = Registry(opts.db_url or Registry.default_url(opts.run_dir))
-    try:
-        shown = registry.show_run(run_id)
-    finally:
-        registry.close()
-    rounds = [{"round": r["number"], "macro_f1": r["central_metrics"].get("macro_f1"),
-               "macro_auc": r["central_metrics"].get("macro_auc"), "loss": r["train_metrics"].get("total"),
-               "participants": len(r["participants"]), "failures": r["n_failures"],
-               **{k: r["train_metrics"][k] for k in ("epsilon", "delta") if k in r["train_metrics"]}}
-              for r in shown["rounds"]]
-    return {"run_id": run_id, "status": shown["run"]["status"], "error": shown["run"].get("error"),
-            "dp": (shown["run"].get("config") or {}).get("fed", {}).get("dp", "none"),
-            "rounds": rounds, "final": rounds[-1] if rounds else {},
-            "global_student": str(opts.run_dir / run_id / "global_student.pt"),
-            "teacher_transfers": result.get("teacher_transfers")}

@@ -35,7 +35,7 @@ import typer
 
 from simulations import netns
 from simulations.netns import Service, clean_env, wait_until
-from simulations.processes import LOOPBACK, descendants, free_port
+from liteheart_core.cli.processes import LOOPBACK, descendants, free_port
 
 app = typer.Typer(add_completion=False)
 WARMUP_ROUNDS = 10

@@ -128,6 +128,7 @@ def run_one(data, clients, examined, teacher, targets_of, target_rows, cfg_dict:
         TeacherTargets,
         continual_round,
     )
+    from liteheart_core.config import FedConfig
     from liteheart_core.federated import (
         global_evaluation,
         student_for,
@@ -136,7 +137,7 @@ def run_one(data, clients, examined, teacher, targets_of, target_rows, cfg_dict:
 
     task = cfg_dict["task"]
     classes, y = data.labels(task)
-    cfg = train_config({**cfg_dict, "seed": seed})
+    cfg = train_config(FedConfig.from_dict({**cfg_dict, "seed": seed}))
     torch.manual_seed(seed)
     global_model = student_for(classes)
     stores = [RecordStore(workdir / f"client{k}-seed{seed}-replay{replay}.sqlite", task=task,

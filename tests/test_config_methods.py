@@ -43,3 +43,36 @@ def test_server_start_and_a_scenario_refuse_an_unknown_method_before_anything_st
         assert result.exit_code == 2, result.output
         assert "method 'bogus' is not a method a client can train" in " ".join(result.output.split())
     assert not (tmp_path / "runs" / ".flwr").exists() and not (tmp_path / "sim").exists()
+
+
+def test_sim_run_with_a_bogus_method_fails_at_once_listing_the_methods(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: an empty cache, where a teacher trained (or a dataset prepared) for the run would land
+    from liteheart_core.methods import STUDENT_METHODS
+    from simulations.cli import app as sim_app
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LITEHEART_CACHE", str(cache))
+
+    # Execute: the command line
+    result = runner.invoke(sim_app, ["run", "--method", "bogus", "--run-dir", str(tmp_path / "runs")])
+
+    # Assert: refused with every method a client can train, before anything was prepared, trained or recorded
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert f"expected one of {', '.join(STUDENT_METHODS)}" in said
+    assert not cache.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["liteheart-sim", "run"], ["liteheart-sim", "train"], ["liteheart-server", "start"]])
+def test_every_method_option_lists_the_table(argv: list[str]) -> None:
+    from liteheart_core.methods import DEFAULT_METHOD, STUDENT_METHODS
+    from server.cli import app as server_app
+    from simulations.cli import app as sim_app
+
+    app = sim_app if argv[0] == "liteheart-sim" else server_app
+    result = runner.invoke(app, [argv[1], "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert f"default {DEFAULT_METHOD}" in said and all(m in said for m in STUDENT_METHODS), said

@@ -23,7 +23,8 @@ from liteheart_core.checkpoint import load_checkpoint
 from liteheart_core.config import FedConfig
 from liteheart_core.federated import state_hash, student_for
 from server.app import options_from_run_config
-from server.deploy import Deployment, write_server_settings
+from server.bundle import write_server_settings
+from server.superlink import Deployment
 from server.orchestrate import run_federation
 from server.settings import SETTINGS_ENV, server_settings, split_settings
 from simulations.local_grid import LocalGrid, server_identity

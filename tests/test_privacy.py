@@ -162,7 +162,7 @@ def dp_client(synth_data, tiny_teacher):
     """A client of the synthetic set with a tiny student and teacher, LiteHeart's objective, MI off."""
     teacher, _ = load_checkpoint(tiny_teacher)
     local = simulated_client_data(str(synth_data.root), 600, "superdiagnostic", 0, 2, "iid", 0.5, 0.5, 0)
-    cfg = dp_sgd_train_config(train_config({"method": "liteheart", "batch-size": 16, "lr": 1e-2, "device": "cpu"}))
+    cfg = dp_sgd_train_config(train_config(FedConfig(method="liteheart", batch_size=16, lr=1e-2, device="cpu")))
     torch.manual_seed(0)
     student = student_for(local.classes, "I", TINY_STUDENT)
     return student, teacher, local, cfg

@@ -10,7 +10,7 @@ from rich.console import Console
 
 
 def test_step_progress_draws_only_once_work_is_reported() -> None:
-    from simulations.progress import step_progress
+    from liteheart_core.cli.progress import step_progress
 
     quiet, busy = io.StringIO(), io.StringIO()
 

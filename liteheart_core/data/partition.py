@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from rich.table import Table
 
 from liteheart_core.data.splits import labelled_subset, primary_labels
 
@@ -405,21 +404,4 @@ def partition_table(parts: list[Partition], y: np.ndarray, classes: list[str]) -
                "patients": p.patients}
         row.update({c: int(n) for c, n in zip(classes, hist)})
         table.append(row)
-    return table
-
-
-def render_partition_table(rows: list[dict]) -> Table:
-    """A rich Table of :func:`partition_table` rows, with a total line."""
-    table = Table(title="clients")
-    if not rows:
-        return table
-    columns = list(rows[0])
-    for col in columns:
-        table.add_column(col, justify="left" if col == "name" else "right", no_wrap=col == "name")
-    for row in rows:
-        table.add_row(*(str(row[c]) for c in columns))
-    totals = {c: sum(r[c] for r in rows) if all(isinstance(r[c], (int, float)) for r in rows) else ""
-              for c in columns if c not in ("client", "name")}
-    table.add_section()
-    table.add_row("", "total", *(str(totals[c]) for c in columns[2:]))
     return table

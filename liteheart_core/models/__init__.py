@@ -5,8 +5,6 @@ from liteheart_core.models.nets import (
     NetConfig,
     build_net,
     count_parameters,
-    export_torchscript,
-    measure_latency,
     student_config,
     teacher_config,
 )
@@ -16,8 +14,6 @@ __all__ = [
     "NetConfig",
     "build_net",
     "count_parameters",
-    "export_torchscript",
-    "measure_latency",
     "student_config",
     "teacher_config",
 ]

@@ -23,12 +23,7 @@ This module imports only torch so that it can be shipped to devices on its own.
 
 from __future__ import annotations
 
-import math
-import statistics
-import time
-import warnings
 from dataclasses import MISSING, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -463,101 +458,3 @@ def build_net(n_leads: int, n_classes: int, cfg: NetConfig | dict[str, Any]) -> 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameter elements (trainable or frozen; shared tensors counted once)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def measure_latency(model: nn.Module, n_leads: int, length: int, threads: int = 1,
-                    repeats: int = 200) -> dict[str, float]:
-    """Wall-clock latency of one forward pass on a single window (batch 1).
-
-    The model is run in eval mode under ``torch.inference_mode``; its training flag and
-    ``torch``'s intra-op thread count are restored afterwards.
-
-    Returns
-    -------
-    dict
-        ``median_ms``, ``p90_ms``, ``mean_ms``, ``min_ms`` per window, plus ``threads``,
-        ``length``, ``repeats``.
-    """
-    for name, value, low in (("n_leads", n_leads, 1), ("length", length, 1),
-                             ("threads", threads, 1), ("repeats", repeats, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"measure_latency: {name} must be an int >= {low}, got {value!r}")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.randn(1, n_leads, length, device=device)
-    old_threads = torch.get_num_threads()
-    # Frozen TorchScript modules have no training flag; they are already inference-only.
-    was_training = bool(getattr(model, "training", False))
-    times: list[float] = []
-    try:
-        torch.set_num_threads(threads)
-        if was_training:
-            model.eval()
-        with torch.inference_mode():
-            for _ in range(min(20, repeats)):  # warm-up: allocator and kernel selection
-                model(x)
-            for _ in range(repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                model(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                times.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        torch.set_num_threads(old_threads)
-        if was_training:
-            model.train()
-    ordered = sorted(times)
-    return {
-        "median_ms": statistics.median(ordered),
-        "p90_ms": ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)],
-        "mean_ms": statistics.fmean(ordered),
-        "min_ms": ordered[0],
-        "threads": float(threads),
-        "length": float(length),
-        "repeats": float(repeats),
-    }
-
-
-def export_torchscript(model: Net, path: Path, example: Tensor, atol: float = 1e-5) -> Path:
-    """Trace ``model.forward`` in eval mode, save it, reload it and check it matches eager.
-
-    The reloaded module is compared with the eager model on ``example`` and on a window
-    of a different length, so a trace that froze a shape would be caught here rather than
-    on the device.
-
-    Raises
-    ------
-    ValueError
-        If ``example`` is not ``[B, model.n_leads, T]`` with ``T >= 2``.
-    RuntimeError
-        If the reloaded module's logits differ from the eager ones by more than ``atol``.
-    """
-    if example.dim() != 3 or example.shape[1] != model.n_leads or example.shape[2] < 2:
-        raise ValueError(
-            f"example must be [B, {model.n_leads}, T] with T >= 2, got {tuple(example.shape)}"
-        )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # GroupNorm's train-mode size check reads a shape as a bool; it only guards an
-            # error path, and the two-length check below catches any real shape freezing.
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            traced = torch.jit.trace(model, example)
-            traced.save(str(path))
-            loaded = torch.jit.load(str(path))
-            other = example[..., : max(1, example.shape[-1] // 2 + 1)].contiguous()
-            for probe in (example, other):
-                diff = (loaded(probe) - model(probe)).abs().max().item()
-                if diff > atol:
-                    raise RuntimeError(
-                        f"TorchScript export {path} differs from eager by {diff:.3g} > {atol} "
-                        f"on input {tuple(probe.shape)}"
-                    )
-    finally:
-        model.train(was_training)
-    return path

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.table import Table
 
-from liteheart_core.data.partition import SCHEMES, Partition, partition, partition_table, render_partition_table
+from liteheart_core.data.partition import SCHEMES, Partition, partition, partition_table
+from simulations.partition_table import render_partition_table
 from liteheart_core.data.splits import labelled_subset
 
 CLASSES = ["NORM", "MI", "STTC", "CD", "HYP"]

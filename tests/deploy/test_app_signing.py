@@ -31,7 +31,8 @@ from flwr.superlink.config_loader import get_federation_manager, get_objectstore
 from flwr.superlink.servicer.control import control_handlers
 from flwr.supernode.start_client_internal import _verify_fab
 
-from server.deploy import Deployment, write_fab
+from server.bundle import write_fab
+from server.superlink import Deployment
 
 KEY_ID = "fpk_liteheart_coordinator"
 

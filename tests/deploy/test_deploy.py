@@ -27,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from liteheart_core.storage import Registry
-from simulations.processes import free_port
+from liteheart_core.cli.processes import free_port
 from tests.conftest import prepared_synth_site
 
 LOOPBACK = "127.0.0.1"
@@ -421,7 +421,8 @@ def test_the_app_project_carries_the_public_settings_and_the_server_keeps_its_ow
 
     from liteheart_core.config import FedConfig
     from server.app import OPTION_KEYS, options_from_run_config
-    from server.deploy import Deployment, write_connection, write_fab, write_server_settings
+    from server.bundle import write_connection, write_fab, write_server_settings
+    from server.superlink import Deployment
     from server.settings import PRIVATE_KEYS, SETTINGS_ENV, server_settings, split_settings
 
     dep = Deployment(run_dir=tmp_path, port=9092)

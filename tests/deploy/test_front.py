@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from server import front
-from simulations.processes import LOOPBACK, flower_env, free_port
+from liteheart_core.cli.processes import LOOPBACK, child_env, free_port
 
 
 def test_the_allow_list_is_flowers_fleet_api_and_nothing_else() -> None:
@@ -79,7 +79,7 @@ def plain_front(tmp_path: Path) -> Iterator[int]:
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = free_port()
     proc = front.start(front.Front(tmp_path / "front", LOOPBACK, port, upstream.server_address[1]),
-                       flower_env(tmp_path))
+                       child_env(tmp_path))
     try:
         for _ in range(100):
             try:

@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from typer.testing import CliRunner
 
+from liteheart_core.cli import tls as tls_files
 from server import certs
-from simulations.processes import flower_env, flower_exe, free_port
+from liteheart_core.cli.processes import child_env, flower_exe, free_port
 from tests.deploy.test_front import need_nginx
 from tests.deploy.test_deploy import (
     LOOPBACK,
@@ -122,7 +123,7 @@ class Stranger:
                         for name, address in addresses.items())
         (root / "home").mkdir()
         (root / "home" / "config.toml").write_text(f'[superlink]\ndefault = "{next(iter(addresses))}"\n\n{links}')
-        self.env = flower_env(root / "home")
+        self.env = child_env(root / "home")
 
     def flwr(self, *args: object) -> dict:
         """One ``flwr ... --format json``: its exit code and JSON (``success`` false when there is none)."""
@@ -301,17 +302,17 @@ def test_certs_make_a_pilot_folder_flower_can_use(tmp_path: Path) -> None:
     folder = tmp_path / "c"
     assert json.loads((folder / certs.MANIFEST).read_text())["nodes"] == manifest["nodes"]
     assert [n["name"] for n in manifest["nodes"]] == ["hospital-a", "node-1", "node-2"]
-    tls = certs.check_server_tls(folder)
+    tls = tls_files.check_server_tls(folder)
     assert set(tls.names) == {"127.0.0.1", "localhost", "ecg.example.org", "192.0.2.7"}
     for private in (folder / certs.CA_KEY, folder / certs.SERVER_KEY, *folder.glob("sites/*/*.key")):
         assert private.stat().st_mode & 0o777 == 0o600, private
     for entry in manifest["nodes"]:
-        key = certs.check_node_key(folder / entry["private_key"])
-        public = certs.load_public_key(folder / entry["public_key"])
-        assert certs.fingerprint(key.public_key()) == certs.fingerprint(public) == entry["fingerprint"]
+        key = tls_files.check_node_key(folder / entry["private_key"])
+        public = tls_files.load_public_key(folder / entry["public_key"])
+        assert tls_files.fingerprint(key.public_key()) == tls_files.fingerprint(public) == entry["fingerprint"]
         assert isinstance(public.curve, ec.SECP384R1)
         assert (folder / entry["site_folder"] / certs.CA_CERT).read_bytes() == (folder / certs.CA_CERT).read_bytes()
-    assert len(certs.auth_public_keys(folder / certs.AUTH_KEYS)) == 3
+    assert len(tls_files.auth_public_keys(folder / certs.AUTH_KEYS)) == 3
 
 
 def test_certs_add_a_site_without_touching_the_others_and_overwrite_only_with_force(tmp_path: Path) -> None:
@@ -331,7 +332,7 @@ def test_certs_add_a_site_without_touching_the_others_and_overwrite_only_with_fo
     assert unchanged
     assert (folder / "sites" / "a" / "a.key").read_bytes() != before[folder / "sites" / "a" / "a.key"]
     assert (folder / certs.CA_CERT).read_bytes() == before[folder / certs.CA_CERT]  # the sites' CA stays valid
-    assert "new.example.org" in certs.check_server_tls(folder).names
+    assert "new.example.org" in tls_files.check_server_tls(folder).names
     assert [n["name"] for n in json.loads((folder / certs.MANIFEST).read_text())["nodes"]] == ["a", "b"]
 
 
@@ -403,7 +404,7 @@ def test_server_start_refuses_bad_tls_and_auth_settings(tmp_path: Path, two_pilo
         "foreign ca": start("--tls", foreign),
         "no pubs": start("--tls", one, "--auth-keys", empty),
     }
-    monkeypatch.setattr(certs, "_now", lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=400))
+    monkeypatch.setattr(tls_files, "now_utc", lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=400))
     outcomes["expired"] = start("--tls", one)
 
     expected = {
@@ -484,8 +485,10 @@ def test_client_start_refuses_bad_tls_and_key_settings(tmp_path: Path, two_pilot
 def test_the_flwr_connection_uses_the_pilot_ca(tmp_path: Path, two_pilots: tuple[Path, Path]) -> None:
     import tomllib
 
-    from server.deploy import Deployment as ServerDeployment
-    from server.deploy import check_security, superlink_security, write_connection
+    from server.bundle import write_connection
+    from server.plan import check_security
+    from server.superlink import Deployment as ServerDeployment
+    from server.superlink import superlink_security
 
     one, _ = two_pilots
     tls, keys = check_security(one, one / certs.AUTH_KEYS, LOOPBACK)
@@ -503,7 +506,7 @@ def test_the_flwr_connection_uses_the_pilot_ca(tmp_path: Path, two_pilots: tuple
 
 def test_a_key_taken_out_of_auth_keys_is_unregistered_at_the_next_start(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import server.deploy as deploy
+    import server.superlink as deploy  # the SuperLink's side of `start`
 
     folder = tmp_path / "c"
     certs.generate(folder, ["a", "b"])
@@ -520,14 +523,14 @@ def test_a_key_taken_out_of_auth_keys_is_unregistered_at_the_next_start(tmp_path
         return {"success": True}
 
     monkeypatch.setattr(deploy, "flwr_json", fake_flwr)
-    tls = certs.check_server_tls(folder)
+    tls = tls_files.check_server_tls(folder)
     auth = folder / certs.AUTH_KEYS
 
-    deploy.register_node_keys(deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(certs.auth_public_keys(auth))),
+    deploy.register_node_keys(deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(tls_files.auth_public_keys(auth))),
                               {})
     (auth / "b.pub").unlink()
     calls.clear()
-    deploy.register_node_keys(deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(certs.auth_public_keys(auth))),
+    deploy.register_node_keys(deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(tls_files.auth_public_keys(auth))),
                               {})
 
     b_id = registered[str((auth / "b.pub").resolve())]

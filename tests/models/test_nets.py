@@ -17,11 +17,10 @@ from liteheart_core.models import (
     NetConfig,
     build_net,
     count_parameters,
-    export_torchscript,
-    measure_latency,
     student_config,
     teacher_config,
 )
+from server.model_files import export_torchscript, measure_latency  # export lives beside the export command
 
 N_CLASSES = 5
 

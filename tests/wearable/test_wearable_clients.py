@@ -17,6 +17,7 @@ from client.ingest import ingest
 from client.local import client_kind, local_data
 from client.store import RecordStore
 from liteheart_core.config import FedConfig
+from liteheart_core.round_config import RoundConfig
 from liteheart_core.data.incoming import LabelBook, task_classes
 from liteheart_core.federated import student_for
 from server.orchestrate import _aggregate_from_reports, round_config
@@ -81,8 +82,8 @@ def test_wearable_trains_with_lead_one_only_and_no_teacher(tmp_path: Path) -> No
 
 
 def test_simulated_wearable_reads_lead_one_only(synth_data, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = dict(round_config(FedConfig(data=str(synth_data.root), clients=4, wearables=2, device="cpu"), "a" * 64,
-                            {}))
+    rc = RoundConfig.from_record(round_config(FedConfig(data=str(synth_data.root), clients=4, wearables=2,
+                                                        device="cpu"), "a" * 64, {}))
     node = {"partition-id": 3, "num-partitions": 4}
     ctx = Context(run_id=1, node_id=9, node_config=node, state=RecordDict(), run_config={})
     read = []
@@ -90,10 +91,10 @@ def test_simulated_wearable_reads_lead_one_only(synth_data, monkeypatch: pytest.
     monkeypatch.setattr(type(synth_data), "x", lambda self, rows, leads="all": read.append(leads) or
                         original(self, rows, leads))
 
-    kind = client_kind(ctx, cfg)
-    data = local_data(ctx, cfg, kind)
+    kind = client_kind(ctx, rc.run.wearables)
+    data = local_data(ctx, rc, kind)
     paired = client_kind(Context(run_id=1, node_id=8, node_config={**node, "partition-id": 1}, state=RecordDict(),
-                                 run_config={}), cfg)
+                                 run_config={}), rc.run.wearables)
 
     assert kind == "wearable" and paired == "paired"
     assert data.x.shape[1] == 1 and data.val_x.shape[1] == 1
@@ -102,7 +103,7 @@ def test_simulated_wearable_reads_lead_one_only(synth_data, monkeypatch: pytest.
     assert read and set(read) == {"I"}  # never a 12-lead read
     with pytest.raises(ValueError, match="client-kind='watch'"):
         client_kind(Context(run_id=1, node_id=9, node_config={"client-kind": "watch"}, state=RecordDict(),
-                            run_config={}), cfg)
+                            run_config={}), rc.run.wearables)
 
 
 def _reply(node: int, value: float, examples: int, wearable: bool, msg_id: str) -> Message:

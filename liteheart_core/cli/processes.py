@@ -52,7 +52,7 @@ def flower_exe(name: str) -> str:
     return found
 
 
-def flower_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def child_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a Flower child: its state in ``home``, quiet, never installing packages.
 
     Our Python's folder goes first on PATH: Flower starts its helpers (flower-superexec,

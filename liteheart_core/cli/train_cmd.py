@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from liteheart_core.methods import DEFAULT_METHOD, STUDENT_METHODS, method_spec
-from simulations.data_cmd import err, fail, out
+from liteheart_core.cli.progress import step_progress
+from liteheart_core.methods import DEFAULT_METHOD, METHOD_HELP, method_spec
+from liteheart_core.cli.console import err, fail, out
 
 DataOpt = Annotated[Path, typer.Option("--data", help="A PTB-XL or Challenge folder, or a prepared dataset folder.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
@@ -22,7 +23,6 @@ def _open_data(path: Path, prep_settings: dict | None = None):
     from liteheart_core.data.dataset import resolve_data
     from liteheart_core.data.prepare import PreparationError, PrepSettings
     from liteheart_core.data.ptbxl import LayoutError
-    from simulations.progress import step_progress
 
     try:
         settings = PrepSettings.from_dict(prep_settings) if prep_settings else None
@@ -88,7 +88,7 @@ def run_training(data_path: Path, cfg_dict: dict, out_path: Path, teacher_path: 
 def train_cmd(
     data: DataOpt,
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the student checkpoint.")],
-    method: Annotated[str, typer.Option(help=f"One of {', '.join(STUDENT_METHODS)}.")] = DEFAULT_METHOD,
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = DEFAULT_METHOD,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (every method but supervised needs one).")] = None,
     task: Annotated[str, typer.Option(help="Label task (PTB-XL: superdiagnostic, ...; Challenge: challenge2021).")] = "superdiagnostic",
     labelled_fraction: Annotated[float, typer.Option(help="Fraction of training records that keep their labels.")] = 1.0,
@@ -103,12 +103,12 @@ def train_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Train a lead-I student centrally (thresholds tuned on validation are stored in the checkpoint)."""
-    if method == "teacher":
-        fail("train the teacher with 'liteheart-server teacher train'")
     try:
         spec = method_spec(method)
     except ValueError as exc:
         fail(str(exc))
+    if not spec.student:
+        fail("train the teacher with 'liteheart-server teacher train'")
     if spec.needs_teacher and teacher is None:
         fail(f"--method {method} distils from a teacher: pass --teacher CKPT")
     run_training(data, {"method": method, "task": task, "labelled_fraction": labelled_fraction, "student_lead": lead,

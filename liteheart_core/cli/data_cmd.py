@@ -9,15 +9,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from liteheart_core.cli.console import err, fail, out
 from liteheart_core.data.dataset import default_cache_dir
 
 data_app = typer.Typer(help="Prepare, generate and download ECG data.", no_args_is_help=True)
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
 
 
 class Kind(str, Enum):
@@ -35,12 +33,6 @@ class LongRecords(str, Enum):
 class UnknownCodes(str, Enum):
     warn = "warn"
     skip = "skip"
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error for a person and exit non-zero."""
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _progress(label: str, quiet: bool):
