@@ -16,7 +16,7 @@ from client.app import query, train
 from liteheart_core.checkpoint import load_checkpoint
 from liteheart_core.config import FedConfig
 from liteheart_core.federated import simulated_client_data, state_hash, student_for, wearable_local_round
-from liteheart_core.train import TrainConfig, predict
+from liteheart_core.train import TrainConfig
 from liteheart_core.views import build_view_bank, teacher_view
 from liteheart_core.wearable import WearableView, wearable_teacher_config
 from server.orchestrate import provide_wearable_teacher, round_config
