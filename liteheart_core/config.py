@@ -19,6 +19,8 @@ from liteheart_core.methods import DEFAULT_METHOD, METHODS, STUDENT_METHODS, met
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
 WEARABLE_WEIGHTINGS = ("examples", "validated")
+# teachers the server can train for lead-I-only devices (liteheart_core.wearable.wearable_teacher_config)
+WEARABLE_TEACHER_KINDS = ("lead-dropout", "assistant")
 DP_MODES = ("none", "client", "server", "dp-sgd")
 # settings that are paths on the server's machine: they stay there (the app bundle and the round config leave them
 # out; a simulation shares `data` with its nodes, which run on the same machine)
@@ -77,8 +79,9 @@ class FedConfig:
     wearable_degrade: bool = True  # motion artefacts, electrode noise, the device's own rate
     wearable_rate: int = 250  # a wearable's native sampling rate (Hz)
     # a teacher that answers from lead I, shipped once (by hash) to every wearable, which then distils from its
-    # soft targets on its own recordings: a lead-I teacher assistant or a 12-lead teacher trained with lead
-    # dropout. Empty: wearables learn by mean-teacher consistency against the global student
+    # soft targets on its own recordings: a checkpoint (a lead-I teacher assistant or a 12-lead teacher trained
+    # with lead dropout), or "assistant" / "lead-dropout": the server trains one on its data (cached).
+    # Empty: wearables learn by mean-teacher consistency against the global student
     wearable_teacher: str = ""
     # how the wearables' updates count: "examples" (FedAvg by examples x wearable-weight) or "validated" (each
     # round, the sites' and the wearables' averages are mixed at the share of the wearables that scores best
@@ -332,7 +335,8 @@ def checked_run_config(values: dict[str, Any]) -> FedConfig:
         raise ValueError(f"data folder {cfg.data} does not exist")
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise ValueError(f"teacher checkpoint {cfg.teacher} does not exist")
-    if cfg.wearable_teacher and not Path(cfg.wearable_teacher).is_file():
+    if cfg.wearable_teacher and cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS and \
+            not Path(cfg.wearable_teacher).is_file():
         raise ValueError(f"wearable teacher checkpoint {cfg.wearable_teacher} does not exist")
     return FedConfig.from_dict({**cfg.to_dict(), "min-clients": min(cfg.min_clients, cfg.clients)})
 

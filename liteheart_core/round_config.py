@@ -26,7 +26,7 @@ class RoundConfig:
 
     run: FedConfig  # the run's settings (``run.data`` is the default "synth" when ``data`` is None: use ``data``)
     teacher_hash: str = ""  # the teacher's content hash: how a node finds it in its cache
-    wearable_teacher_hash: str = ""  # the wearable teacher's (wearable-teacher); empty: the run has none
+    wearable_teacher_hash: str = ""  # the wearable teacher's (a teacher that answers from lead I); "": none
     student_net: dict[str, Any] = field(default_factory=dict)  # NetConfig of the global student
     run_id: str = ""  # the registry's run id, which a resumed run keeps (nodes key persisted state by it)
     server_round: int = 0  # set by the strategy when it sends the round

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from liteheart_core.config import WEARABLE_TEACHER_KINDS
 from liteheart_core.data.signal import resample, standardise
 from liteheart_core.losses import consistency_loss, masked_bce, pseudo_label_loss, strong_augment, weak_augment
 from liteheart_core.models import Net
@@ -133,8 +134,6 @@ def wearable_round(student: Net, x: Tensor, y: Tensor, labelled: np.ndarray, cfg
                     "train-seconds": time.perf_counter() - t0})
     return {k: v.detach().cpu() for k, v in student.state_dict().items()}, metrics
 
-
-WEARABLE_TEACHER_KINDS = ("lead-dropout", "assistant")
 
 
 def wearable_teacher_config(kind: str, train_folds: tuple[int, ...], epochs: int = 30, seed: int = 0,

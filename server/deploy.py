@@ -181,7 +181,7 @@ def start_cmd(
     labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")] = None,
-    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I (a lead-I teacher assistant, or a teacher trained with --lead-dropout), shipped once to every wearable node.")] = None,
+    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I, shipped once to every wearable node: a checkpoint (`liteheart-server teacher assistant`, or `teacher train --lead-dropout`), or 'assistant' / 'lead-dropout' to train one on --data (cached).")] = None,
     scenario: Annotated[Optional[Path], typer.Option(help="A scenario TOML file; the options above override it.")] = None,
     round_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for the clients' replies in a round.")] = None,
     tls: Annotated[Optional[Path], typer.Option("--tls", help="Serve over TLS with ca.crt, server.crt and server.key of this folder (made by `liteheart-server certs`).")] = None,

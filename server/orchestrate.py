@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from liteheart_core.checkpoint import load_checkpoint, save_checkpoint
-from liteheart_core.config import FedConfig
+from liteheart_core.config import WEARABLE_TEACHER_KINDS, FedConfig
 from liteheart_core.data.dataset import PreparedData, default_cache_dir
 from liteheart_core.data.splits import SPLITS
 from liteheart_core.federated import global_evaluation, open_data, state_hash, student_for
@@ -25,7 +25,7 @@ from liteheart_core.privacy import check_no_buffers
 from liteheart_core.round_config import RoundConfig
 from liteheart_core.storage import CheckpointInfo, Registry
 from liteheart_core.train import TrainConfig, checkpoint_meta, train
-from liteheart_core.wearable import WearableView
+from liteheart_core.wearable import WearableView, wearable_teacher_config
 from server import dp
 from server.secagg import SecAggFedAvg
 from server.strategy import strategy_for
@@ -83,15 +83,22 @@ def provide_teacher(cfg: FedConfig, data: PreparedData,
     return load_checkpoint(path)
 
 
-def provide_wearable_teacher(cfg: FedConfig, classes: list[str]) -> tuple[Net, dict] | None:
+def provide_wearable_teacher(cfg: FedConfig, classes: list[str], data: PreparedData | None = None,
+                             teacher: Net | None = None) -> tuple[Net, dict] | None:
     """The teacher shipped to wearables (``wearable-teacher``), checked to answer from lead I; None without one.
 
     A lead-I network (a teacher assistant) or a 12-lead teacher trained with lead dropout
     (shown lead I with the other leads zero) qualifies; a plain 12-lead teacher does not: on
-    lead I alone its targets are off the distribution it learnt.
+    lead I alone its targets are off the distribution it learnt. ``assistant`` or
+    ``lead-dropout`` instead of a path: the server trains one on its own ``data`` (its archive
+    folds with ``server-folds``; the assistant distilled from ``teacher``), cached like the teacher.
     """
     if not cfg.wearable_teacher:
         return None
+    if cfg.wearable_teacher in WEARABLE_TEACHER_KINDS:
+        if data is None:
+            raise ValueError(f"wearable-teacher {cfg.wearable_teacher}: the server needs its data to train one")
+        return _trained_wearable_teacher(cfg, data, teacher)
     path = Path(cfg.wearable_teacher)
     net, meta = load_checkpoint(path)
     lead_i = list(meta.get("leads") or ()) == ["I"]
@@ -107,6 +114,28 @@ def provide_wearable_teacher(cfg: FedConfig, classes: list[str]) -> tuple[Net, d
         raise ValueError(f"wearable-teacher {path} was trained on folds {sorted(seen)}, which the clients hold; with "
                          f"server-folds {cfg.server_folds} it must know the server's archive only")
     return net, meta
+
+
+def _trained_wearable_teacher(cfg: FedConfig, data: PreparedData, teacher: Net | None) -> tuple[Net, dict]:
+    folds = cfg.server_fold_tuple or SPLITS["train"]
+    tcfg = wearable_teacher_config(cfg.wearable_teacher, tuple(folds), epochs=cfg.teacher_epochs, seed=cfg.seed,
+                                   device=cfg.device, task=cfg.task)
+    if tcfg.spec.needs_teacher and teacher is None:
+        raise ValueError(f"wearable-teacher {cfg.wearable_teacher} is distilled from the run's teacher")
+    teacher_hash = state_hash(teacher.state_dict()) if tcfg.spec.needs_teacher and teacher is not None else ""
+    key = hashlib.sha256(json.dumps([data.fingerprint, cfg.wearable_teacher, tcfg.to_dict(),
+                                     teacher_hash]).encode()).hexdigest()
+    path = default_cache_dir() / "teachers" / f"wearable-{cfg.wearable_teacher}-{key[:16]}.pt"
+    if path.is_file():
+        log.info("wearable teacher taken from cache %s", path)
+        return load_checkpoint(path)
+    log.info("training the wearable teacher (%s) on the server's data (%d epochs); cached at %s",
+             cfg.wearable_teacher, cfg.teacher_epochs, path)
+    result = train(data, tcfg, teacher=teacher if tcfg.spec.needs_teacher else None,
+                   progress=lambda epoch, total, entry: log.info(
+                       "wearable teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"]))
+    save_checkpoint(path, result.model, checkpoint_meta(data, tcfg, result))
+    return load_checkpoint(path)
 
 
 def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "",
@@ -146,8 +175,8 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
             return registry.show_run(run_id)
         tstate = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
         thash = state_hash(tstate)
-        classes, student_net = data.tasks[cfg.task], student.cfg.to_dict()
-        shipped = _shipped_wearable_teacher(cfg, classes)
+        classes, student_net = list(data.tasks[cfg.task]), student.cfg.to_dict()
+        shipped = _shipped_wearable_teacher(cfg, classes, data, teacher)
         strategy = SecAggFedAvg(cfg) if cfg.secagg else strategy_for(cfg)
         strategy.setup(ArrayRecord(tstate), thash, {k: tmeta[k] for k in TEACHER_META_KEYS}, cfg.round_timeout,
                        round_offset=offset, min_replies=cfg.min_replies, max_update_norm=cfg.max_update_norm,
@@ -258,7 +287,7 @@ class RoundRecorder:
         sha = save_checkpoint(path, net.cpu(), meta)
         train_metrics = _aggregate_from_reports(strategy.reports)
         train_metrics["aggregated"] = float(strategy.aggregated)
-        if getattr(strategy, "wearable_share", None) is not None:
+        if getattr(strategy, "wearable_share", None) is not None:  # wearable-weighting validated: its choice
             train_metrics["wearable/share"] = float(strategy.wearable_share)
         if cfg.dp != "none":  # the run's epsilon replaces the clients' own (a mean of them would mislead)
             train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("dp-")}
@@ -277,9 +306,10 @@ class RoundRecorder:
         self.opts.result["rounds"].append(entry)
         if self.opts.on_round:
             self.opts.on_round(number, entry)
-def _shipped_wearable_teacher(cfg: FedConfig, classes: list[str]) -> tuple[ArrayRecord, str, dict] | None:
+def _shipped_wearable_teacher(cfg: FedConfig, classes: list[str], data: PreparedData,
+                              teacher: Net) -> tuple[ArrayRecord, str, dict] | None:
     """The wearable teacher as the strategy ships it: (weights, content hash, what the wearables are told of it)."""
-    wearable_teacher = provide_wearable_teacher(cfg, classes)
+    wearable_teacher = provide_wearable_teacher(cfg, classes, data, teacher)
     if wearable_teacher is None:
         return None
     wstate = {k: v.detach().cpu() for k, v in wearable_teacher[0].state_dict().items()}

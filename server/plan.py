@@ -72,11 +72,12 @@ def _absolute(value: str) -> str:
 
 
 def _new_config(scenario: Optional[Path], overrides: dict[str, Any]):
-    from liteheart_core.config import FedConfig
+    from liteheart_core.config import WEARABLE_TEACHER_KINDS, FedConfig
 
     cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
+    worn = cfg.wearable_teacher  # a checkpoint path, or the kind of teacher the server trains itself
     return FedConfig.from_dict({**cfg.to_dict(), "data": _absolute(cfg.data), "teacher": _absolute(cfg.teacher),
-                                "wearable-teacher": _absolute(cfg.wearable_teacher)})
+                                "wearable-teacher": worn if worn in WEARABLE_TEACHER_KINDS else _absolute(worn)})
 
 
 def _stored_config(registry_url: str, run_id: str, run_dir: Path, db: Optional[str]):
@@ -128,9 +129,12 @@ def plan_run(registry_url: str, run_dir: Path, db: Optional[str], resume: Option
             raise ValueError(f"--clients-expected {expected} is below --min-clients {cfg.min_clients}")
         cfg = type(cfg).from_dict({**cfg.to_dict(), "clients": expected})
         plan = Plan(cfg, secrets.token_hex(4), False, 0, expected)
+    from liteheart_core.config import WEARABLE_TEACHER_KINDS
+
     _check_data(plan.cfg.data)
     if plan.cfg.teacher and not Path(plan.cfg.teacher).is_file():
         raise ValueError(f"teacher checkpoint {plan.cfg.teacher} does not exist")
-    if plan.cfg.wearable_teacher and not Path(plan.cfg.wearable_teacher).is_file():
+    if plan.cfg.wearable_teacher and plan.cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS and \
+            not Path(plan.cfg.wearable_teacher).is_file():
         raise ValueError(f"wearable teacher checkpoint {plan.cfg.wearable_teacher} does not exist")
     return plan

@@ -193,7 +193,7 @@ def run_cmd(
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx mu.")] = None,
     wearables: Annotated[Optional[int], typer.Option(help="How many of the clients are lead-I wearables (no 12-lead teacher; --wearable-teacher gives them a lead-I one).")] = None,
     wearable_weight: Annotated[Optional[float], typer.Option(help="A wearable's aggregation weight per example, relative to a 12-lead site's.")] = None,
-    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I (a lead-I teacher assistant, or a teacher trained with --lead-dropout), shipped once to every wearable, which distils from it.")] = None,
+    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I, shipped once to every wearable, which distils from it: a checkpoint (`liteheart-server teacher assistant`, or `teacher train --lead-dropout`), or 'assistant' / 'lead-dropout' to train one on the server's data (cached).")] = None,
     wearable_weighting: Annotated[Optional[str], typer.Option(help="examples (FedAvg x --wearable-weight) or validated (the wearables' share that scores best on the server's validation fold, each round).")] = None,
     secagg: Annotated[Optional[bool], typer.Option("--secagg/--no-secagg", help="SecAgg+ secure aggregation: the server sees only the sum of the updates (fedavg/fedprox; secagg-* keys in a scenario).")] = None,
     dp: Annotated[Optional[str], typer.Option(help="Differential privacy: none, client, server (client-level) or dp-sgd (record-level); dp-* keys in a scenario.")] = None,

@@ -15,6 +15,8 @@ from liteheart_core.cli.console import err, fail, out
 
 DataOpt = Annotated[Path, typer.Option("--data", help="A PTB-XL or Challenge folder, or a prepared dataset folder.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+TrainFoldsOpt = Annotated[Optional[str], typer.Option(help="Training folds, e.g. '1,2' (the server's own archive "
+                                                           "of a federation with --server-folds); default 1-7.")]
 
 
 def _open_data(path: Path, prep_settings: dict | None = None):
@@ -126,6 +128,7 @@ def teacher_train_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     lead_dropout: Annotated[float, typer.Option(help="Zero each lead but lead I with this probability per record "
                                                      "(a teacher that also answers from lead I).")] = 0.0,
+    train_folds: TrainFoldsOpt = None,
     device: DeviceOpt = "auto",
     bf16: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -133,7 +136,42 @@ def teacher_train_cmd(
     """Train the frozen 12-lead teacher (supervised, early stopping on validation macro AUC)."""
     run_training(data, {"method": "teacher", "task": task, "labelled_fraction": labelled_fraction, "epochs": epochs,
                         "batch_size": batch_size, "lr": lr, "seed": seed, "device": device, "bf16": bf16,
-                        "lead_dropout": lead_dropout}, out_path, None, as_json)
+                        "lead_dropout": lead_dropout, **_folds(train_folds)}, out_path, None, as_json)
+
+
+def teacher_assistant_cmd(
+    data: DataOpt,
+    teacher: Annotated[Path, typer.Option(help="The 12-lead teacher to distil from.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the lead-I assistant's checkpoint.")],
+    task: Annotated[str, typer.Option(help="Label task.")] = "superdiagnostic",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping on validation macro AUC).")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    train_folds: TrainFoldsOpt = None,
+    device: DeviceOpt = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Distil a lead-I teacher assistant (the teacher's size, lead I in) from the 12-lead teacher on the archive.
+
+    What wearables distil from (`--wearable-teacher`): a 12-lead teacher cannot answer from the one lead a
+    wearable records; results/wearable_benchmark.md compares it with a teacher trained with --lead-dropout.
+    """
+    from liteheart_core.wearable import wearable_teacher_config
+
+    folds = tuple(_folds(train_folds).get("train_folds", ())) or None
+    cfg = wearable_teacher_config("assistant", folds or (1, 2, 3, 4, 5, 6, 7), epochs, seed, device, task)
+    cfg_dict = cfg.to_dict()
+    if folds is None:
+        cfg_dict.pop("train_folds")
+    run_training(data, cfg_dict, out_path, teacher, as_json)
+
+
+def _folds(text: Optional[str]) -> dict:
+    if not text:
+        return {}
+    try:
+        return {"train_folds": [int(f) for f in text.split(",") if f.strip()]}
+    except ValueError:
+        fail(f"--train-folds {text!r}: folds are integers separated by commas, e.g. 1,2")
 
 
 def evaluate_cmd(

@@ -16,7 +16,7 @@ from client.app import query, train
 from liteheart_core.checkpoint import load_checkpoint
 from liteheart_core.config import FedConfig
 from liteheart_core.federated import simulated_client_data, state_hash, student_for, wearable_local_round
-from liteheart_core.train import TrainConfig, predict
+from liteheart_core.train import TrainConfig
 from liteheart_core.views import build_view_bank, teacher_view
 from liteheart_core.wearable import WearableView, wearable_teacher_config
 from server.orchestrate import provide_wearable_teacher, round_config
@@ -190,3 +190,42 @@ def test_validated_weighting_leaves_a_round_of_one_kind_alone() -> None:
     arrays, _ = strategy.aggregate_train(1, [_reply(11, 1.0, 100, False), _reply(12, 3.0, 100, False)])
 
     assert np.allclose(arrays["w"].numpy(), 2.0) and calls == [] and strategy.wearable_share == 0.0
+
+
+def test_the_server_cli_distils_a_lead_one_assistant_that_a_run_accepts(synth_data, tiny_teacher, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    out = tmp_path / "assistant.pt"
+    result = CliRunner().invoke(app, ["teacher", "assistant", "--data", str(synth_data.root), "--teacher",
+                                      str(tiny_teacher), "--out", str(out), "--epochs", "1", "--train-folds", "1,2",
+                                      "--device", "cpu", "--json"])
+    bad = CliRunner().invoke(app, ["teacher", "assistant", "--data", str(synth_data.root), "--teacher",
+                                   str(tiny_teacher), "--out", str(tmp_path / "x.pt"), "--train-folds", "one"])
+
+    assert result.exit_code == 0, result.output
+    net, meta = load_checkpoint(out)
+    assert meta["leads"] == ["I"] and net.n_leads == 1 and meta["method"] == "kd"
+    assert meta["train_config"]["train_folds"] == [1, 2]
+    # a run whose server archive is folds 1-2 ships it to its wearables
+    assert provide_wearable_teacher(FedConfig(wearable_teacher=str(out), server_folds="1,2"),
+                                    list(synth_data.tasks["superdiagnostic"])) is not None
+    assert bad.exit_code != 0 and "--train-folds 'one'" in bad.output
+
+
+def test_the_server_trains_a_lead_dropout_teacher_once_when_asked_by_kind(synth_data, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LITEHEART_CACHE", str(tmp_path))
+    cfg = FedConfig(wearable_teacher="lead-dropout", teacher_epochs=1, device="cpu")
+    classes = list(synth_data.tasks["superdiagnostic"])
+
+    net, meta = provide_wearable_teacher(cfg, classes, synth_data)
+    cached = list((tmp_path / "teachers").glob("wearable-lead-dropout-*.pt"))
+    stamp = cached[0].stat().st_mtime_ns
+    again, _ = provide_wearable_teacher(cfg, classes, synth_data)
+
+    assert meta["train_config"]["lead_dropout"] == 0.5 and meta["epochs_run"] == 1 and net.n_leads == 12
+    assert len(cached) == 1 and cached[0].stat().st_mtime_ns == stamp  # trained once, then taken from the cache
+    assert state_hash(again.state_dict()) == state_hash(net.state_dict())
+    with pytest.raises(ValueError, match="needs its data"):
+        provide_wearable_teacher(cfg, classes)
