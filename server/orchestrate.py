@@ -53,7 +53,8 @@ class ServerOptions:
 
 
 def _log_epoch(epoch: int, total: int, entry: dict) -> None:
-    log.info("teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"])
+    if epoch:  # epoch 0: training starts
+        log.info("teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"])
 
 
 def provide_teacher(cfg: FedConfig, data: PreparedData,
@@ -78,7 +79,9 @@ def provide_teacher(cfg: FedConfig, data: PreparedData,
     log.info("training the 12-lead teacher on the server's data (%d epochs); cached at %s", cfg.teacher_epochs, path)
     tcfg = TrainConfig(method="teacher", task=cfg.task, epochs=cfg.teacher_epochs, lr=1e-3, seed=cfg.seed,
                        device=cfg.device, patience=max(3, cfg.teacher_epochs), train_folds=tuple(folds))
-    result = train(data, tcfg, progress=on_epoch or _log_epoch)
+    on_epoch = on_epoch or _log_epoch
+    on_epoch(0, cfg.teacher_epochs, {})  # the clock of the estimate starts here
+    result = train(data, tcfg, progress=on_epoch)
     save_checkpoint(path, result.model, checkpoint_meta(data, tcfg, result))
     return load_checkpoint(path)
 

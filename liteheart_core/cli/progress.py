@@ -128,8 +128,10 @@ class RunProgress:
         return _eta(spent / done * (total - done)) if done else "?"
 
     def teacher_epoch(self, epoch: int, total: int, entry: dict) -> None:
-        """After each epoch of the 12-lead teacher (trained once, then cached)."""
+        """After each epoch of the 12-lead teacher (trained once, then cached); epoch 0 as training starts."""
         task = self._task("teacher", total)
+        if not epoch:
+            return
         text = f"epoch {epoch}/{total}: validation macro AUC {entry.get('val_macro_auc', float('nan')):.3f}"
         self.bar.update(task, completed=epoch, description=text)
         if not self.live:
