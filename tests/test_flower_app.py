@@ -17,7 +17,7 @@ import pytest
 from liteheart_core.config import FedConfig
 from server.app import options_from_project_config
 from server.project import PROJECT_OPTIONS, config_table, project_run_config
-from simulations.processes import flower_exe, free_port
+from liteheart_core.cli.processes import flower_exe, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
