@@ -33,6 +33,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from liteheart_core.config import as_bool
 from liteheart_core.data.dataset import default_cache_dir
 from liteheart_core.methods import LossWeights
 from client.local import client_kind, local_data
@@ -172,7 +173,7 @@ def _distiller_file(context: Context, rc: RoundConfig, number: int) -> Path | No
     ``persist-state``; simulated nodes (thousands, sharing one cache) keep them in memory only.
     """
     run_id = rc.run_id
-    if not run_id or not context.node_config.get("persist-state") or number < 1:
+    if not run_id or not as_bool(context.node_config.get("persist-state", False)) or number < 1:
         return None
     if not all(c.isalnum() or c in "-_" for c in run_id):
         raise ValueError(f"bad run id {run_id!r} in the round config")
