@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from liteheart_core.config import SERVER_PATHS, FedConfig
@@ -64,21 +64,23 @@ class RoundConfig:
         transport = {k: values.pop(k) for k in TRANSPORT if k in values}
         data = values.pop("data", None)
         run = FedConfig.from_dict(values)  # FedConfig's checks, FedConfig's defaults; unknown keys refused
+        given: dict[str, Any] = {}  # a key the record lacks keeps the field's default (one default per key)
         try:
-            net = json.loads(str(transport.get("student-net", "{}")))
-            parsed = cls(run=run, teacher_hash=str(transport.get("teacher-hash", "")),
-                         wearable_teacher_hash=str(transport.get("wearable-teacher-hash", "")),
-                         student_net=net if isinstance(net, dict) else {},
-                         run_id=str(transport.get("run-id", "")), server_round=int(transport.get("server-round", 0)),
-                         client_threads=int(transport.get("client-threads", 1)),
-                         data=None if data is None else str(data))
+            for key, value in transport.items():
+                name = key.replace("-", "_")
+                if key == "student-net":
+                    given[name] = json.loads(str(value))
+                elif key in ("server-round", "client-threads"):
+                    if isinstance(value, bool) or float(value) != int(value):
+                        raise ValueError(f"{key} = {value!r} is not a whole number")
+                    given[name] = int(value)
+                else:
+                    given[name] = str(value)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad round config: {exc}") from None
-        if not isinstance(net, dict):
+        if not isinstance(given.get("student_net", {}), dict):
             raise ValueError(f"bad round config: student-net must be a JSON object, got {transport['student-net']!r}")
+        parsed = cls(run=run, data=None if data is None else str(data), **given)
         if parsed.client_threads < 1 or parsed.server_round < 0:
             raise ValueError("bad round config: client-threads must be >= 1 and server-round >= 0")
         return parsed
-
-    def with_round(self, server_round: int) -> RoundConfig:
-        return replace(self, server_round=server_round)

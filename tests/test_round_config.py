@@ -48,6 +48,8 @@ def test_the_servers_paths_never_travel_in_deployment() -> None:
     ({"no-such-key": 1}, "unknown run config key 'no-such-key'"),
     ({"teacher": "/srv/teacher.pt"}, "teacher belongs to the server's machine"),
     ({"client-threads": 0}, "client-threads must be >= 1"),
+    ({"server-round": 1.5}, "server-round = 1.5 is not a whole number"),
+    ({"student-net": "[1]"}, "student-net must be a JSON object"),
 ])
 def test_a_bad_round_config_is_refused_once_with_the_key(change: dict, message: str) -> None:
     record = {**round_config(FedConfig(), "ab" * 32, NET), **change}
@@ -69,3 +71,9 @@ def test_a_deployed_servers_resume_flag_is_parsed_not_truthy(value: object, expe
     _, opts = options_from_run_config({"resume": value, "run-id": "r1"})
 
     assert opts.resume is expected
+
+
+def test_a_key_the_record_lacks_keeps_the_one_default() -> None:
+    record = {k: v for k, v in round_config(FedConfig(), "ab" * 32, NET).items() if k != "client-threads"}
+
+    assert RoundConfig.from_record(record).client_threads == RoundConfig(run=FedConfig()).client_threads == 1
