@@ -20,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import numpy as np
@@ -77,14 +78,13 @@ def server_spies(received: list, replies: list) -> Iterator[None]:
         received.append([parameters_to_ndarrays(res.parameters) for _, res in results])
         return aggregate_fit(self, server_round, results, failures)
 
-    # a spy on the two methods for the length of one figure's run (what mock.patch does, spelled out)
-    setattr(secagg.LegacySecAggFedAvg, "aggregate_fit", spy_aggregate_fit)
-    setattr(secagg.SecAggFedAvg, "start", lambda self, grid, **kw: start(self, cast("Grid", GridSpy(grid, replies)), **kw))  # duck-typed
-    try:
+    def spy_start(self, grid, **kw):
+        return start(self, cast("Grid", GridSpy(grid, replies)), **kw)  # GridSpy forwards what a Grid does
+
+    # the two methods spied on for the length of one figure's run
+    with mock.patch.object(secagg.LegacySecAggFedAvg, "aggregate_fit", spy_aggregate_fit), \
+            mock.patch.object(secagg.SecAggFedAvg, "start", spy_start):
         yield
-    finally:
-        setattr(secagg.LegacySecAggFedAvg, "aggregate_fit", aggregate_fit)
-        setattr(secagg.SecAggFedAvg, "start", start)
 
 
 def measure(cfg: Any, opts: Any, workdir: Path) -> dict:
