@@ -26,7 +26,6 @@ Not part of the test suite: on 2 CPU cores a table takes hours; on one GPU minut
 from __future__ import annotations
 
 import argparse
-from typing import Any
 import json
 import multiprocessing
 import os
@@ -36,10 +35,12 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-CORE_METHODS = ("supervised", "kd", "fitnets", "liteheart", "liteheart-v2")
+from liteheart_core.methods import CORE_METHODS
+
 COMPARISONS = (("liteheart-v2", "kd"), ("liteheart-v2", "supervised"), ("liteheart", "kd"), ("kd", "supervised"))
 TABLES = ("archive", "same-labels")
 
@@ -423,8 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     previous = json.loads(report_path.read_text()) if report_path.exists() else {}
     cost = previous.get("cost")
     if args.cost and not args.aggregate:
-        cost_methods: list[str] = [m for m in ("supervised", "kd", "fitnets", "liteheart", "liteheart-v2")
-                                   if m in METHOD_TABLE]
+        cost_methods = list(CORE_METHODS)
         cost = cost_table(str(data.root), done[teacher_name("archive", 1.0, 0)]["checkpoint"], cost_methods,
                           bank_cache=work / "banks")
         cost["command"] = this_command
