@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--set and --tag go together: a variant needs a name, and a name a change")
 
     from liteheart_core.data.dataset import resolve_data
-    from liteheart_core.train import METHOD_TABLE, method_spec
+    from liteheart_core.train import method_spec
 
     t0 = time.time()
     data = resolve_data(Path(args.data))
