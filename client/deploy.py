@@ -138,7 +138,7 @@ def start_cmd(
     store: Annotated[Optional[str], typer.Option(help="A wearable's device record store (path or URL, filled by `liteheart-client ingest`), instead of --data.")] = None,
     partition_id: Annotated[Optional[int], typer.Option(help="Use only this partition of --data (with --num-partitions).")] = None,
     num_partitions: Annotated[Optional[int], typer.Option(help="Number of partitions --data is split into.")] = None,
-    labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of local training records whose labels are used (default: the run's labelled-fraction, sent by the server; 1 uses every label)."))] = None,
+    labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of local training records whose labels are used (default: the run's labelled-fraction, sent by the server; 1 uses every label).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where the teacher is cached by content hash (default: $LITEHEART_CACHE/teachers).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port of this node's Runtime API on 127.0.0.1 (default: a free one).")] = None,
     tls: Annotated[Optional[Path], typer.Option("--tls", help="The pilot's CA certificate (ca.crt): connect over TLS and check the server against it.")] = None,
