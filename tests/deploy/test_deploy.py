@@ -154,7 +154,7 @@ def healthy(port: int) -> bool:
 class Deployment:
     """One scenario's folder, SuperLink port, processes and inputs; ``close`` kills all it started."""
 
-    def __init__(self, root: Path, data: Path, teacher: Path, port: int, wearable_teacher: Path) -> None:
+    def __init__(self, root: Path, data: Path, teacher: Path, port: int, wearable_teacher: Path | None = None) -> None:
         self.root, self.data, self.teacher, self.wearable_teacher = root, data, teacher, wearable_teacher
         self.port, self.run_dir = port, root / "runs"
         self.scenario = root / "scenario.toml"
@@ -446,7 +446,7 @@ def test_the_app_project_carries_the_public_settings_and_the_server_keeps_its_ow
         server_settings(app["config"], {SETTINGS_ENV: str(other)})
     with pytest.raises(ValueError, match=f"{SETTINGS_ENV} is not set"):
         server_settings(app["config"], {})
-    with pytest.raises(ValueError, match="keep data, db-url, resume, run-dir, run-name, teacher on the server"):
+    with pytest.raises(ValueError, match="keep data, db-url, resume, run-dir, run-name, teacher, wearable-teacher on the server"):
         write_fab(dep, {**cfg.to_dict(), **options})
     links = tomllib.loads((tmp_path / ".flwr" / "config.toml").read_text())["superlink"]
     assert links["default"] == "liteheart-9092"
