@@ -63,7 +63,7 @@ class Sampler:
             self.peak = max(self.peak, _tree_rss(list(self.roots)))
             time.sleep(0.25)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 

@@ -98,7 +98,7 @@ class RunProgress:
         self.started: dict[str, float] = {}
         self.ends: list[float] = []
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:
         self.bar.start()
         return self
 

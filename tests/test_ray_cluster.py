@@ -9,6 +9,7 @@ stop every Ray on the machine, other people's included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,10 +43,8 @@ def _ours(marker: str) -> list[int]:
 def _stop(marker: str) -> None:
     for sig, patience in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
         for pid in _ours(marker):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + patience
         while _ours(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
