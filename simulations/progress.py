@@ -12,7 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from simulations.data_cmd import err
 
@@ -94,7 +102,7 @@ class RunProgress:
         self.bar = Progress(TextColumn("{task.fields[what]:<8}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                             TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.description}"),
                             console=self.console, disable=not self.live)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.started: dict[str, float] = {}
         self.ends: list[float] = []
 
@@ -105,7 +113,7 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
-    def _task(self, what: str, total: int) -> int:
+    def _task(self, what: str, total: int) -> TaskID:
         import time
 
         if what not in self.tasks:
