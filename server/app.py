@@ -26,8 +26,8 @@ from server.orchestrate import ServerOptions, run_federation
 from server.project import PROJECT_OPTIONS
 from server.settings import OPTION_KEYS, PRIVATE_KEYS, SETTINGS_ENV, server_settings, split_settings
 
-__all__ = ["OPTION_KEYS", "PRIVATE_KEYS", "SETTINGS_ENV", "app", "make_server_app", "options_from_run_config",
-           "server_settings", "split_settings"]
+__all__ = ["OPTION_KEYS", "PRIVATE_KEYS", "SETTINGS_ENV", "app", "make_server_app", "options_from_project_config",
+           "options_from_run_config", "server_settings", "simulated_nodes", "split_settings"]
 
 def options_from_run_config(run_config: dict) -> tuple[FedConfig, ServerOptions]:
     """A deployed run's settings: deployed nodes read their own data, so the server's data setting stays here."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -85,18 +86,14 @@ def _stop_tree(pid: int) -> None:
         frontier = [c for p in frontier for c in _children(p)]
         tree += frontier
     for p in reversed(tree):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in tree):
         time.sleep(0.2)
     for p in tree:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _wait_healthy(port: int, link: subprocess.Popen, patience: float = 180.0) -> None:

@@ -104,9 +104,9 @@ class RunProgress:
                             console=self.console, disable=not self.live)
         self.tasks: dict[str, TaskID] = {}
         self.started: dict[str, float] = {}
-        self.here = 0
+        self.ends: list[float] = []
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:
         self.bar.start()
         return self
 
@@ -148,8 +148,16 @@ class RunProgress:
 
     def round_done(self, number: int, entry: dict, line: str) -> None:
         """After round ``number`` is recorded; ``line`` is the round's summary."""
+        import time
+
         task = self._task("rounds", self.rounds)
         self.bar.update(task, completed=min(number, self.rounds), description=f"round {number} done")
-        self.here += 1  # a resumed run starts at its last completed round: the estimate counts rounds run here
-        left = self._left("rounds", self.here, self.here + self.rounds - number)
-        self.console.print(line + ("" if self.live or number >= self.rounds else f"  (about {left} left)"))
+        now = time.perf_counter()
+        self.ends.append(now)
+        # a round's pace from the rounds after the first: the first also starts the client actors (each
+        # importing torch), which later rounds do not pay again. A resumed run counts the rounds run here.
+        spans = [b - a for a, b in zip([self.started["rounds"], *self.ends], self.ends)]
+        pace = sum(spans[1:]) / len(spans[1:]) if len(spans) > 1 else spans[0]
+        left = _eta(pace * (self.rounds - number))
+        self.console.print(line + ("" if self.live or number >= self.rounds else f"  (about {left} left)"),
+                           highlight=False)
