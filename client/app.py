@@ -27,17 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app.typing import MetricRecordValues
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.typing import MetricRecordValues
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from client.local import client_kind, local_data
 from liteheart_core.config import as_bool
 from liteheart_core.data.dataset import default_cache_dir
-from liteheart_core.methods import LossWeights
-from client.local import client_kind, local_data
 from liteheart_core.federated import LocalData, local_round, state_hash, train_config, wearable_local_round
+from liteheart_core.methods import LossWeights
 from liteheart_core.models import Net, NetConfig, build_net
 from liteheart_core.privacy import DPSGDConfig, Ledger, dp_sgd_local_round
 from liteheart_core.round_config import RoundConfig
@@ -79,8 +79,11 @@ def query(msg: Message, context: Context) -> Message:
         wearable = client_kind(context, int(str(cfg.get("wearables", 0)))) == "wearable"
         digest = str(cfg.get("wearable-teacher-hash", "")) if wearable else str(cfg["teacher-hash"])
         has = bool(digest) and _teacher_file(context, digest).is_file()
-        status: dict[str, MetricRecordValues] = {"has-teacher": int(has), "needs-teacher": int(bool(digest)),
-                                                 "wearable": int(wearable)}
+        status: dict[str, MetricRecordValues] = {
+            "has-teacher": int(has),
+            "needs-teacher": int(bool(digest)),
+            "wearable": int(wearable),
+        }
         return Message(RecordDict({"status": MetricRecord(status)}), reply_to=msg)
     if action != "teacher-install":
         raise ValueError(f"unknown query action {action!r}")
@@ -115,8 +118,9 @@ def dp_clipping_mod(msg: Message, context: Context, call_next) -> Message:
             return reply  # an unchanged model: nothing to clip (Flower's clipping would divide by its zero norm)
         return fixedclipping_mod(msg, context, lambda m, c: reply)
     if config.get("dp") == "client":  # every round config names its dp mode (RoundConfig)
-        raise ValueError("dp = client, but the server sent no clipping norm: it must run "
-                         "DifferentialPrivacyClientSideFixedClipping")
+        raise ValueError(
+            "dp = client, but the server sent no clipping norm: it must run DifferentialPrivacyClientSideFixedClipping"
+        )
     return call_next(msg, context)
 
 
@@ -143,16 +147,18 @@ def train(msg: Message, context: Context) -> Message:
         digest = rc.wearable_teacher_hash
         teacher = _installed_teacher(context, digest) if digest and tcfg.spec.needs_teacher else None
         dstate = _load_distiller(context, rc) if teacher is not None else None
-        state, metrics, dstate = wearable_local_round(student, data, tcfg, run.local_epochs, rc.server_round,
-                                                      teacher, dstate)
+        state, metrics, dstate = wearable_local_round(
+            student, data, tcfg, run.local_epochs, rc.server_round, teacher, dstate
+        )
         _keep_distiller(context, rc, dstate)
         return _reply(msg, state, metrics, kind)
     teacher = _installed_teacher(context, rc.teacher_hash) if tcfg.spec.needs_teacher else None
     dstate = _load_distiller(context, rc)
     if run.dp == "dp-sgd":
         return _dp_sgd_round(msg, context, rc, student, teacher, data, dstate)
-    state, metrics, dstate = local_round(student, teacher, data, tcfg, run.local_epochs, rc.server_round,
-                                         run.proximal_mu, dstate)
+    state, metrics, dstate = local_round(
+        student, teacher, data, tcfg, run.local_epochs, rc.server_round, run.proximal_mu, dstate
+    )
     _keep_distiller(context, rc, dstate)
     return _reply(msg, state, metrics, kind)
 
@@ -207,8 +213,15 @@ def _keep_distiller(context: Context, rc: RoundConfig, dstate: dict | None) -> N
             old.unlink(missing_ok=True)
 
 
-def _dp_sgd_round(msg: Message, context: Context, rc: RoundConfig, student: Net, teacher: Net | None,
-                  data: LocalData, dstate: dict | None) -> Message:
+def _dp_sgd_round(
+    msg: Message,
+    context: Context,
+    rc: RoundConfig,
+    student: Net,
+    teacher: Net | None,
+    data: LocalData,
+    dstate: dict | None,
+) -> Message:
     """Record-level DP-SGD; the node keeps its privacy ledger across rounds in ``context.state``.
 
     Only the noised weights, record counts and the privacy spent leave the node: the
@@ -218,20 +231,43 @@ def _dp_sgd_round(msg: Message, context: Context, rc: RoundConfig, student: Net,
     kept = context.state.get("dp-sgd-ledger")
     ledger = Ledger.from_lists(dict(kept) if isinstance(kept, ConfigRecord) else None)
     state, metrics, dstate, ledger = dp_sgd_local_round(
-        student, teacher, data, train_config(rc.run), rc.run.local_epochs, rc.server_round,
-        DPSGDConfig.from_run(rc.run), ledger, rc.run.proximal_mu, dstate)
+        student,
+        teacher,
+        data,
+        train_config(rc.run),
+        rc.run.local_epochs,
+        rc.server_round,
+        DPSGDConfig.from_run(rc.run),
+        ledger,
+        rc.run.proximal_mu,
+        dstate,
+    )
     context.state["dp-sgd-ledger"] = ConfigRecord(dict(ledger.to_lists()))
     _keep_distiller(context, rc, dstate)
-    keys = ("num-examples", "labelled-examples", "train-seconds", "dp-epsilon", "dp-delta", "dp-noise-multiplier",
-            "dp-steps")
+    keys = (
+        "num-examples",
+        "labelled-examples",
+        "train-seconds",
+        "dp-epsilon",
+        "dp-delta",
+        "dp-noise-multiplier",
+        "dp-steps",
+    )
     clean: dict[str, MetricRecordValues] = {**{k: float(metrics[k]) for k in keys}, "wearable": 0.0}
     return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(clean)}), reply_to=msg)
 
 
 # FedAvg needs the same metric keys from every client: a fixed set, missing terms as 0
 # (every loss term of the one table of terms, liteheart_core/methods.py's LossWeights)
-METRIC_KEYS = ("num-examples", "labelled-examples", "total", *(f.name for f in fields(LossWeights)),
-               "local-val-f1", "local-val-auc", "train-seconds")
+METRIC_KEYS = (
+    "num-examples",
+    "labelled-examples",
+    "total",
+    *(f.name for f in fields(LossWeights)),
+    "local-val-f1",
+    "local-val-auc",
+    "train-seconds",
+)
 
 
 def _reply(msg: Message, state: dict, metrics: dict, kind: str) -> Message:

@@ -15,13 +15,12 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import IO, Annotated, Any, Optional
+from typing import IO, Annotated, Any
 
 import tomli_w
 import typer
 
 from liteheart_core.cli.console import err, fail
-from liteheart_core.cli.tls import check_node_key, load_cert
 from liteheart_core.cli.processes import (
     LOOPBACK,
     child_env,
@@ -31,6 +30,7 @@ from liteheart_core.cli.processes import (
     sigterm_as_interrupt,
     stop_tree,
 )
+from liteheart_core.cli.tls import check_node_key, load_cert
 
 # How often the node's SuperExec asks for a ClientApp task (Flower's default is 1 s): a
 # message waits for this before its ClientApp process starts.
@@ -39,11 +39,11 @@ TASK_POLL_INTERVAL_S = "0.5"
 # What Flower 1.42's SuperNode prints when the SuperLink refuses it, and what it means here
 REJECTIONS = {
     "[code: 2001]": "the server admits only registered nodes and this node has no key: add --key with the "
-                    "NAME.key the coordinating site gave you",
+    "NAME.key the coordinating site gave you",
     "[code: 2004]": "the server refused this node's key: it is not registered there (the coordinating site puts "
-                    "NAME.pub in its --auth-keys folder and restarts `liteheart-server start`)",
+    "NAME.pub in its --auth-keys folder and restarts `liteheart-server start`)",
     "CERTIFICATE_VERIFY_FAILED": "the server's TLS certificate failed the check against --tls: it was not issued by "
-                                 "that CA, or does not name the host given in --server",
+    "that CA, or does not name the host given in --server",
 }
 
 
@@ -77,7 +77,7 @@ def node_data(data: str, partitioned: bool) -> str:
     return str(prepared.root.resolve())
 
 
-def check_security(tls: Optional[Path], key: Optional[Path]) -> list[str]:
+def check_security(tls: Path | None, key: Path | None) -> list[str]:
     """The SuperNode's TLS and authentication flags from ``--tls`` and ``--key``, checked before it starts."""
     if key is not None and tls is None:
         raise ValueError("--key needs --tls: Flower authenticates nodes only over TLS")
@@ -91,8 +91,10 @@ def check_security(tls: Optional[Path], key: Optional[Path]) -> list[str]:
     key = key.expanduser().resolve()
     check_node_key(key)
     if key.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        err.print(f"[yellow]warning:[/] the node private key {key} can be read by other users of this machine "
-                  f"(chmod 600 {key})")
+        err.print(
+            f"[yellow]warning:[/] the node private key {key} can be read by other users of this machine "
+            f"(chmod 600 {key})"
+        )
     return [*flags, "--auth-supernode-private-key", str(key)]
 
 
@@ -113,8 +115,14 @@ def check_store(store: str) -> str:
     return url
 
 
-def node_config(data: str | None, partition: tuple[int, int] | None, labelled_fraction: float | None,
-                cache_dir: Path | None, kind: str = "paired", store: str | None = None) -> dict[str, Any]:
+def node_config(
+    data: str | None,
+    partition: tuple[int, int] | None,
+    labelled_fraction: float | None,
+    cache_dir: Path | None,
+    kind: str = "paired",
+    store: str | None = None,
+) -> dict[str, Any]:
     """What ``client.app`` reads from the node config (see its docstring and ``client/local.py``)."""
     # persist-state: keep what the node carries between rounds on disk, so a resumed run continues it
     config: dict[str, Any] = {"client-kind": kind, "persist-state": True}
@@ -133,16 +141,51 @@ def node_config(data: str | None, partition: tuple[int, int] | None, labelled_fr
 
 def start_cmd(
     server: Annotated[str, typer.Option(help="The SuperLink's address, HOST:PORT (e.g. 127.0.0.1:9092).")],
-    data: Annotated[Optional[str], typer.Option(help="This site's ECGs: a PTB-XL/Challenge/prepared folder; with --partition-id also 'synth'.")] = None,
-    kind: Annotated[str, typer.Option(help="paired (12-lead records, the teacher on site) or wearable (lead I only, never the teacher).")] = "paired",
-    store: Annotated[Optional[str], typer.Option(help="A wearable's device record store (path or URL, filled by `liteheart-client ingest`), instead of --data.")] = None,
-    partition_id: Annotated[Optional[int], typer.Option(help="Use only this partition of --data (with --num-partitions).")] = None,
-    num_partitions: Annotated[Optional[int], typer.Option(help="Number of partitions --data is split into.")] = None,
-    labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of local training records whose labels are used (default: the run's labelled-fraction, sent by the server; 1 uses every label).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Where the teacher is cached by content hash (default: $LITEHEART_CACHE/teachers).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port of this node's Runtime API on 127.0.0.1 (default: a free one).")] = None,
-    tls: Annotated[Optional[Path], typer.Option("--tls", help="The pilot's CA certificate (ca.crt): connect over TLS and check the server against it.")] = None,
-    key: Annotated[Optional[Path], typer.Option("--key", help="This node's private key (NAME.key, OpenSSH EC) for node authentication; needs --tls.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="This site's ECGs: a PTB-XL/Challenge/prepared folder; with --partition-id also 'synth'."),
+    ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="paired (12-lead records, the teacher on site) or wearable (lead I only, never the teacher)."
+        ),
+    ] = "paired",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="A wearable's device record store (path or URL, filled by `liteheart-client ingest`), instead of --data."
+        ),
+    ] = None,
+    partition_id: Annotated[
+        int | None, typer.Option(help="Use only this partition of --data (with --num-partitions).")
+    ] = None,
+    num_partitions: Annotated[int | None, typer.Option(help="Number of partitions --data is split into.")] = None,
+    labelled_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of local training records whose labels are used (default: the run's labelled-fraction, sent by the server; 1 uses every label)."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the teacher is cached by content hash (default: $LITEHEART_CACHE/teachers)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port of this node's Runtime API on 127.0.0.1 (default: a free one).")
+    ] = None,
+    tls: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls", help="The pilot's CA certificate (ca.crt): connect over TLS and check the server against it."
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", help="This node's private key (NAME.key, OpenSSH EC) for node authentication; needs --tls."
+        ),
+    ] = None,
 ) -> None:
     """Join a federation: a SuperNode in the foreground that trains the student on this site's data."""
     try:
@@ -175,14 +218,32 @@ def start_cmd(
     home = Path(tempfile.mkdtemp(prefix="liteheart-node-"))  # Flower's per-node state: apps, config
     config_file = home / "node-config.toml"  # a file, so paths with spaces or quotes survive
     config_file.write_text(tomli_w.dumps(node_config(folder, partition, labelled_fraction, cache, kind, store_url)))
-    where = f"store {store}" if store else f"partition {partition[0]}/{partition[1]} of {folder}" if partition \
-        else folder
-    err.print(f"[bold]LiteHeart client[/] ({kind}): data {where}; connecting to {server} (runtime API on {LOOPBACK}:{port})")
+    where = (
+        f"store {store}" if store else f"partition {partition[0]}/{partition[1]} of {folder}" if partition else folder
+    )
+    err.print(
+        f"[bold]LiteHeart client[/] ({kind}): data {where}; connecting to {server} (runtime API on {LOOPBACK}:{port})"
+    )
     if tls is None:
-        err.print("[yellow]warning:[/] plaintext connection without node authentication: for trials on this "
-                  "machine, not for real networks (see --tls and --key)")
-    code, rejected = run_supernode([exe, *security, "--superlink", server, "--host", LOOPBACK, "--port", str(port),
-                                    "--node-config", str(config_file)], home)
+        err.print(
+            "[yellow]warning:[/] plaintext connection without node authentication: for trials on this "
+            "machine, not for real networks (see --tls and --key)"
+        )
+    code, rejected = run_supernode(
+        [
+            exe,
+            *security,
+            "--superlink",
+            server,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--node-config",
+            str(config_file),
+        ],
+        home,
+    )
     if rejected:
         fail(rejected, code=1)
     if code not in (0, 130):
@@ -190,7 +251,7 @@ def start_cmd(
     raise typer.Exit(code)
 
 
-def check_partition(partition_id: Optional[int], num_partitions: Optional[int]) -> tuple[int, int] | None:
+def check_partition(partition_id: int | None, num_partitions: int | None) -> tuple[int, int] | None:
     if (partition_id is None) != (num_partitions is None):
         raise ValueError("--partition-id and --num-partitions go together")
     if partition_id is None or num_partitions is None:
@@ -220,8 +281,13 @@ def run_supernode(cmd: list[str], home: Path) -> tuple[int, str]:
     with sigterm_as_interrupt():
         try:
             # the SuperNode's log is this command's log, relayed line by line to spot a refusal
-            node = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    env=child_env(home, {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": TASK_POLL_INTERVAL_S}))
+            node = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=child_env(home, {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": TASK_POLL_INTERVAL_S}),
+            )
             relay = threading.Thread(target=_relay, args=(node.stdout, rejected), daemon=True)
             relay.start()
             code = node.wait()

@@ -47,7 +47,7 @@ class IngestSummary:
     vanished: int = 0  # listed, then gone before it could be read
     problems: list[dict[str, str]] = field(default_factory=list)  # {"record", "reason"} of unusable ones
 
-    def merge(self, other: "IngestSummary") -> None:
+    def merge(self, other: IngestSummary) -> None:
         self.added += other.added
         self.duplicates += other.duplicates
         self.unusable += other.unusable
@@ -90,7 +90,9 @@ def examine(path: Path, book: LabelBook, settings: PrepSettings, digest: str | N
     return NewRecording(rid, digest, str(path), quality, prepared, label=label, label_source=source)
 
 
-def ingest_one(store: RecordStore, path: Path, book: LabelBook, settings: PrepSettings) -> tuple[AddResult | None, NewRecording | None]:
+def ingest_one(
+    store: RecordStore, path: Path, book: LabelBook, settings: PrepSettings
+) -> tuple[AddResult | None, NewRecording | None]:
     """Ingest one recording unless it is known; returns the store's answer and what was stored."""
     try:
         digest = content_hash(path)
@@ -103,9 +105,14 @@ def ingest_one(store: RecordStore, path: Path, book: LabelBook, settings: PrepSe
     return store.add(rec), rec
 
 
-def ingest_paths(store: RecordStore, paths: Iterable[Path], book: LabelBook, settings: PrepSettings | None = None,
-                 stop: threading.Event | None = None,
-                 progress: Callable[[Path, AddResult | None, NewRecording | None], None] | None = None) -> IngestSummary:
+def ingest_paths(
+    store: RecordStore,
+    paths: Iterable[Path],
+    book: LabelBook,
+    settings: PrepSettings | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[Path, AddResult | None, NewRecording | None], None] | None = None,
+) -> IngestSummary:
     """Ingest recordings one transaction at a time; stops early (between recordings) when ``stop`` is set."""
     settings = settings or store_settings(store)
     summary = IngestSummary()
@@ -122,22 +129,36 @@ def ingest_paths(store: RecordStore, paths: Iterable[Path], book: LabelBook, set
             summary.evicted += len(result.evicted)
             if rec is not None and (rec.quality is None or not rec.quality.usable):
                 summary.unusable += 1
-                summary.problems.append({"record": rec.record_id,
-                                         "reason": str(rec.error) if rec.quality is None else rec.quality.reason})
+                summary.problems.append(
+                    {"record": rec.record_id, "reason": str(rec.error) if rec.quality is None else rec.quality.reason}
+                )
         if progress is not None:
             progress(Path(path), result, rec)
     return summary
 
 
-def ingest(store: RecordStore, path: Path, book: LabelBook, settings: PrepSettings | None = None,
-           stop: threading.Event | None = None, progress=None) -> IngestSummary:
+def ingest(
+    store: RecordStore,
+    path: Path,
+    book: LabelBook,
+    settings: PrepSettings | None = None,
+    stop: threading.Event | None = None,
+    progress=None,
+) -> IngestSummary:
     """Ingest a recording (WFDB record or ECG file of any supported format) or every one under a folder."""
     return ingest_paths(store, find_recordings(Path(path)), book, settings, stop, progress)
 
 
-def watch(store: RecordStore, folder: Path, book: LabelBook, interval: float = 5.0, max_polls: int | None = None,
-          stop: threading.Event | None = None, settings: PrepSettings | None = None,
-          on_poll: Callable[[int, IngestSummary], None] | None = None) -> IngestSummary:
+def watch(
+    store: RecordStore,
+    folder: Path,
+    book: LabelBook,
+    interval: float = 5.0,
+    max_polls: int | None = None,
+    stop: threading.Event | None = None,
+    settings: PrepSettings | None = None,
+    on_poll: Callable[[int, IngestSummary], None] | None = None,
+) -> IngestSummary:
     """Poll ``folder`` every ``interval`` seconds and ingest recordings that have settled.
 
     Stops after ``max_polls`` polls, or as soon as ``stop`` is set (the recording being

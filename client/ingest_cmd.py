@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,7 +31,9 @@ out = Console(soft_wrap=True)
 
 store_app = typer.Typer(help="The on-device record store.", no_args_is_help=True)
 
-STORE_HELP = "Store URL (any SQLAlchemy URL) or SQLite file path; default $LITEHEART_STORE or ~/.liteheart/store.sqlite."
+STORE_HELP = (
+    "Store URL (any SQLAlchemy URL) or SQLite file path; default $LITEHEART_STORE or ~/.liteheart/store.sqlite."
+)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -61,7 +63,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _open(store: Optional[str], task: Optional[str] = None, create: bool = True) -> RecordStore:
+def _open(store: str | None, task: str | None = None, create: bool = True) -> RecordStore:
     try:
         return RecordStore(store, task=task, prep=asdict(PrepSettings()) if create else None)
     except StoreError as exc:
@@ -70,9 +72,12 @@ def _open(store: Optional[str], task: Optional[str] = None, create: bool = True)
 
 
 def _print_summary(summary: IngestSummary, stopped: bool) -> None:
-    out.print(f"added {summary.added}, already stored {summary.duplicates}, unusable {summary.unusable}, "
-              f"evicted {summary.evicted}" + (f", vanished {summary.vanished}" if summary.vanished else "")
-              + (" [yellow](stopped early)[/]" if stopped else ""))
+    out.print(
+        f"added {summary.added}, already stored {summary.duplicates}, unusable {summary.unusable}, "
+        f"evicted {summary.evicted}"
+        + (f", vanished {summary.vanished}" if summary.vanished else "")
+        + (" [yellow](stopped early)[/]" if stopped else "")
+    )
     for p in summary.problems[:20]:
         out.print(f"[yellow]unusable[/] {p['record']}: {p['reason']}")
     if len(summary.problems) > 20:
@@ -80,15 +85,34 @@ def _print_summary(summary: IngestSummary, stopped: bool) -> None:
 
 
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A recording (WFDB record, DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV) or a folder of them, formats mixed.")],
-    store: Annotated[Optional[str], typer.Option("--store", help=STORE_HELP)] = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="CSV: 'record' plus 'labels' (e.g. MI|STTC) or one 0/1 column per class.")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="Label task of a new store (default superdiagnostic).")] = None,
-    watch: Annotated[bool, typer.Option("--watch", help="Keep polling the folder and ingest new recordings as they settle.")] = False,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A recording (WFDB record, DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV) or a folder of them, formats mixed."
+        ),
+    ],
+    store: Annotated[str | None, typer.Option("--store", help=STORE_HELP)] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="CSV: 'record' plus 'labels' (e.g. MI|STTC) or one 0/1 column per class."),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Label task of a new store (default superdiagnostic).")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep polling the folder and ingest new recordings as they settle.")
+    ] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between polls with --watch.")] = 5.0,
-    max_polls: Annotated[Optional[int], typer.Option("--max-polls", min=1, help="Stop --watch after this many polls.")] = None,
-    max_records: Annotated[Optional[int], typer.Option("--max-records", min=1, help="Retention: keep at most this many recordings' signals.")] = None,
-    max_age_days: Annotated[Optional[float], typer.Option("--max-age-days", min=0.0, help="Retention: evict recordings older than this.")] = None,
+    max_polls: Annotated[
+        int | None, typer.Option("--max-polls", min=1, help="Stop --watch after this many polls.")
+    ] = None,
+    max_records: Annotated[
+        int | None,
+        typer.Option("--max-records", min=1, help="Retention: keep at most this many recordings' signals."),
+    ] = None,
+    max_age_days: Annotated[
+        float | None, typer.Option("--max-age-days", min=0.0, help="Retention: evict recordings older than this.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Add ECG recordings (WFDB, DICOM, aECG, MUSE/Philips XML, EDF, Apple Health CSV) to the device's record store (quality-gated, prepared once, idempotent)."""
@@ -110,12 +134,14 @@ def ingest(
         with _stop_on_signals() as stop:
             try:
                 if watch:
+
                     def polled(n: int, part: IngestSummary) -> None:
                         if part.added and not json_out:
                             out.print(f"poll {n}: added {part.added} (unusable {part.unusable})")
 
-                    summary = watch_folder(rs, path, book, interval=interval, max_polls=max_polls, stop=stop,
-                                           on_poll=polled)
+                    summary = watch_folder(
+                        rs, path, book, interval=interval, max_polls=max_polls, stop=stop, on_poll=polled
+                    )
                 else:
                     summary = ingest_path(rs, path, book, stop=stop)
             except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
@@ -133,7 +159,7 @@ def ingest(
 
 @store_app.command("info")
 def info(
-    store: Annotated[Optional[str], typer.Option("--store", help=STORE_HELP)] = None,
+    store: Annotated[str | None, typer.Option("--store", help=STORE_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """What the record store holds: counts, quality flags, labels, usage, size, retention."""
@@ -152,20 +178,36 @@ def info(
         return
     out.print(f"[bold]{summary['store']}[/] task {summary['task']}")
     table = Table(show_header=False)
-    for key in ("recordings", "held", "usable", "unusable_held", "unreadable", "evicted", "labelled_held",
-                "never_used", "uses", "signal_bytes", "first_arrival", "last_arrival"):
+    for key in (
+        "recordings",
+        "held",
+        "usable",
+        "unusable_held",
+        "unreadable",
+        "evicted",
+        "labelled_held",
+        "never_used",
+        "uses",
+        "signal_bytes",
+        "first_arrival",
+        "last_arrival",
+    ):
         table.add_row(key.replace("_", " "), str(summary[key]))
     r = summary["retention"]
-    table.add_row("retention", f"max records {r['max_records'] or '-'}, max age "
-                               f"{(str(round(r['max_age_s'] / 86400, 2)) + ' days') if r['max_age_s'] else '-'}")
+    table.add_row(
+        "retention",
+        f"max records {r['max_records'] or '-'}, max age "
+        f"{(str(round(r['max_age_s'] / 86400, 2)) + ' days') if r['max_age_s'] else '-'}",
+    )
     out.print(table)
     if summary["flags"]:
         out.print("flags: " + ", ".join(f"{k} {v}" for k, v in summary["flags"].items()))
     out.print("labels: " + ", ".join(f"{k} {v}" for k, v in summary["label_counts"].items()))
 
 
-app = typer.Typer(help="Record-store commands (also available as liteheart-client ingest / store).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Record-store commands (also available as liteheart-client ingest / store).", no_args_is_help=True
+)
 app.command("ingest")(ingest)
 app.add_typer(store_app, name="store")
 

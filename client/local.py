@@ -84,8 +84,9 @@ def local_data(context: Context, rc: RoundConfig, kind: str = "paired") -> Local
     view = wearable_view(run, context) if kind == "wearable" else None
     if "store" in node:
         if kind != "wearable":
-            raise ValueError("node config store= is for wearables (client-kind=wearable); a paired site gives "
-                             "data-path=")
+            raise ValueError(
+                "node config store= is for wearables (client-kind=wearable); a paired site gives data-path="
+            )
         return store_data(str(node["store"]), run.task)
     if "data-path" in node:
         return site_data(str(node["data-path"]), run.task, labelled_fraction(context, run, kind), run.seed, view)
@@ -94,17 +95,30 @@ def local_data(context: Context, rc: RoundConfig, kind: str = "paired") -> Local
     # a deployed node names its own copy of the dataset; a simulated one shares the server's
     data = node.get("data", rc.data)
     if data is None:
-        raise ValueError("node config has partition-id but no data=: a deployed node names its own copy of the "
-                         "dataset (the server does not say where its own is)")
+        raise ValueError(
+            "node config has partition-id but no data=: a deployed node names its own copy of the "
+            "dataset (the server does not say where its own is)"
+        )
     # -1: the partition's own labelled records (drawn at the run's labelled-fraction); a node, or a wearable
     # with wearable-labelled-fraction set, holds its own share instead
     if "labelled-fraction" in node:
         own = labelled_fraction(context, run, kind)
     else:
         own = run.wearable_labelled_fraction if view is not None else -1.0
-    return simulated_client_data(str(data), run.synth_records, run.task, int(node["partition-id"]),
-                                 int(node["num-partitions"]), run.partition, run.alpha, run.labelled_fraction,
-                                 run.seed, view, own, run.server_fold_tuple)
+    return simulated_client_data(
+        str(data),
+        run.synth_records,
+        run.task,
+        int(node["partition-id"]),
+        int(node["num-partitions"]),
+        run.partition,
+        run.alpha,
+        run.labelled_fraction,
+        run.seed,
+        view,
+        own,
+        run.server_fold_tuple,
+    )
 
 
 def store_data(url: str, task: str) -> LocalData:
@@ -124,7 +138,14 @@ def store_data(url: str, task: str) -> LocalData:
     y = np.concatenate([p.y for p in parts]).astype(np.float32)
     t = x.shape[-1]
     regions = torch.as_tensor(compute_regions(x, float(parts[0].fs)), dtype=torch.int64)  # delineated on lead I
-    return LocalData(x=torch.as_tensor(x, dtype=torch.float32), y=torch.as_tensor(y),
-                     labelled=np.concatenate([p.labelled for p in parts]), regions=regions,
-                     val_x=torch.zeros(0, 1, t), val_y=torch.zeros(0, len(classes)), classes=list(classes),
-                     fs=float(parts[0].fs), name=f"store:{url}")
+    return LocalData(
+        x=torch.as_tensor(x, dtype=torch.float32),
+        y=torch.as_tensor(y),
+        labelled=np.concatenate([p.labelled for p in parts]),
+        regions=regions,
+        val_x=torch.zeros(0, 1, t),
+        val_y=torch.zeros(0, len(classes)),
+        classes=list(classes),
+        fs=float(parts[0].fs),
+        name=f"store:{url}",
+    )

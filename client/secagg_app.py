@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message
 from flwr.client import Client, NumPyClient
-from flwr.common import Scalar
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Scalar
 
 from client.app import METRIC_KEYS, _load_teacher, _teacher_file, query
 from client.local import client_kind, local_data
@@ -67,8 +67,9 @@ class SecAggClient(NumPyClient):
             teacher = _load_teacher(str(path))
         distiller = self.node.state.get("distiller")
         dstate = dict(distiller.to_torch_state_dict()) if isinstance(distiller, ArrayRecord) else None
-        state, metrics, dstate = local_round(student, teacher, data, tcfg, run.local_epochs, rc.server_round,
-                                             run.proximal_mu, dstate)
+        state, metrics, dstate = local_round(
+            student, teacher, data, tcfg, run.local_epochs, rc.server_round, run.proximal_mu, dstate
+        )
         if dstate:
             self.node.state["distiller"] = ArrayRecord(dstate)
         arrays = [state[k].numpy() for k in keys]
@@ -87,14 +88,18 @@ def check_before_masking(arrays: list[np.ndarray], num_examples: int, max_weight
     A refusal makes this node a dropout of the round, recorded with the reason.
     """
     if num_examples > max_weight:
-        raise ValueError(f"{num_examples} training examples exceed secagg-max-weight {max_weight}: "
-                         f"raise secagg-max-weight to at least {num_examples}")
+        raise ValueError(
+            f"{num_examples} training examples exceed secagg-max-weight {max_weight}: "
+            f"raise secagg-max-weight to at least {num_examples}"
+        )
     if not all(np.all(np.isfinite(a)) for a in arrays):
         raise ValueError("the local update holds NaN or infinite values; not sent")
     peak = max(float(np.max(np.abs(a))) for a in arrays if a.size) * num_examples / max_weight
     if peak > clipping_range:
-        raise ValueError(f"a weighted weight reaches {peak:.3g}, beyond secagg-clipping-range {clipping_range:g}: "
-                         f"SecAgg+ would clip it; raise secagg-clipping-range")
+        raise ValueError(
+            f"a weighted weight reaches {peak:.3g}, beyond secagg-clipping-range {clipping_range:g}: "
+            f"SecAgg+ would clip it; raise secagg-clipping-range"
+        )
 
 
 def client_fn(context: Context) -> Client:

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -186,8 +186,7 @@ class NewRecording:
         if len(self.content_hash) != 64:
             raise ValueError(f"record {self.record_id}: content hash must be 64 hex characters")
         if (self.prepared is None) != (self.error is not None and self.quality is None):
-            raise ValueError(f"record {self.record_id}: give either prepared windows and a quality report, "
-                             "or an error")
+            raise ValueError(f"record {self.record_id}: give either prepared windows and a quality report, or an error")
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ class AddResult:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def default_store_url() -> str:
@@ -237,8 +236,14 @@ class RecordStore:
         cannot be created, the database cannot be reached, or the task disagrees.
     """
 
-    def __init__(self, url: str | Path | None = None, task: str | None = None, classes: list[str] | None = None,
-                 prep: dict[str, Any] | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str | Path | None = None,
+        task: str | None = None,
+        classes: list[str] | None = None,
+        prep: dict[str, Any] | None = None,
+        echo: bool = False,
+    ) -> None:
         raw = store_url(url) if url is not None else default_store_url()
         self.url = mask_url(raw)
         try:
@@ -302,8 +307,16 @@ class RecordStore:
                 classes = list(classes) if classes is not None else task_classes(task)
                 if not classes or len(set(classes)) != len(classes):
                     raise StoreError(f"store {self.url}: classes must be distinct and non-empty, got {classes}")
-                info = StoreInfoRow(id=1, format=STORE_FORMAT, task=task, classes=classes, prep=dict(prep or {}),
-                                    max_records=None, max_age_s=None, created_at=_utcnow())
+                info = StoreInfoRow(
+                    id=1,
+                    format=STORE_FORMAT,
+                    task=task,
+                    classes=classes,
+                    prep=dict(prep or {}),
+                    max_records=None,
+                    max_age_s=None,
+                    created_at=_utcnow(),
+                )
                 s.add(info)
             else:
                 if info.format != STORE_FORMAT:
@@ -317,7 +330,7 @@ class RecordStore:
     def __repr__(self) -> str:
         return f"RecordStore({self.url!r})"
 
-    def __enter__(self) -> "RecordStore":
+    def __enter__(self) -> RecordStore:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -354,8 +367,9 @@ class RecordStore:
     def key_of(self, record_id: str, content_hash: str) -> int | None:
         """The key of this exact recording (same id, same bytes), or None (tombstones count as stored)."""
         with self.session() as s:
-            key = s.scalar(select(RecordRow.id).where(RecordRow.record_id == record_id,
-                                                      RecordRow.content_hash == content_hash))
+            key = s.scalar(
+                select(RecordRow.id).where(RecordRow.record_id == record_id, RecordRow.content_hash == content_hash)
+            )
         return None if key is None else int(key)
 
     def add(self, rec: NewRecording, now: datetime | None = None) -> AddResult:
@@ -371,8 +385,11 @@ class RecordStore:
         now = now or _utcnow()
         row = self._row(rec, now)
         with self.session(write=True) as s:
-            known = s.scalar(select(RecordRow.id).where(RecordRow.record_id == rec.record_id,
-                                                        RecordRow.content_hash == rec.content_hash))
+            known = s.scalar(
+                select(RecordRow.id).where(
+                    RecordRow.record_id == rec.record_id, RecordRow.content_hash == rec.content_hash
+                )
+            )
             if known is not None:
                 return AddResult("duplicate", int(known))
             s.add(row)
@@ -380,8 +397,11 @@ class RecordStore:
                 s.flush()
             except IntegrityError:  # another process added it between our check and insert
                 s.rollback()
-                known = s.scalar(select(RecordRow.id).where(RecordRow.record_id == rec.record_id,
-                                                            RecordRow.content_hash == rec.content_hash))
+                known = s.scalar(
+                    select(RecordRow.id).where(
+                        RecordRow.record_id == rec.record_id, RecordRow.content_hash == rec.content_hash
+                    )
+                )
                 return AddResult("duplicate", int(known or 0))  # the row the other process added
             evicted = self._enforce(s, now)
             return AddResult("added", int(row.id), tuple(evicted))
@@ -391,14 +411,24 @@ class RecordStore:
         if rec.label is not None:
             y = np.asarray(rec.label)
             if y.shape != (len(self.classes),) or not np.isin(y, (0, 1)).all():
-                raise ValueError(f"record {rec.record_id}: label must be 0/1 over {len(self.classes)} classes "
-                                 f"({', '.join(self.classes)}), got {y.tolist()}")
+                raise ValueError(
+                    f"record {rec.record_id}: label must be 0/1 over {len(self.classes)} classes "
+                    f"({', '.join(self.classes)}), got {y.tolist()}"
+                )
             label = [int(v) for v in y] if y.any() else None
         if rec.prepared is None:
-            return RecordRow(record_id=rec.record_id, content_hash=rec.content_hash, arrived_at=now,
-                             source_path=rec.source_path, usable=False, quality_score=0.0,
-                             quality_flags={UNREADABLE: rec.error}, label=label,
-                             label_source=rec.label_source if label else None, times_used=0)
+            return RecordRow(
+                record_id=rec.record_id,
+                content_hash=rec.content_hash,
+                arrived_at=now,
+                source_path=rec.source_path,
+                usable=False,
+                quality_score=0.0,
+                quality_flags={UNREADABLE: rec.error},
+                label=label,
+                label_source=rec.label_source if label else None,
+                times_used=0,
+            )
         w = np.ascontiguousarray(rec.prepared.windows, dtype=np.float32)
         if w.ndim != 3 or w.shape[1] not in (1, 12):
             raise ValueError(f"record {rec.record_id}: windows must be [W, 12 or 1, T], got {w.shape}")
@@ -410,18 +440,32 @@ class RecordStore:
             regions = r.tobytes()
         q = rec.quality
         hr = q.heart_rate if q is not None and np.isfinite(q.heart_rate) else None
-        return RecordRow(record_id=rec.record_id, content_hash=rec.content_hash, arrived_at=now,
-                         source_path=rec.source_path, n_leads=int(w.shape[1]), n_windows=int(w.shape[0]),
-                         length=int(w.shape[2]), fs=float(self._info["prep"].get("fs", 100)),
-                         seconds=q.seconds if q is not None else None, signal=w.tobytes(), regions=regions,
-                         usable=bool(q is not None and q.usable), quality_score=float(q.score if q else 0.0),
-                         quality_flags=dict(q.flags) if q is not None else {}, heart_rate=hr, label=label,
-                         label_source=rec.label_source if label else None, times_used=0)
+        return RecordRow(
+            record_id=rec.record_id,
+            content_hash=rec.content_hash,
+            arrived_at=now,
+            source_path=rec.source_path,
+            n_leads=int(w.shape[1]),
+            n_windows=int(w.shape[0]),
+            length=int(w.shape[2]),
+            fs=float(self._info["prep"].get("fs", 100)),
+            seconds=q.seconds if q is not None else None,
+            signal=w.tobytes(),
+            regions=regions,
+            usable=bool(q is not None and q.usable),
+            quality_score=float(q.score if q else 0.0),
+            quality_flags=dict(q.flags) if q is not None else {},
+            heart_rate=hr,
+            label=label,
+            label_source=rec.label_source if label else None,
+            times_used=0,
+        )
 
     # --- retention --------------------------------------------------------------------------
 
-    def set_retention(self, max_records: int | None = None, max_age: timedelta | None = None,
-                      now: datetime | None = None) -> list[int]:
+    def set_retention(
+        self, max_records: int | None = None, max_age: timedelta | None = None, now: datetime | None = None
+    ) -> list[int]:
         """Set the retention bound (None: no bound) and apply it at once; returns the evicted keys."""
         if max_records is not None and max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
@@ -457,8 +501,9 @@ class RecordStore:
                     query = query.where(RecordRow.id.not_in(victims))
                 victims += list(s.scalars(query.order_by(group, touched, RecordRow.id).limit(excess)))
         if victims:
-            s.execute(update(RecordRow).where(RecordRow.id.in_(victims))
-                      .values(signal=None, regions=None, evicted_at=now))
+            s.execute(
+                update(RecordRow).where(RecordRow.id.in_(victims)).values(signal=None, regions=None, evicted_at=now)
+            )
         return [int(v) for v in victims]
 
     # --- training ---------------------------------------------------------------------------
@@ -466,12 +511,20 @@ class RecordStore:
     def candidates(self, n_leads: int = 12) -> list[Candidate]:
         """Usable recordings holding a signal with ``n_leads`` leads, in arrival order."""
         with self.session() as s:
-            rows = s.execute(select(RecordRow.id, RecordRow.label, RecordRow.times_used)
-                             .where(RecordRow.usable.is_(True), RecordRow.evicted_at.is_(None),
-                                    RecordRow.signal.is_not(None), RecordRow.n_leads == n_leads)
-                             .order_by(RecordRow.id)).all()
-        return [Candidate(int(k), None if lab is None else np.asarray(lab, dtype=np.uint8), int(used))
-                for k, lab, used in rows]
+            rows = s.execute(
+                select(RecordRow.id, RecordRow.label, RecordRow.times_used)
+                .where(
+                    RecordRow.usable.is_(True),
+                    RecordRow.evicted_at.is_(None),
+                    RecordRow.signal.is_not(None),
+                    RecordRow.n_leads == n_leads,
+                )
+                .order_by(RecordRow.id)
+            ).all()
+        return [
+            Candidate(int(k), None if lab is None else np.asarray(lab, dtype=np.uint8), int(used))
+            for k, lab, used in rows
+        ]
 
     def load(self, keys: Sequence[int]) -> StoredBatch:
         """The windows, labels and regions of ``keys`` (one row per window, in the order given).
@@ -500,23 +553,31 @@ class RecordStore:
                 raise StoreError(f"record {r.record_id} (key {k}) holds a signal without its shape")
             this = (r.n_leads, r.length)
             if shape is not None and this != shape:
-                raise ValueError(f"record {r.record_id}: {r.n_leads} leads x {r.length} samples, unlike the others "
-                                 f"({shape[0]} x {shape[1]})")
+                raise ValueError(
+                    f"record {r.record_id}: {r.n_leads} leads x {r.length} samples, unlike the others "
+                    f"({shape[0]} x {shape[1]})"
+                )
             shape = this
             w = np.frombuffer(r.signal, dtype=np.float32).reshape(r.n_windows, r.n_leads, r.length)
             xs.append(w)
             y = np.zeros(len(self.classes), dtype=np.uint8) if r.label is None else np.asarray(r.label, np.uint8)
             ys.append(np.repeat(y[None], r.n_windows, axis=0))
             lab += [r.label is not None] * r.n_windows
-            regs.append(None if r.regions is None else
-                        np.frombuffer(r.regions, dtype=np.int8).reshape(r.n_windows, r.length))
+            regs.append(
+                None if r.regions is None else np.frombuffer(r.regions, dtype=np.int8).reshape(r.n_windows, r.length)
+            )
             of += [k] * r.n_windows
         if not xs:
             raise ValueError(f"store {self.url}: no keys to load")
         regions = None if any(g is None for g in regs) else np.concatenate([g for g in regs if g is not None])
-        return StoredBatch(keys=np.asarray(of, dtype=np.int64), x=np.concatenate(xs), y=np.concatenate(ys),
-                           labelled=np.asarray(lab, dtype=bool), regions=regions,
-                           fs=float(self._info["prep"].get("fs", 100)))
+        return StoredBatch(
+            keys=np.asarray(of, dtype=np.int64),
+            x=np.concatenate(xs),
+            y=np.concatenate(ys),
+            labelled=np.asarray(lab, dtype=bool),
+            regions=regions,
+            fs=float(self._info["prep"].get("fs", 100)),
+        )
 
     def mark_used(self, keys: Sequence[int], round_number: int, now: datetime | None = None) -> None:
         """Count one more training use of each key (all in one transaction)."""
@@ -528,8 +589,11 @@ class RecordStore:
             found = _count(s, select(func.count()).select_from(RecordRow).where(RecordRow.id.in_(keys)))
             if found != len(keys):
                 raise ValueError(f"store {self.url}: {len(keys) - found} of the keys are unknown")
-            s.execute(update(RecordRow).where(RecordRow.id.in_(keys))
-                      .values(times_used=RecordRow.times_used + 1, last_used_at=now, last_used_round=round_number))
+            s.execute(
+                update(RecordRow)
+                .where(RecordRow.id.in_(keys))
+                .values(times_used=RecordRow.times_used + 1, last_used_at=now, last_used_round=round_number)
+            )
 
     # --- state and summaries ----------------------------------------------------------------
 
@@ -550,8 +614,11 @@ class RecordStore:
         """Every recording's metadata (no signals), in arrival order."""
         cols = [c for c in RecordRow.__table__.columns if c.name not in ("signal", "regions")]
         with self.session() as s:
-            result = s.execute(select(*cols, (RecordRow.signal.is_not(None)).label("held"))
-                               .order_by(RecordRow.id)).mappings().all()
+            result = (
+                s.execute(select(*cols, (RecordRow.signal.is_not(None)).label("held")).order_by(RecordRow.id))
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in result]
 
     def info(self) -> dict[str, Any]:
@@ -565,8 +632,9 @@ class RecordStore:
             evicted = _count(s, select(func.count()).select_from(RecordRow).where(RecordRow.evicted_at.is_not(None)))
             nbytes = s.scalar(select(func.coalesce(func.sum(func.length(RecordRow.signal)), 0)))
             first, last = s.execute(select(func.min(RecordRow.arrived_at), func.max(RecordRow.arrived_at))).one()
-            meta = s.execute(select(RecordRow.quality_flags, RecordRow.label, RecordRow.times_used,
-                                    RecordRow.n_leads).where(held)).all()
+            meta = s.execute(
+                select(RecordRow.quality_flags, RecordRow.label, RecordRow.times_used, RecordRow.n_leads).where(held)
+            ).all()
             retention = {"max_records": inf.max_records, "max_age_s": inf.max_age_s}
         flags: dict[str, int] = {}
         label_counts = np.zeros(len(self.classes), dtype=np.int64)
@@ -585,14 +653,26 @@ class RecordStore:
         if unreadable:
             flags[UNREADABLE] = flags.get(UNREADABLE, 0) + unreadable
         return {
-            "store": self.url, "task": self.task, "classes": self.classes, "recordings": int(total),
-            "held": int(n_held), "usable": int(usable), "unusable_held": int(n_held - usable),
-            "unreadable": int(unreadable), "evicted": int(evicted), "labelled_held": labelled,
-            "label_counts": {c: int(n) for c, n in zip(self.classes, label_counts)}, "leads": leads,
-            "flags": dict(sorted(flags.items())), "signal_bytes": int(nbytes or 0),
-            "never_used": int(sum(1 for u in used if u == 0)), "uses": int(sum(used)),
-            "first_arrival": first.isoformat() if first else None, "last_arrival": last.isoformat() if last else None,
-            "retention": retention, "prep": self._info["prep"],
+            "store": self.url,
+            "task": self.task,
+            "classes": self.classes,
+            "recordings": int(total),
+            "held": int(n_held),
+            "usable": int(usable),
+            "unusable_held": int(n_held - usable),
+            "unreadable": int(unreadable),
+            "evicted": int(evicted),
+            "labelled_held": labelled,
+            "label_counts": {c: int(n) for c, n in zip(self.classes, label_counts)},
+            "leads": leads,
+            "flags": dict(sorted(flags.items())),
+            "signal_bytes": int(nbytes or 0),
+            "never_used": int(sum(1 for u in used if u == 0)),
+            "uses": int(sum(used)),
+            "first_arrival": first.isoformat() if first else None,
+            "last_arrival": last.isoformat() if last else None,
+            "retention": retention,
+            "prep": self._info["prep"],
         }
 
 

@@ -55,7 +55,15 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> Reliability:
         mean_p = np.bincount(which, weights=p, minlength=bins) / counts
         observed = np.bincount(which, weights=y.astype(np.float64), minlength=bins) / counts
     filled = counts > 0
-    ece = float(np.sum(counts[filled] * np.abs(observed[filled] - mean_p[filled])) / counts.sum()) \
-        if counts.sum() else float("nan")
-    return Reliability(edges=edges, mean_predicted=np.where(filled, mean_p, np.nan),
-                       observed=np.where(filled, observed, np.nan), counts=counts, ece=ece)
+    ece = (
+        float(np.sum(counts[filled] * np.abs(observed[filled] - mean_p[filled])) / counts.sum())
+        if counts.sum()
+        else float("nan")
+    )
+    return Reliability(
+        edges=edges,
+        mean_predicted=np.where(filled, mean_p, np.nan),
+        observed=np.where(filled, observed, np.nan),
+        counts=counts,
+        ece=ece,
+    )

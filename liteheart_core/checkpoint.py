@@ -34,8 +34,11 @@ def save_checkpoint(path: Path, model: Net, meta: dict) -> str:
     if missing:
         raise CheckpointError(f"checkpoint metadata lacks {', '.join(missing)}")
     meta = json.loads(json.dumps(meta))  # plain types only, so weights_only loading accepts it
-    blob = {"format": FORMAT, "meta": {**meta, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    blob = {
+        "format": FORMAT,
+        "meta": {**meta, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     data = buffer.getvalue()

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from liteheart_core.data.splits import SPLITS
-from liteheart_core.methods import DEFAULT_METHOD, METHODS, STUDENT_METHODS, method_spec  # the one table of methods (what each needs)
+from liteheart_core.methods import (
+    DEFAULT_METHOD,
+    METHODS,
+    STUDENT_METHODS,
+    method_spec,
+)  # the one table of methods (what each needs)
 
 PARTITIONS = ("iid", "site", "dirichlet")
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "trimmed-mean", "krum")
@@ -112,9 +117,11 @@ class FedConfig:
             (self.alpha > 0, "alpha must be > 0"),
             (0 <= self.labelled_fraction <= 1, "labelled-fraction must be in [0, 1]"),
             # a federated client trains the student; the teacher is the server's (trained or given)
-            (self.method in STUDENT_METHODS,
-             f"method {self.method!r} is not a method a client can train; expected one of "
-             f"{', '.join(STUDENT_METHODS)}"),
+            (
+                self.method in STUDENT_METHODS,
+                f"method {self.method!r} is not a method a client can train; expected one of "
+                f"{', '.join(STUDENT_METHODS)}",
+            ),
             (self.local_epochs >= 1, "local-epochs must be >= 1"),
             (self.batch_size >= 2, "batch-size must be >= 2"),
             (self.lr > 0, "lr must be > 0"),
@@ -122,31 +129,46 @@ class FedConfig:
             (self.proximal_mu >= 0, "proximal-mu must be >= 0"),
             (0 < self.trim_fraction < 0.5, "trim-fraction must be in (0, 0.5)"),
             (self.krum_byzantine >= 0, "krum-byzantine must be >= 0"),
-            (math.isfinite(self.max_update_norm) and self.max_update_norm > 0,
-             "max-update-norm must be a finite number > 0"),
+            (
+                math.isfinite(self.max_update_norm) and self.max_update_norm > 0,
+                "max-update-norm must be a finite number > 0",
+            ),
             (0 < self.fraction_train <= 1, "fraction-train must be in (0, 1]"),
             (self.min_clients >= 1, "min-clients must be >= 1"),
             (self.min_replies >= 1, "min-replies must be >= 1"),
             (self.round_timeout > 0, "round-timeout must be > 0"),
             (self.synth_records >= 50, "synth-records must be >= 50"),
             (self.teacher_epochs >= 1, "teacher-epochs must be >= 1"),
-            (_folds_ok(self.server_folds),
-             f"server-folds must be training folds ({', '.join(map(str, SPLITS['train']))}) separated by commas, "
-             f"leaving at least one to the clients; got {self.server_folds!r}"),
+            (
+                _folds_ok(self.server_folds),
+                f"server-folds must be training folds ({', '.join(map(str, SPLITS['train']))}) separated by commas, "
+                f"leaving at least one to the clients; got {self.server_folds!r}",
+            ),
             (0 <= self.wearables <= self.clients, "wearables must be in [0, clients]"),
             (math.isfinite(self.wearable_weight) and self.wearable_weight >= 0, "wearable-weight must be >= 0"),
-            (self.wearable_weight > 0 or self.wearables < self.clients,
-             "wearable-weight 0 with every client a wearable leaves nothing to aggregate"),
-            (self.wearable_labelled_fraction == -1 or 0 <= self.wearable_labelled_fraction <= 1,
-             "wearable-labelled-fraction must be in [0, 1] (or -1: the same as labelled-fraction)"),
+            (
+                self.wearable_weight > 0 or self.wearables < self.clients,
+                "wearable-weight 0 with every client a wearable leaves nothing to aggregate",
+            ),
+            (
+                self.wearable_labelled_fraction == -1 or 0 <= self.wearable_labelled_fraction <= 1,
+                "wearable-labelled-fraction must be in [0, 1] (or -1: the same as labelled-fraction)",
+            ),
             (25 <= self.wearable_rate <= 2000, "wearable-rate must be in [25, 2000] Hz"),
-            (self.wearable_weighting in WEARABLE_WEIGHTINGS,
-             f"wearable-weighting must be one of {', '.join(WEARABLE_WEIGHTINGS)}"),
-            (not self.wearable_teacher or method_spec(self.method).needs_teacher,
-             f"wearable-teacher: method {self.method} uses no teacher, so a wearable would not use it either"),
-            (self.wearable_weighting != "validated" or (self.strategy in ("fedavg", "fedprox") and self.dp == "none"),
-             "wearable-weighting validated mixes the sites' and the wearables' FedAvg averages: it needs strategy "
-             "fedavg or fedprox and dp none"),
+            (
+                self.wearable_weighting in WEARABLE_WEIGHTINGS,
+                f"wearable-weighting must be one of {', '.join(WEARABLE_WEIGHTINGS)}",
+            ),
+            (
+                not self.wearable_teacher or method_spec(self.method).needs_teacher,
+                f"wearable-teacher: method {self.method} uses no teacher, so a wearable would not use it either",
+            ),
+            (
+                self.wearable_weighting != "validated"
+                or (self.strategy in ("fedavg", "fedprox") and self.dp == "none"),
+                "wearable-weighting validated mixes the sites' and the wearables' FedAvg averages: it needs strategy "
+                "fedavg or fedprox and dp none",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -172,44 +194,67 @@ class FedConfig:
 
     def _check_dp(self) -> None:
         # which guarantees combine with what: the reasons are in liteheart_core/privacy.py
-        numbers = {"dp-epsilon": self.dp_epsilon, "dp-noise-multiplier": self.dp_noise_multiplier,
-                   "dp-clip-norm": self.dp_clip_norm, "dp-max-grad-norm": self.dp_max_grad_norm,
-                   "dp-delta": self.dp_delta}
-        bad = [f"{k} must be a finite number > 0, got {v}" for k, v in numbers.items()
-               if not (math.isfinite(v) and v >= 0)]
+        numbers = {
+            "dp-epsilon": self.dp_epsilon,
+            "dp-noise-multiplier": self.dp_noise_multiplier,
+            "dp-clip-norm": self.dp_clip_norm,
+            "dp-max-grad-norm": self.dp_max_grad_norm,
+            "dp-delta": self.dp_delta,
+        }
+        bad = [
+            f"{k} must be a finite number > 0, got {v}" for k, v in numbers.items() if not (math.isfinite(v) and v >= 0)
+        ]
         if self.dp not in DP_MODES:
             bad.insert(0, f"dp must be one of {', '.join(DP_MODES)}, got {self.dp!r}")
         elif self.dp == "none":
             given = [k for k, v in numbers.items() if v]
             if given and not bad:
-                bad.append(f"{', '.join(given)} given but dp = none: set dp = client, server or dp-sgd, "
-                           "or leave the dp-* keys out")
+                bad.append(
+                    f"{', '.join(given)} given but dp = none: set dp = client, server or dp-sgd, "
+                    "or leave the dp-* keys out"
+                )
         else:
             mode = f"dp = {self.dp}"
             client_level = self.dp in ("client", "server")
             checks = [
-                ((self.dp_epsilon > 0) != (self.dp_noise_multiplier > 0),
-                 f"{mode} needs exactly one of dp-epsilon (the target epsilon, > 0: the noise is derived from it "
-                 "and the planned rounds) and dp-noise-multiplier (> 0)"),
+                (
+                    (self.dp_epsilon > 0) != (self.dp_noise_multiplier > 0),
+                    f"{mode} needs exactly one of dp-epsilon (the target epsilon, > 0: the noise is derived from it "
+                    "and the planned rounds) and dp-noise-multiplier (> 0)",
+                ),
                 (self.dp_delta < 1, f"dp-delta must be in (0, 1) (default 1e-5), got {self.dp_delta}"),
-                (not client_level or self.dp_clip_norm > 0,
-                 f"{mode} needs dp-clip-norm > 0: the L2 bound on each client's update"),
-                (not client_level or not self.dp_max_grad_norm,
-                 "dp-max-grad-norm bounds one record's gradient in dp-sgd; client-level DP uses dp-clip-norm"),
-                (client_level or not self.dp_clip_norm,
-                 "dp-clip-norm bounds a client's update in dp = client/server; dp-sgd uses dp-max-grad-norm"),
-                (not client_level or self.strategy in ("fedavg", "fedprox"),
-                 f"{mode} works with strategy fedavg or fedprox: its noise is calibrated to the mean of the clipped "
-                 f"updates, and {self.strategy} does not average them"),
-                (not client_level or self.wearable_weight == 1.0,
-                 f"{mode} averages the clipped updates with equal weights (the noise is calibrated to that): "
-                 "wearable-weight must stay 1"),
-                (client_level or self.wearables == 0,
-                 "dp-sgd runs in the 12-lead (paired) clients' round; wearables would train without it"),
-                (client_level or self.method not in METHODS or not method_spec(self.method).uses_bank,
-                 f"dp-sgd clips each record's gradient of the per-record objective, which the view bank of "
-                 f"{self.method} (teacher targets on mixups of two records) does not have: use method kd, fitnets "
-                 "or liteheart (v1) with dp-sgd"),
+                (
+                    not client_level or self.dp_clip_norm > 0,
+                    f"{mode} needs dp-clip-norm > 0: the L2 bound on each client's update",
+                ),
+                (
+                    not client_level or not self.dp_max_grad_norm,
+                    "dp-max-grad-norm bounds one record's gradient in dp-sgd; client-level DP uses dp-clip-norm",
+                ),
+                (
+                    client_level or not self.dp_clip_norm,
+                    "dp-clip-norm bounds a client's update in dp = client/server; dp-sgd uses dp-max-grad-norm",
+                ),
+                (
+                    not client_level or self.strategy in ("fedavg", "fedprox"),
+                    f"{mode} works with strategy fedavg or fedprox: its noise is calibrated to the mean of the clipped "
+                    f"updates, and {self.strategy} does not average them",
+                ),
+                (
+                    not client_level or self.wearable_weight == 1.0,
+                    f"{mode} averages the clipped updates with equal weights (the noise is calibrated to that): "
+                    "wearable-weight must stay 1",
+                ),
+                (
+                    client_level or self.wearables == 0,
+                    "dp-sgd runs in the 12-lead (paired) clients' round; wearables would train without it",
+                ),
+                (
+                    client_level or self.method not in METHODS or not method_spec(self.method).uses_bank,
+                    f"dp-sgd clips each record's gradient of the per-record objective, which the view bank of "
+                    f"{self.method} (teacher targets on mixups of two records) does not have: use method kd, fitnets "
+                    "or liteheart (v1) with dp-sgd",
+                ),
             ]
             bad += [message for ok, message in checks if not ok]
         if bad:
@@ -221,33 +266,57 @@ class FedConfig:
         n = self.replies_per_round()
         shares, threshold = float(self.secagg_shares), float(self.secagg_threshold)
         checks = [
-            (self.strategy in ("fedavg", "fedprox"),
-             f"secagg works with strategy fedavg or fedprox (a plain weighted mean); {self.strategy} must see "
-             "every client's update, which secure aggregation hides from the server"),
-            (self.wearables == 0, "secagg cannot combine with wearables: a wearable's weight (wearable-weight) is "
-             "applied by the server to each update, which secure aggregation hides, and the SecAgg+ client runs "
-             "the 12-lead round only"),
-            (self.dp != "server", "secagg cannot combine with dp = server: server-side clipping needs each "
-             "client's update, which secure aggregation hides from the server"),
-            (self.dp not in ("client", "dp-sgd"), f"secagg with dp = {self.dp} is not wired: that DP runs in the "
-             "Message API strategy and client, and the SecAgg+ path is Flower's legacy stack (the two could "
-             "combine in principle: the clipping/noise happens on the clients or on the sum)"),
-            (n >= 2, f"secagg needs at least 2 clients per round (this config samples {n}): the sum of one "
-             "update is that update"),
-            (0 < shares <= 1 or (shares.is_integer() and 3 <= shares <= self.clients),
-             f"secagg-shares {shares:g} must be a fraction in (0, 1] of the sampled nodes or a whole number "
-             f"of nodes in [3, clients={self.clients}]"),
-            (0 < threshold <= 1 or (threshold.is_integer() and threshold >= 2),
-             f"secagg-threshold {threshold:g} must be a fraction in (0, 1] of the shares or a whole number >= 2"),
-            (threshold <= 1 or threshold <= (shares if shares > 1 else n) - (1 if shares > 1 else 0),
-             f"secagg-threshold {threshold:g} must be below secagg-shares {shares:g} (a count) and at most the "
-             f"{n} nodes sampled per round"),
-            (math.isfinite(self.secagg_clipping_range) and self.secagg_clipping_range > 0,
-             "secagg-clipping-range must be a finite number > 0"),
+            (
+                self.strategy in ("fedavg", "fedprox"),
+                f"secagg works with strategy fedavg or fedprox (a plain weighted mean); {self.strategy} must see "
+                "every client's update, which secure aggregation hides from the server",
+            ),
+            (
+                self.wearables == 0,
+                "secagg cannot combine with wearables: a wearable's weight (wearable-weight) is "
+                "applied by the server to each update, which secure aggregation hides, and the SecAgg+ client runs "
+                "the 12-lead round only",
+            ),
+            (
+                self.dp != "server",
+                "secagg cannot combine with dp = server: server-side clipping needs each "
+                "client's update, which secure aggregation hides from the server",
+            ),
+            (
+                self.dp not in ("client", "dp-sgd"),
+                f"secagg with dp = {self.dp} is not wired: that DP runs in the "
+                "Message API strategy and client, and the SecAgg+ path is Flower's legacy stack (the two could "
+                "combine in principle: the clipping/noise happens on the clients or on the sum)",
+            ),
+            (
+                n >= 2,
+                f"secagg needs at least 2 clients per round (this config samples {n}): the sum of one "
+                "update is that update",
+            ),
+            (
+                0 < shares <= 1 or (shares.is_integer() and 3 <= shares <= self.clients),
+                f"secagg-shares {shares:g} must be a fraction in (0, 1] of the sampled nodes or a whole number "
+                f"of nodes in [3, clients={self.clients}]",
+            ),
+            (
+                0 < threshold <= 1 or (threshold.is_integer() and threshold >= 2),
+                f"secagg-threshold {threshold:g} must be a fraction in (0, 1] of the shares or a whole number >= 2",
+            ),
+            (
+                threshold <= 1 or threshold <= (shares if shares > 1 else n) - (1 if shares > 1 else 0),
+                f"secagg-threshold {threshold:g} must be below secagg-shares {shares:g} (a count) and at most the "
+                f"{n} nodes sampled per round",
+            ),
+            (
+                math.isfinite(self.secagg_clipping_range) and self.secagg_clipping_range > 0,
+                "secagg-clipping-range must be a finite number > 0",
+            ),
             (self.secagg_quantization_range >= 2, "secagg-quantization-range must be >= 2"),
-            (self.secagg_quantization_range * self.clients < 2 ** 32,
-             f"secagg-quantization-range {self.secagg_quantization_range} x clients {self.clients} reaches the "
-             "2**32 modulus of the masks: the masked sum would overflow; lower secagg-quantization-range"),
+            (
+                self.secagg_quantization_range * self.clients < 2**32,
+                f"secagg-quantization-range {self.secagg_quantization_range} x clients {self.clients} reaches the "
+                "2**32 modulus of the masks: the masked sum would overflow; lower secagg-quantization-range",
+            ),
             (self.secagg_max_weight >= 1, "secagg-max-weight must be >= 1"),
         ]
         for ok, message in checks:
@@ -262,23 +331,27 @@ class FedConfig:
                 f"bad run config: strategy krum with krum-byzantine {self.krum_byzantine} needs more than "
                 f"2f + 2 = {2 * self.krum_byzantine + 2} replies per round, but clients {self.clients} with "
                 f"fraction-train {self.fraction_train} and min-clients {self.min_clients} sample only {n}; "
-                f"add clients or lower krum-byzantine")
+                f"add clients or lower krum-byzantine"
+            )
         if self.strategy == "trimmed-mean" and int(self.trim_fraction * n) == 0:
             raise ValueError(
                 f"bad run config: trim-fraction {self.trim_fraction} trims no update out of the {n} replies per "
                 f"round (int({self.trim_fraction} x {n}) = 0), so trimmed-mean would be a plain mean; "
-                f"use trim-fraction >= {1 / n:.3g} or more clients")
+                f"use trim-fraction >= {1 / n:.3g} or more clients"
+            )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FedConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FedConfig:
         """Build from kebab-case (or snake_case) keys; unknown keys are an error."""
         types = {f.name: f.type for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in types:
-                raise ValueError(f"unknown run config key {key!r}; known keys: "
-                                 + ", ".join(sorted(k.replace('_', '-') for k in types)))
+                raise ValueError(
+                    f"unknown run config key {key!r}; known keys: "
+                    + ", ".join(sorted(k.replace("_", "-") for k in types))
+                )
             default = getattr(cls, name)
             try:
                 if isinstance(default, bool):
@@ -305,7 +378,7 @@ class FedConfig:
         return cfg
 
     @classmethod
-    def from_toml(cls, path: Path, overrides: dict[str, Any] | None = None) -> "FedConfig":
+    def from_toml(cls, path: Path, overrides: dict[str, Any] | None = None) -> FedConfig:
         """Read a scenario file (a flat table, or the ``[liteheart]`` table of it)."""
         try:
             doc = tomllib.loads(Path(path).read_text())
@@ -335,8 +408,11 @@ def checked_run_config(values: dict[str, Any]) -> FedConfig:
         raise ValueError(f"data folder {cfg.data} does not exist")
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise ValueError(f"teacher checkpoint {cfg.teacher} does not exist")
-    if cfg.wearable_teacher and cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS and \
-            not Path(cfg.wearable_teacher).is_file():
+    if (
+        cfg.wearable_teacher
+        and cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS
+        and not Path(cfg.wearable_teacher).is_file()
+    ):
         raise ValueError(f"wearable teacher checkpoint {cfg.wearable_teacher} does not exist")
     return FedConfig.from_dict({**cfg.to_dict(), "min-clients": min(cfg.min_clients, cfg.clients)})
 

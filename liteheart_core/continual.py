@@ -90,8 +90,9 @@ class ClassBalancedReservoir:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
         slots = n_classes + (1 if keep_unlabelled else 0)
         if capacity != 0 and capacity < slots:
-            raise ValueError(f"capacity {capacity} cannot hold one record per class ({slots} slots); "
-                             "use 0 to switch replay off")
+            raise ValueError(
+                f"capacity {capacity} cannot hold one record per class ({slots} slots); use 0 to switch replay off"
+            )
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = int(capacity)
@@ -189,12 +190,18 @@ class ClassBalancedReservoir:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue identically (plain JSON types)."""
-        return {"capacity": self.capacity, "n_classes": self.n_classes, "keep_unlabelled": self.keep_unlabelled,
-                "seed": self.seed, "members": [list(m) for m in self._members], "seen": list(self._seen),
-                "rng": self._rng.bit_generator.state}
+        return {
+            "capacity": self.capacity,
+            "n_classes": self.n_classes,
+            "keep_unlabelled": self.keep_unlabelled,
+            "seed": self.seed,
+            "members": [list(m) for m in self._members],
+            "seen": list(self._seen),
+            "rng": self._rng.bit_generator.state,
+        }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "ClassBalancedReservoir":
+    def from_state(cls, state: dict[str, Any]) -> ClassBalancedReservoir:
         buf = cls(state["capacity"], state["n_classes"], state["seed"], state["keep_unlabelled"])
         buf._members = [[int(k) for k in m] for m in state["members"]]
         buf._seen = [int(s) for s in state["seen"]]
@@ -214,8 +221,14 @@ class RoundPlan:
         return list(self.new) + list(self.replay)
 
 
-def plan_round(candidates: Sequence[Candidate], buffer: ClassBalancedReservoir | None, rng: np.random.Generator,
-               new_uses: int = 1, replay_ratio: float = 1.0, replay_max: int | None = None) -> RoundPlan:
+def plan_round(
+    candidates: Sequence[Candidate],
+    buffer: ClassBalancedReservoir | None,
+    rng: np.random.Generator,
+    new_uses: int = 1,
+    replay_ratio: float = 1.0,
+    replay_max: int | None = None,
+) -> RoundPlan:
     """The records of one round: the new ones plus a class-balanced replay sample.
 
     Parameters
@@ -246,8 +259,9 @@ def plan_round(candidates: Sequence[Candidate], buffer: ClassBalancedReservoir |
     return RoundPlan(new=new, replay=replay)
 
 
-def build_local_data(batch: StoredBatch, classes: list[str], name: str,
-                     val: tuple[np.ndarray, np.ndarray] | None = None) -> LocalData:
+def build_local_data(
+    batch: StoredBatch, classes: list[str], name: str, val: tuple[np.ndarray, np.ndarray] | None = None
+) -> LocalData:
     """A :class:`LocalData` from stored windows (12-lead, as the teacher needs).
 
     ``val`` is an optional ``(x [M, 12, T], y [M, C])`` local validation set; without it the
@@ -265,10 +279,17 @@ def build_local_data(batch: StoredBatch, classes: list[str], name: str,
     vx = np.zeros((0, 12, t), dtype=np.float32) if val is None else np.asarray(val[0], dtype=np.float32)
     vy = np.zeros((0, len(classes)), dtype=np.float32) if val is None else np.asarray(val[1], dtype=np.float32)
     regions = None if batch.regions is None else torch.as_tensor(batch.regions.astype(np.int64))
-    return LocalData(x=torch.as_tensor(batch.x, dtype=torch.float32), y=torch.as_tensor(batch.y, dtype=torch.float32),
-                     labelled=np.asarray(batch.labelled, dtype=bool), regions=regions,
-                     val_x=torch.as_tensor(vx), val_y=torch.as_tensor(vy), classes=list(classes), fs=float(batch.fs),
-                     name=name)
+    return LocalData(
+        x=torch.as_tensor(batch.x, dtype=torch.float32),
+        y=torch.as_tensor(batch.y, dtype=torch.float32),
+        labelled=np.asarray(batch.labelled, dtype=bool),
+        regions=regions,
+        val_x=torch.as_tensor(vx),
+        val_y=torch.as_tensor(vy),
+        classes=list(classes),
+        fs=float(batch.fs),
+        name=name,
+    )
 
 
 class TeacherTargets:
@@ -337,11 +358,23 @@ class RoundOutcome:
     distiller_state: dict = field(default_factory=dict)
 
 
-def continual_round(source: RecordSource, buffer: ClassBalancedReservoir | None, student: Net, teacher: Net | None,
-                    cfg: TrainConfig, server_round: int, *, epochs: int = 1, new_uses: int = 1,
-                    replay_ratio: float = 1.0, replay_max: int | None = None, name: str = "client",
-                    distiller_state: dict | None = None, targets: TeacherTargets | None = None,
-                    val: tuple[np.ndarray, np.ndarray] | None = None) -> RoundOutcome | None:
+def continual_round(
+    source: RecordSource,
+    buffer: ClassBalancedReservoir | None,
+    student: Net,
+    teacher: Net | None,
+    cfg: TrainConfig,
+    server_round: int,
+    *,
+    epochs: int = 1,
+    new_uses: int = 1,
+    replay_ratio: float = 1.0,
+    replay_max: int | None = None,
+    name: str = "client",
+    distiller_state: dict | None = None,
+    targets: TeacherTargets | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> RoundOutcome | None:
     """Plan, train and book one round on a device; None when nothing new has arrived.
 
     Trains ``student`` in place with :func:`local_round` on new + replay records, then marks
@@ -361,8 +394,9 @@ def continual_round(source: RecordSource, buffer: ClassBalancedReservoir | None,
     if targets is not None and teacher is not None and cfg.spec.needs_teacher:
         targets.fill(batch.keys, batch.x)
         local.teacher_cache[targets.cache_key] = targets.get(batch.keys)
-    state, metrics, dstate = local_round(student, teacher, local, cfg, epochs, server_round,
-                                         distiller_state=distiller_state)
+    state, metrics, dstate = local_round(
+        student, teacher, local, cfg, epochs, server_round, distiller_state=distiller_state
+    )
     source.mark_used(plan.keys, server_round)
     if buffer is not None:
         first = {c.key: c for c in candidates if c.times_used == 0}

@@ -73,8 +73,15 @@ class LocalData:
         return len(self.x)
 
 
-def _local(data: PreparedData, task: str, rows: np.ndarray, labelled: np.ndarray, val_rows: np.ndarray,
-           name: str, view: WearableView | None = None) -> LocalData:
+def _local(
+    data: PreparedData,
+    task: str,
+    rows: np.ndarray,
+    labelled: np.ndarray,
+    val_rows: np.ndarray,
+    name: str,
+    view: WearableView | None = None,
+) -> LocalData:
     """A client's arrays; with a wearable ``view`` only lead I is read, degraded as the device records it."""
     classes, y = data.labels(task)
     if view is None:
@@ -85,9 +92,16 @@ def _local(data: PreparedData, task: str, rows: np.ndarray, labelled: np.ndarray
         val_x = wearable_signals(data.x(val_rows, leads="I"), data.fs, replace(view, seed=view.seed + 1))
         regions = torch.as_tensor(compute_regions(x, data.fs), dtype=torch.int64) if len(x) else None
     return LocalData(
-        x=torch.as_tensor(x, dtype=torch.float32), y=torch.as_tensor(y[rows], dtype=torch.float32),
-        labelled=labelled, regions=regions, val_x=torch.as_tensor(val_x, dtype=torch.float32),
-        val_y=torch.as_tensor(y[val_rows], dtype=torch.float32), classes=classes, fs=float(data.fs), name=name)
+        x=torch.as_tensor(x, dtype=torch.float32),
+        y=torch.as_tensor(y[rows], dtype=torch.float32),
+        labelled=labelled,
+        regions=regions,
+        val_x=torch.as_tensor(val_x, dtype=torch.float32),
+        val_y=torch.as_tensor(y[val_rows], dtype=torch.float32),
+        classes=classes,
+        fs=float(data.fs),
+        name=name,
+    )
 
 
 def client_folds(server_folds: tuple[int, ...] = ()) -> list[int]:
@@ -96,8 +110,17 @@ def client_folds(server_folds: tuple[int, ...] = ()) -> list[int]:
 
 
 @lru_cache(maxsize=2)
-def client_partitions(data: str, synth_records: int, task: str, num_partitions: int, scheme: str, alpha: float,
-                      labelled_fraction: float, seed: int, server_folds: tuple[int, ...] = ()) -> tuple:
+def client_partitions(
+    data: str,
+    synth_records: int,
+    task: str,
+    num_partitions: int,
+    scheme: str,
+    alpha: float,
+    labelled_fraction: float,
+    seed: int,
+    server_folds: tuple[int, ...] = (),
+) -> tuple:
     """Every client's partition, computed once per process: with 1,000 clients, recomputing it for each
     sampled client dominated the round (see results/performance.md)."""
     from liteheart_core.data.partition import partition
@@ -105,8 +128,11 @@ def client_partitions(data: str, synth_records: int, task: str, num_partitions: 
     prepared = open_data(data, synth_records, seed)
     _, y = prepared.labels(task)
     rows = prepared.rows(task, folds=client_folds(server_folds))
-    return tuple(partition(prepared.index, y, rows, num_partitions, scheme, alpha=alpha,
-                           labelled_fraction=labelled_fraction, seed=seed))
+    return tuple(
+        partition(
+            prepared.index, y, rows, num_partitions, scheme, alpha=alpha, labelled_fraction=labelled_fraction, seed=seed
+        )
+    )
 
 
 # partitions a simulation process keeps in memory (with their teacher targets); a process that serves more
@@ -115,10 +141,20 @@ CLIENT_CACHE = int(os.environ.get("LITEHEART_CLIENT_CACHE", "8"))
 
 
 @lru_cache(maxsize=CLIENT_CACHE)
-def simulated_client_data(data: str, synth_records: int, task: str, partition_id: int, num_partitions: int,
-                          scheme: str, alpha: float, labelled_fraction: float, seed: int,
-                          view: WearableView | None = None, own_fraction: float = -1.0,
-                          server_folds: tuple[int, ...] = ()) -> LocalData:
+def simulated_client_data(
+    data: str,
+    synth_records: int,
+    task: str,
+    partition_id: int,
+    num_partitions: int,
+    scheme: str,
+    alpha: float,
+    labelled_fraction: float,
+    seed: int,
+    view: WearableView | None = None,
+    own_fraction: float = -1.0,
+    server_folds: tuple[int, ...] = (),
+) -> LocalData:
     """Partition ``partition_id`` of a dataset for a simulated client (cached per process across rounds).
 
     Folds 1-7 and 9 are partitioned by patient (fold 8 is the test fold); a client trains on its fold 1-7 records
@@ -132,8 +168,9 @@ def simulated_client_data(data: str, synth_records: int, task: str, partition_id
     prepared = open_data(data, synth_records, seed)
     if os.environ.get("LITEHEART_PARTITION_CACHE", "1") == "0":  # the 'before' of the benchmark's A/B
         client_partitions.cache_clear()
-    part = client_partitions(data, synth_records, task, num_partitions, scheme, alpha, labelled_fraction,
-                             seed, tuple(server_folds))[partition_id]
+    part = client_partitions(
+        data, synth_records, task, num_partitions, scheme, alpha, labelled_fraction, seed, tuple(server_folds)
+    )[partition_id]
     train = prepared.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD
     train_rows, val_rows, labelled = part.rows[train], part.rows[~train], part.labelled[train]
     if own_fraction >= 0:
@@ -146,8 +183,9 @@ def _labelled(prepared: PreparedData, y: np.ndarray, rows: np.ndarray, fraction:
 
 
 @lru_cache(maxsize=2)
-def site_data(data_path: str, task: str, labelled_fraction: float, seed: int,
-              view: WearableView | None = None) -> LocalData:
+def site_data(
+    data_path: str, task: str, labelled_fraction: float, seed: int, view: WearableView | None = None
+) -> LocalData:
     """A site's own folder (deployment): folds 1-8 (or 80% of patients without folds) train, the rest validate.
 
     With a wearable ``view``, only lead I of the folder is read."""
@@ -190,13 +228,28 @@ def student_for(classes: list[str], lead: str = "I", net: dict | None = None) ->
 
 def train_config(cfg: FedConfig) -> TrainConfig:
     """The centralised TrainConfig that a client's local round uses, from the run's settings."""
-    return TrainConfig(method=cfg.method, task=cfg.task, student_lead=cfg.student_lead, batch_size=cfg.batch_size,
-                       lr=cfg.lr, seed=cfg.seed, device=cfg.device)
+    return TrainConfig(
+        method=cfg.method,
+        task=cfg.task,
+        student_lead=cfg.student_lead,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        device=cfg.device,
+    )
 
 
-def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainConfig, epochs: int,
-                server_round: int, proximal_mu: float = 0.0, distiller_state: dict | None = None,
-                cache_teacher: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
+def local_round(
+    student: Net,
+    teacher: Net | None,
+    local: LocalData,
+    cfg: TrainConfig,
+    epochs: int,
+    server_round: int,
+    proximal_mu: float = 0.0,
+    distiller_state: dict | None = None,
+    cache_teacher: bool = True,
+) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
     """Train the received global student on local data for ``epochs`` epochs.
 
     Returns
@@ -218,9 +271,17 @@ def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainC
     if cfg.spec.labelled_only and not local.labelled.any():
         raise ValueError(f"client {local.name} has no labelled record for supervised training")
     key = (getattr(teacher, "content_hash", id(teacher)), method)
-    tr = make_trainable(student, cfg, local.x, local.y, local.labelled, local.regions, device,
-                        teacher if cfg.spec.needs_teacher else None,
-                        targets=local.teacher_cache.get(key) if cache_teacher else None)
+    tr = make_trainable(
+        student,
+        cfg,
+        local.x,
+        local.y,
+        local.labelled,
+        local.regions,
+        device,
+        teacher if cfg.spec.needs_teacher else None,
+        targets=local.teacher_cache.get(key) if cache_teacher else None,
+    )
     if cache_teacher and (tr.t_logits is not None or tr.bank is not None):
         local.teacher_cache.clear()  # one teacher at a time: bounded memory
         local.teacher_cache[key] = (tr.t_logits, tr.t_feats, tr.bank)
@@ -229,8 +290,10 @@ def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainC
     anchor = [p.detach().clone() for p in student.parameters()] if proximal_mu > 0 else None
     opt = torch.optim.AdamW(tr.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, math.ceil(local.n_train / cfg.batch_size))
-    logs = [run_epoch(tr, cfg, opt, rng, gen, local.fs, steps, anchor=anchor, proximal_mu=proximal_mu)
-            for _ in range(epochs)]
+    logs = [
+        run_epoch(tr, cfg, opt, rng, gen, local.fs, steps, anchor=anchor, proximal_mu=proximal_mu)
+        for _ in range(epochs)
+    ]
     metrics = {k: float(np.mean([log.get(k, 0.0) for log in logs])) for k in logs[-1]}
     metrics.update(local_validation(student, local, cfg.student_lead, device))
     metrics["num-examples"] = float(local.n_train)
@@ -241,9 +304,15 @@ def local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainC
     return state, metrics, dstate
 
 
-def wearable_local_round(student: Net, local: LocalData, cfg: TrainConfig, epochs: int, server_round: int,
-                         teacher: Net | None = None, distiller_state: dict | None = None
-                         ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
+def wearable_local_round(
+    student: Net,
+    local: LocalData,
+    cfg: TrainConfig,
+    epochs: int,
+    server_round: int,
+    teacher: Net | None = None,
+    distiller_state: dict | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
     """A wearable's round on its lead-I records.
 
     With a wearable ``teacher`` (one that answers from lead I: a 12-lead teacher trained
@@ -267,15 +336,15 @@ def wearable_local_round(student: Net, local: LocalData, cfg: TrainConfig, epoch
         if teacher.n_leads not in (1, 12):
             raise ValueError(f"a wearable teacher reads lead I (1 lead) or 12 leads, this one {teacher.n_leads}")
         return local_round(student, teacher, local, cfg, epochs, server_round, distiller_state=distiller_state)
-    state, metrics = wearable_round(student, local.x, local.y, local.labelled, cfg, epochs, server_round,
-                                    fs=local.fs)
+    state, metrics = wearable_round(student, local.x, local.y, local.labelled, cfg, epochs, server_round, fs=local.fs)
     student.load_state_dict(state)
     metrics.update(local_validation(student, local, "I", torch.device("cpu"), lead_index=0))
     return state, metrics, {}
 
 
-def local_validation(student: Net, local: LocalData, lead: str = "I",
-                     device: torch.device | None = None, lead_index: int | None = None) -> dict[str, float]:
+def local_validation(
+    student: Net, local: LocalData, lead: str = "I", device: torch.device | None = None, lead_index: int | None = None
+) -> dict[str, float]:
     """Macro F1 (thresholds tuned on these records) and AUC of the student on the client's validation rows.
 
     ``lead_index`` picks the channel directly (a wearable's records hold lead I alone)."""
@@ -289,9 +358,15 @@ def local_validation(student: Net, local: LocalData, lead: str = "I",
     return {"local-val-f1": s["macro_f1"], "local-val-auc": s["macro_auc"]}
 
 
-def global_evaluation(student: Net, data: PreparedData, task: str, lead: str = "I", device: str = "auto",
-                      folds: tuple[int, ...] = (LOCAL_VAL_FOLD,),
-                      view: WearableView | None = None) -> tuple[dict[str, float], np.ndarray]:
+def global_evaluation(
+    student: Net,
+    data: PreparedData,
+    task: str,
+    lead: str = "I",
+    device: str = "auto",
+    folds: tuple[int, ...] = (LOCAL_VAL_FOLD,),
+    view: WearableView | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
     """The server's score of the global student on its validation fold; returns metrics and thresholds.
 
     With a wearable ``view``, the fold's lead I is degraded as a wearable records it."""
@@ -319,8 +394,16 @@ def partition_rows(cfg) -> list[dict]:
     data = open_data(cfg.data, cfg.synth_records, cfg.seed)
     classes, y = data.labels(cfg.task)
     rows = data.rows(cfg.task, folds=client_folds(cfg.server_fold_tuple))
-    parts = partition(data.index, y, rows, cfg.clients, cfg.partition, alpha=cfg.alpha,
-                      labelled_fraction=cfg.labelled_fraction, seed=cfg.seed)
+    parts = partition(
+        data.index,
+        y,
+        rows,
+        cfg.clients,
+        cfg.partition,
+        alpha=cfg.alpha,
+        labelled_fraction=cfg.labelled_fraction,
+        seed=cfg.seed,
+    )
     table = partition_table(parts, y, classes)
     for i, (row, part) in enumerate(zip(table, parts)):  # what the client trains on vs. validates on locally
         train = data.index.loc[part.rows, "fold"].to_numpy() != LOCAL_VAL_FOLD

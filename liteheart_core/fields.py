@@ -23,6 +23,7 @@ def coerce(value: Any, default: Any, key: str, what: str) -> Any:
     ValueError
         ``value`` is not of that type (or not finite, or too large); the message names ``key``.
     """
+
     def bad(kind: str) -> ValueError:
         return ValueError(f"bad {what}: {key} = {value!r} is not {kind}")
 
@@ -73,5 +74,7 @@ def typed_values(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
     unknown = [str(k) for k in data if k not in by_name]
     if unknown:
         raise ValueError(f"unknown {what}: {', '.join(sorted(unknown))} (known: {', '.join(by_name)})")
-    return {k: v if v is None and "None" in str(by_name[k].type) else coerce(v, default_of(by_name[k]), k, what)
-            for k, v in data.items()}
+    return {
+        k: v if v is None and "None" in str(by_name[k].type) else coerce(v, default_of(by_name[k]), k, what)
+        for k, v in data.items()
+    }

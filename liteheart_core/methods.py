@@ -75,17 +75,42 @@ _TABLE = [
     Method("fitnets", "FitNets feature KD", LossWeights(kd=1.0, feature=1.0)),
     Method("liteheart", "LiteHeart v1", _V1, region_aware=True),
     Method("liteheart-no-region", "LiteHeart v1 w/o region-aware", replace(_V1, evidence=0.0), ablation=True),
-    Method("liteheart-no-mi", "LiteHeart v1 w/o mutual information", replace(_V1, mi=0.0), region_aware=True, ablation=True),
-    Method("liteheart-no-semi", "LiteHeart v1 w/o semi-supervision", replace(_V1, pseudo=0.0, consistency=0.0),
-           region_aware=True, ablation=True),
+    Method(
+        "liteheart-no-mi", "LiteHeart v1 w/o mutual information", replace(_V1, mi=0.0), region_aware=True, ablation=True
+    ),
+    Method(
+        "liteheart-no-semi",
+        "LiteHeart v1 w/o semi-supervision",
+        replace(_V1, pseudo=0.0, consistency=0.0),
+        region_aware=True,
+        ablation=True,
+    ),
     Method("liteheart-v2", "LiteHeart v2", _V2, views=8, mix_views=2),
-    Method("liteheart-v2-no-views", "LiteHeart v2 w/o consistent views (teacher on the clean record)", _V2, views=1,
-           consistent=False, ablation=True),
+    Method(
+        "liteheart-v2-no-views",
+        "LiteHeart v2 w/o consistent views (teacher on the clean record)",
+        _V2,
+        views=1,
+        consistent=False,
+        ablation=True,
+    ),
     Method("liteheart-v2-no-mix", "LiteHeart v2 w/o mixup views", _V2, views=8, ablation=True),
-    Method("liteheart-v2-no-crd", "LiteHeart v2 w/o contrastive distillation", replace(_V2, crd=0.0), views=8,
-           mix_views=2, ablation=True),
-    Method("liteheart-v2-no-region", "LiteHeart v2 w/o region-aware evidence", replace(_V2, waves=0.0), views=8,
-           mix_views=2, ablation=True),
+    Method(
+        "liteheart-v2-no-crd",
+        "LiteHeart v2 w/o contrastive distillation",
+        replace(_V2, crd=0.0),
+        views=8,
+        mix_views=2,
+        ablation=True,
+    ),
+    Method(
+        "liteheart-v2-no-region",
+        "LiteHeart v2 w/o region-aware evidence",
+        replace(_V2, waves=0.0),
+        views=8,
+        mix_views=2,
+        ablation=True,
+    ),
 ]
 METHOD_TABLE: dict[str, Method] = {m.name: m for m in _TABLE}
 METHODS = tuple(METHOD_TABLE)

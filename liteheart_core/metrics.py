@@ -161,7 +161,8 @@ def evaluate(
             "support": int(y[:, c].sum()),
             "threshold": float(thresholds[c]),
             "f1_ci": [float(np.nanpercentile(col, 2.5)), float(np.nanpercentile(col, 97.5))]
-            if np.any(np.isfinite(col)) else None,
+            if np.any(np.isfinite(col))
+            else None,
         }
     return {**result, "ci": ci, "per_class": per_class, "n": int(len(y))}
 
@@ -184,5 +185,7 @@ def paired_bootstrap(
         b = summarise(y[idx], p_b[idx], thr_b)
         for k in diffs:
             diffs[k].append(a[k] - b[k])
-    return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanmean(v)), float(np.nanpercentile(v, 97.5))]
-            for k, v in diffs.items()}
+    return {
+        k: [float(np.nanpercentile(v, 2.5)), float(np.nanmean(v)), float(np.nanpercentile(v, 97.5))]
+        for k, v in diffs.items()
+    }

@@ -25,10 +25,10 @@ and passes it in.
 from __future__ import annotations
 
 import math
-from typing import Any
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from liteheart_core.config import FedConfig
 from liteheart_core.federated import LocalData
 from liteheart_core.models import Net
-from liteheart_core.train import Distiller, Trainable, TrainConfig, teacher_stage, make_trainable, resolve_device
+from liteheart_core.train import Distiller, Trainable, TrainConfig, make_trainable, resolve_device, teacher_stage
 
 CLIENT_LEVEL = ("client", "server")  # the dp modes with client-level DP (liteheart_core.config.DP_MODES)
 DEFAULT_DELTA = 1e-5
@@ -45,8 +45,11 @@ DEFAULT_MAX_GRAD_NORM = 1.0
 # RDP orders searched for the tightest epsilon: a coarser grid below 12 than Opacus's default (fractional
 # orders cost most; a subset of orders can only loosen the bound: by <= 0.8% on this project's settings)
 # and larger orders, which small budgets over few steps need
-ORDERS = ([1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
-          + list(range(12, 64)) + [80, 96, 128, 192, 256, 512, 1024])
+ORDERS = (
+    [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0]
+    + list(range(12, 64))
+    + [80, 96, 128, 192, 256, 512, 1024]
+)
 # terms whose value for one record depends on the other records of its batch: per-record
 # clipping would not bound a record's influence on them, so DP-SGD switches them off
 BATCH_COUPLED_TERMS = ("mi",)  # InfoNCE uses the other records of the batch as negatives
@@ -103,9 +106,17 @@ def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float, s
         raise ValueError(f"steps must be >= 1, got {steps}")
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                      sample_rate=sample_rate, steps=steps, accountant="rdp",
-                                      epsilon_tolerance=0.005, alphas=ORDERS))
+    return float(
+        get_noise_multiplier(
+            target_epsilon=target_epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant="rdp",
+            epsilon_tolerance=0.005,
+            alphas=ORDERS,
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -119,8 +130,16 @@ class ClientLevelDP:
     rounds: int
 
     @classmethod
-    def resolve(cls, clip_norm: float, noise_multiplier: float, target_epsilon: float, delta: float,
-                sampled: int, population: int, rounds: int) -> "ClientLevelDP":
+    def resolve(
+        cls,
+        clip_norm: float,
+        noise_multiplier: float,
+        target_epsilon: float,
+        delta: float,
+        sampled: int,
+        population: int,
+        rounds: int,
+    ) -> ClientLevelDP:
         """Noise from the given multiplier, or the one that spends ``target_epsilon`` over ``rounds``."""
         if not 1 <= sampled <= population:
             raise ValueError(f"clients sampled per round ({sampled}) must be in [1, {population}]")
@@ -154,17 +173,23 @@ class DPSGDConfig:
         if not 0 < self.delta < 1:
             raise ValueError(f"dp-delta must be in (0, 1), got {self.delta}")
         if (self.target_epsilon > 0) == (self.noise_multiplier > 0):
-            raise ValueError("dp-sgd needs exactly one of dp-epsilon (> 0) and dp-noise-multiplier (> 0), "
-                             f"got {self.target_epsilon} and {self.noise_multiplier}")
+            raise ValueError(
+                "dp-sgd needs exactly one of dp-epsilon (> 0) and dp-noise-multiplier (> 0), "
+                f"got {self.target_epsilon} and {self.noise_multiplier}"
+            )
         if self.planned_rounds < 1:
             raise ValueError(f"planned rounds must be >= 1, got {self.planned_rounds}")
 
     @classmethod
-    def from_run(cls, cfg: FedConfig) -> "DPSGDConfig":
+    def from_run(cls, cfg: FedConfig) -> DPSGDConfig:
         """A run's dp-* settings; a numeric one at 0 is unset (``liteheart_core/config.py``), so its default applies."""
-        return cls(max_grad_norm=cfg.dp_max_grad_norm or DEFAULT_MAX_GRAD_NORM, delta=cfg.dp_delta or DEFAULT_DELTA,
-                   target_epsilon=cfg.dp_epsilon, noise_multiplier=cfg.dp_noise_multiplier,
-                   planned_rounds=cfg.rounds)
+        return cls(
+            max_grad_norm=cfg.dp_max_grad_norm or DEFAULT_MAX_GRAD_NORM,
+            delta=cfg.dp_delta or DEFAULT_DELTA,
+            target_epsilon=cfg.dp_epsilon,
+            noise_multiplier=cfg.dp_noise_multiplier,
+            planned_rounds=cfg.rounds,
+        )
 
 
 @dataclass
@@ -188,11 +213,14 @@ class Ledger:
         return sum(t for _, _, t in self.history)
 
     def to_lists(self) -> dict[str, list]:
-        return {"noise": [z for z, _, _ in self.history], "rate": [q for _, q, _ in self.history],
-                "steps": [t for _, _, t in self.history]}
+        return {
+            "noise": [z for z, _, _ in self.history],
+            "rate": [q for _, q, _ in self.history],
+            "steps": [t for _, _, t in self.history],
+        }
 
     @classmethod
-    def from_lists(cls, lists: dict | None) -> "Ledger | None":
+    def from_lists(cls, lists: dict | None) -> Ledger | None:
         if not lists:
             return None
         return cls([(float(z), float(q), int(t)) for z, q, t in zip(lists["noise"], lists["rate"], lists["steps"])])
@@ -215,8 +243,10 @@ def check_no_buffers(model: nn.Module) -> None:
     """DP noise goes on every shared array: a running-statistics buffer would be noised into nonsense (NaN)."""
     buffers = [name for name, _ in model.named_buffers()]
     if buffers:
-        raise ValueError(f"differential privacy needs a model without normalisation buffers; this one has "
-                         f"{', '.join(buffers[:3])}: use GroupNorm/LayerNorm (the student's norm='group')")
+        raise ValueError(
+            f"differential privacy needs a model without normalisation buffers; this one has "
+            f"{', '.join(buffers[:3])}: use GroupNorm/LayerNorm (the student's norm='group')"
+        )
 
 
 class _PerRecord(nn.Module):
@@ -230,10 +260,13 @@ class _PerRecord(nn.Module):
         self.student = student
         self.distiller = distiller
 
-    def forward(self, x: Tensor, strong: Tensor | None, pairs: list[int]) -> tuple[Tensor, list[Tensor], Tensor,
-                                                                                 Tensor | None]:
+    def forward(
+        self, x: Tensor, strong: Tensor | None, pairs: list[int]
+    ) -> tuple[Tensor, list[Tensor], Tensor, Tensor | None]:
         logits, feats = self.student.forward_features(x)
-        adapters: nn.ModuleDict | dict[str, nn.Module] = self.distiller.adapters if self.distiller else {}  # none: no pairs
+        adapters: nn.ModuleDict | dict[str, nn.Module] = (
+            self.distiller.adapters if self.distiller else {}
+        )  # none: no pairs
         adapted = [adapters[str(s)](feats[s]) for s in pairs]
         fc = self.student.fc
         evidence = F.conv1d(feats[-1], fc.weight.unsqueeze(-1), fc.bias)  # Net.class_evidence
@@ -269,16 +302,22 @@ def _batch_inputs(tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Genera
     b["pairs"] = list(d.pairs) if d is not None and t_feats is not None else []
     if b["pairs"] and t_feats is not None:
         region_w = cfg.region_weights if cfg.region_aware else UNIFORM
-        fcodes = codes if codes is not None else torch.zeros(x.shape[0], x.shape[-1], dtype=torch.long,
-                                                              device=x.device)
+        fcodes = codes if codes is not None else torch.zeros(x.shape[0], x.shape[-1], dtype=torch.long, device=x.device)
         b["feat_w"], b["feat_t"] = [], []
         for s in b["pairs"]:
             teacher = teacher_stage(t_feats, s).float()
             weight = R._weight_map(fcodes, region_w, teacher.shape[-1], teacher.dtype)
             b["feat_w"].append(weight)
             b["feat_t"].append(_standardize(teacher, weight))
-    b["evidence"] = bool(d is not None and t_feats is not None and w.evidence > 0 and cfg.region_aware
-                         and codes is not None and tr.teacher is not None and t_feats[-1] is not None)
+    b["evidence"] = bool(
+        d is not None
+        and t_feats is not None
+        and w.evidence > 0
+        and cfg.region_aware
+        and codes is not None
+        and tr.teacher is not None
+        and t_feats[-1] is not None
+    )
     if b["evidence"] and tr.teacher is not None and t_feats is not None and codes is not None:
         with torch.no_grad():
             t_ev = tr.teacher.class_evidence(teacher_stage(t_feats, -1).float())
@@ -286,8 +325,9 @@ def _batch_inputs(tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Genera
         b["ev_t"] = torch.sigmoid(pooled / 2.0)  # region_evidence_loss's default temperature
         b["ev_present"] = present.to(x.dtype)
         length = math.ceil(x.shape[-1] / tr.model.stage_strides[-1])  # the student's last stage
-        b["ev_frac"] = torch.stack([R._weight_map(codes, R._SELECT_WAVE[c], length, x.dtype) for c in R.WAVE_CODES],
-                                   dim=1)  # [B, 3, L]
+        b["ev_frac"] = torch.stack(
+            [R._weight_map(codes, R._SELECT_WAVE[c], length, x.dtype) for c in R.WAVE_CODES], dim=1
+        )  # [B, 3, L]
     b["t_logits"] = t_logits if t_logits is not None and w.kd > 0 else None
     b["semi"] = t_logits is not None and (w.pseudo > 0 or w.consistency > 0)
     if b["semi"] and t_logits is not None:
@@ -299,8 +339,9 @@ def _batch_inputs(tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Genera
     return b
 
 
-def _record_loss(params: dict[str, Tensor], module: _PerRecord, cfg: TrainConfig, b: dict,
-                 r: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+def _record_loss(
+    params: dict[str, Tensor], module: _PerRecord, cfg: TrainConfig, b: dict, r: dict[str, Tensor]
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The LiteHeart objective of ONE record (``r``: its slice of the batch inputs), as ``_objective`` computes it
     for a batch of one; written without the losses' input checks, which ``torch.func`` cannot map."""
     from liteheart_core.losses.kd import binary_kl_from_logits
@@ -308,7 +349,8 @@ def _record_loss(params: dict[str, Tensor], module: _PerRecord, cfg: TrainConfig
     w = cfg.loss_weights
     one = {k: v.unsqueeze(0) for k, v in r.items()}
     logits, adapted, evidence, strong_logits = torch.func.functional_call(
-        module, params, (one["x"], one.get("strong"), b["pairs"]))
+        module, params, (one["x"], one.get("strong"), b["pairs"])
+    )
     lab = one["lab"][0]
     target = torch.where(lab > 0, one["y"], torch.zeros_like(one["y"]))  # an unlabelled row's y is never read
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean() * lab
@@ -345,8 +387,9 @@ def _record_loss(params: dict[str, Tensor], module: _PerRecord, cfg: TrainConfig
     return total, {**terms, "total": total}
 
 
-def per_record_grads(tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Generator,
-                     fs: float) -> tuple[dict[str, Tensor], dict[str, float]]:
+def per_record_grads(
+    tr: Trainable, cfg: TrainConfig, it: Tensor, gen: torch.Generator, fs: float
+) -> tuple[dict[str, Tensor], dict[str, float]]:
     """Each record's gradient (``[B, *param.shape]`` per trainable parameter) and the mean of every loss term."""
     b = _batch_inputs(tr, cfg, it, gen, fs)
     module = _PerRecord(tr.model, tr.distiller)
@@ -370,10 +413,18 @@ def clip_and_sum(grads: dict[str, Tensor], max_grad_norm: float) -> tuple[dict[s
     return {k: torch.einsum("b,b...->...", factor, g) for k, g in grads.items()}, norms
 
 
-def dp_sgd_local_round(student: Net, teacher: Net | None, local: LocalData, cfg: TrainConfig, epochs: int,
-                       server_round: int, dp: DPSGDConfig, ledger: Ledger | None, proximal_mu: float = 0.0,
-                       distiller_state: dict | None = None) -> tuple[dict[str, Tensor], dict[str, float], dict,
-                                                                     Ledger]:
+def dp_sgd_local_round(
+    student: Net,
+    teacher: Net | None,
+    local: LocalData,
+    cfg: TrainConfig,
+    epochs: int,
+    server_round: int,
+    dp: DPSGDConfig,
+    ledger: Ledger | None,
+    proximal_mu: float = 0.0,
+    distiller_state: dict | None = None,
+) -> tuple[dict[str, Tensor], dict[str, float], dict, Ledger]:
     """A local round of DP-SGD: Poisson-sampled records, per-record clipping, Gaussian noise, AdamW.
 
     ``local`` is a ``liteheart_core.federated.LocalData``. The noise multiplier is
@@ -393,8 +444,10 @@ def dp_sgd_local_round(student: Net, teacher: Net | None, local: LocalData, cfg:
     t0 = time.perf_counter()
     check_no_buffers(student)
     if cfg.spec.uses_bank:
-        raise ValueError(f"dp-sgd has no per-record objective for method {cfg.method} (its view bank mixes records); "
-                         "use kd, fitnets or liteheart (v1)")
+        raise ValueError(
+            f"dp-sgd has no per-record objective for method {cfg.method} (its view bank mixes records); "
+            "use kd, fitnets or liteheart (v1)"
+        )
     cfg = dp_sgd_train_config(cfg)
     device = resolve_device(cfg.device)
     seed = cfg.seed * 100_003 + server_round
@@ -408,13 +461,21 @@ def dp_sgd_local_round(student: Net, teacher: Net | None, local: LocalData, cfg:
     q, steps = sampling_plan(n, cfg.batch_size, epochs)
     if ledger is None:
         ledger = Ledger([])
-    sigma = dp.noise_multiplier or noise_for_epsilon(dp.target_epsilon, dp.delta, q,
-                                                     steps * dp.planned_rounds)
+    sigma = dp.noise_multiplier or noise_for_epsilon(dp.target_epsilon, dp.delta, q, steps * dp.planned_rounds)
     if not ledger.history and server_round > 1:
         ledger.add(sigma, q, steps * (server_round - 1))
     key = (getattr(teacher, "content_hash", id(teacher)), cfg.method, "dp-sgd")
-    tr = make_trainable(student, cfg, local.x, local.y, local.labelled, local.regions, device,
-                        teacher if cfg.spec.needs_teacher else None, targets=local.teacher_cache.get(key))
+    tr = make_trainable(
+        student,
+        cfg,
+        local.x,
+        local.y,
+        local.labelled,
+        local.regions,
+        device,
+        teacher if cfg.spec.needs_teacher else None,
+        targets=local.teacher_cache.get(key),
+    )
     if tr.t_logits is not None:  # the teacher is frozen: its targets are reused across rounds
         local.teacher_cache.clear()
         local.teacher_cache[key] = (tr.t_logits, tr.t_feats)
@@ -451,10 +512,19 @@ def dp_sgd_local_round(student: Net, teacher: Net | None, local: LocalData, cfg:
             sums[k] = sums.get(k, 0.0) + v
     ledger.add(sigma, q, steps)
     metrics = {k: v / steps for k, v in sums.items()}
-    metrics.update({"num-examples": float(n), "labelled-examples": float(local.labelled.sum()),
-                    "dp-epsilon": ledger.epsilon(dp.delta), "dp-delta": dp.delta, "dp-noise-multiplier": sigma,
-                    "dp-steps": float(ledger.steps), "dp-sample-rate": q, "dp-max-grad-norm-seen": max_norm,
-                    "train-seconds": time.perf_counter() - t0})
+    metrics.update(
+        {
+            "num-examples": float(n),
+            "labelled-examples": float(local.labelled.sum()),
+            "dp-epsilon": ledger.epsilon(dp.delta),
+            "dp-delta": dp.delta,
+            "dp-noise-multiplier": sigma,
+            "dp-steps": float(ledger.steps),
+            "dp-sample-rate": q,
+            "dp-max-grad-norm-seen": max_norm,
+            "train-seconds": time.perf_counter() - t0,
+        }
+    )
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
     dstate = {k: v.detach().cpu() for k, v in tr.distiller.state_dict().items()} if tr.distiller else {}
     return state, metrics, dstate, ledger

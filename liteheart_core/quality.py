@@ -131,8 +131,9 @@ def flat_fraction(x: np.ndarray, fs: float, abs_tol: np.ndarray | float = 0.0) -
     n_seg = max(1, n // seg)
     body = x[:, : n_seg * seg].reshape(n_leads, n_seg, seg)
     ptp = np.ptp(body, axis=-1)
-    tol = np.maximum(np.broadcast_to(np.asarray(abs_tol, dtype=np.float64), (n_leads,)),
-                     FLAT_REL_TOL * _robust_amplitude(x))
+    tol = np.maximum(
+        np.broadcast_to(np.asarray(abs_tol, dtype=np.float64), (n_leads,)), FLAT_REL_TOL * _robust_amplitude(x)
+    )
     return (ptp <= tol[:, None]).mean(axis=-1)
 
 
@@ -192,8 +193,13 @@ def _relevant(values: np.ndarray, lead_i: int, worst_high: bool) -> float:
     return float(max(own, quarter) if worst_high else min(own, quarter))
 
 
-def assess_quality(signal: np.ndarray, fs: float, units: str | tuple[str, ...] | None = None,
-                   leads: tuple[str, ...] | list[str] | None = None, record: str = "recording") -> QualityReport:
+def assess_quality(
+    signal: np.ndarray,
+    fs: float,
+    units: str | tuple[str, ...] | None = None,
+    leads: tuple[str, ...] | list[str] | None = None,
+    record: str = "recording",
+) -> QualityReport:
     """Judge whether a recording is fit for training.
 
     Parameters
@@ -256,11 +262,14 @@ def assess_quality(signal: np.ndarray, fs: float, units: str | tuple[str, ...] |
     flags: dict[str, str] = {}
     worst = "lead I" if flat[lead_i] >= FLAT_MAX_FRACTION else f"{int((flat >= FLAT_MAX_FRACTION).sum())} leads"
     if flat_v >= FLAT_MAX_FRACTION:
-        flags["flat"] = (f"{worst} flat for {flat_v:.0%} of the record "
-                         f"(peak-to-peak below tolerance in {FLAT_SEGMENT_S:g}-s stretches)")
+        flags["flat"] = (
+            f"{worst} flat for {flat_v:.0%} of the record "
+            f"(peak-to-peak below tolerance in {FLAT_SEGMENT_S:g}-s stretches)"
+        )
     if clip_v >= CLIP_MAX_FRACTION:
-        where = "lead I" if clipped[lead_i] >= CLIP_MAX_FRACTION else \
-            f"{int((clipped >= CLIP_MAX_FRACTION).sum())} leads"
+        where = (
+            "lead I" if clipped[lead_i] >= CLIP_MAX_FRACTION else f"{int((clipped >= CLIP_MAX_FRACTION).sum())} leads"
+        )
         flags["clipped"] = f"{where} saturated: {clip_v:.1%} of samples in plateaus at the lead's max/min"
     if np.isfinite(snr_v) and snr_v <= SNR_MIN_DB:
         where = "lead I" if snr[lead_i] <= SNR_MIN_DB else f"{int((snr <= SNR_MIN_DB).sum())} leads"
@@ -269,8 +278,9 @@ def assess_quality(signal: np.ndarray, fs: float, units: str | tuple[str, ...] |
     if np.isfinite(hr) and not HR_MIN_BPM <= hr <= HR_MAX_BPM:
         flags["heart_rate"] = f"implausible heart rate {hr:.0f} bpm (plausible {HR_MIN_BPM:g}-{HR_MAX_BPM:g})"
     elif peaks.size < min_beats:
-        flags["heart_rate"] = (f"only {peaks.size} beats detected in {seconds:.1f} s "
-                               f"(at least {min_beats} expected at {HR_MIN_BPM:g} bpm)")
+        flags["heart_rate"] = (
+            f"only {peaks.size} beats detected in {seconds:.1f} s (at least {min_beats} expected at {HR_MIN_BPM:g} bpm)"
+        )
 
     severities = [
         min(1.0, flat_v / FLAT_MAX_FRACTION) if np.isfinite(flat_v) else 0.0,
@@ -281,8 +291,14 @@ def assess_quality(signal: np.ndarray, fs: float, units: str | tuple[str, ...] |
     score = float(np.prod([1.0 - s for s in severities]))
     if flags:
         score = 0.0  # rounding must never make a flagged record look usable
-    measures = {"flat_fraction": flat_v, "clipped_fraction": clip_v, "snr_db": snr_v,
-                "lead_i_flat_fraction": float(flat[lead_i]), "lead_i_clipped_fraction": float(clipped[lead_i]),
-                "lead_i_snr_db": float(snr[lead_i])}
-    return QualityReport(score=score, flags=flags, heart_rate=float(hr), beats=int(peaks.size), seconds=seconds,
-                         measures=measures)
+    measures = {
+        "flat_fraction": flat_v,
+        "clipped_fraction": clip_v,
+        "snr_db": snr_v,
+        "lead_i_flat_fraction": float(flat[lead_i]),
+        "lead_i_clipped_fraction": float(clipped[lead_i]),
+        "lead_i_snr_db": float(snr[lead_i]),
+    }
+    return QualityReport(
+        score=score, flags=flags, heart_rate=float(hr), beats=int(peaks.size), seconds=seconds, measures=measures
+    )

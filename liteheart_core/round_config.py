@@ -34,20 +34,39 @@ class RoundConfig:
     data: str | None = None  # the run's dataset when the nodes share it (simulation); None: the node's own
 
     @classmethod
-    def from_run(cls, cfg: FedConfig, teacher_hash: str, student_net: dict[str, Any], run_id: str = "",
-                 share_data: bool = True, wearable_teacher_hash: str = "") -> RoundConfig:
+    def from_run(
+        cls,
+        cfg: FedConfig,
+        teacher_hash: str,
+        student_net: dict[str, Any],
+        run_id: str = "",
+        share_data: bool = True,
+        wearable_teacher_hash: str = "",
+    ) -> RoundConfig:
         """The server's side: what every client of run ``cfg`` is told (``share_data``: simulation only)."""
-        return cls(run=cfg, teacher_hash=teacher_hash, wearable_teacher_hash=wearable_teacher_hash,
-                   student_net=dict(student_net), run_id=run_id, data=cfg.data if share_data else None)
+        return cls(
+            run=cfg,
+            teacher_hash=teacher_hash,
+            wearable_teacher_hash=wearable_teacher_hash,
+            student_net=dict(student_net),
+            run_id=run_id,
+            data=cfg.data if share_data else None,
+        )
 
     def to_record(self) -> dict[str, Any]:
         """Flat kebab-case keys of scalars, as a Flower ConfigRecord holds them (``server-round`` is the strategy's)."""
         values = {k: v for k, v in self.run.to_dict().items() if k not in SERVER_PATHS}
         if self.data is not None:
             values["data"] = self.data
-        values.update({"teacher-hash": self.teacher_hash, "wearable-teacher-hash": self.wearable_teacher_hash,
-                       "student-net": json.dumps(self.student_net),
-                       "run-id": self.run_id, "client-threads": self.client_threads})
+        values.update(
+            {
+                "teacher-hash": self.teacher_hash,
+                "wearable-teacher-hash": self.wearable_teacher_hash,
+                "student-net": json.dumps(self.student_net),
+                "run-id": self.run_id,
+                "client-threads": self.client_threads,
+            }
+        )
         return values
 
     @classmethod

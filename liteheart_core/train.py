@@ -25,9 +25,9 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -111,11 +111,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         method_spec(self.method)
-        overlap = (set(self.train_folds) & set(self.val_folds)) | (set(self.test_folds) & (set(self.train_folds)
-                                                                                          | set(self.val_folds)))
+        overlap = (set(self.train_folds) & set(self.val_folds)) | (
+            set(self.test_folds) & (set(self.train_folds) | set(self.val_folds))
+        )
         if overlap:
-            raise ValueError(f"train_folds {list(self.train_folds)}, val_folds {list(self.val_folds)} and test_folds "
-                             f"{list(self.test_folds)} must not share a fold (shared: {sorted(overlap)})")
+            raise ValueError(
+                f"train_folds {list(self.train_folds)}, val_folds {list(self.val_folds)} and test_folds "
+                f"{list(self.test_folds)} must not share a fold (shared: {sorted(overlap)})"
+            )
         if not self.train_folds or not self.val_folds:
             raise ValueError("train_folds and val_folds must each name at least one fold")
         if not 0 < self.labelled_fraction <= 1:
@@ -126,8 +129,9 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.views < 0 or (self.views and not self.spec.uses_bank):
-            raise ValueError(f"views must be >= 0 and only set for a view-bank method, got {self.views} for "
-                             f"{self.method}")
+            raise ValueError(
+                f"views must be >= 0 and only set for a view-bank method, got {self.views} for {self.method}"
+            )
         if self.mix_views >= max(1, self.bank_views):
             raise ValueError(f"mix_views ({self.mix_views}) must leave at least one plain view of {self.bank_views}")
         if self.teacher_input not in ("all", "student"):
@@ -162,7 +166,7 @@ class TrainConfig:
         return self.spec.mix_views if self.mix_views < 0 else self.mix_views
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         """Settings from a dict (a checkpoint's, the CLI's); bad keys and values are errors naming the key."""
         data = typed_values(cls, data, "training settings")
         if isinstance(data.get("weights"), dict):
@@ -193,8 +197,9 @@ def autocast(device: torch.device, bf16: bool):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray | Tensor, device: torch.device, batch: int = 256,
-            bf16: bool = False) -> np.ndarray:
+def predict(
+    model: nn.Module, x: np.ndarray | Tensor, device: torch.device, batch: int = 256, bf16: bool = False
+) -> np.ndarray:
     """Sigmoid probabilities [N, C] of a model over signals [N, leads, T]."""
     model.eval()
     out = []
@@ -223,7 +228,9 @@ def load_split(data: PreparedData, task: str, folds: tuple[int, ...]) -> Split:
     regions = None
     if data.regions is not None:
         regions = torch.as_tensor(np.asarray(data.regions[rows]), dtype=torch.int64)
-    return Split(torch.as_tensor(data.x(rows), dtype=torch.float32), torch.as_tensor(y[rows], dtype=torch.float32), regions, rows)
+    return Split(
+        torch.as_tensor(data.x(rows), dtype=torch.float32), torch.as_tensor(y[rows], dtype=torch.float32), regions, rows
+    )
 
 
 @dataclass
@@ -239,8 +246,15 @@ class TrainResult:
 
 
 @torch.no_grad()
-def teacher_targets(teacher: Net, x: Tensor, stages: list[int], device: torch.device, batch: int = 128,
-                    bf16: bool = False, teacher_leads: list[int] | None = None) -> tuple[Tensor, list[Tensor | None]]:
+def teacher_targets(
+    teacher: Net,
+    x: Tensor,
+    stages: list[int],
+    device: torch.device,
+    batch: int = 128,
+    bf16: bool = False,
+    teacher_leads: list[int] | None = None,
+) -> tuple[Tensor, list[Tensor | None]]:
     """Teacher logits and the chosen stage features for every record, computed once (float16 on the device).
 
     ``teacher_leads``: where the records' leads go among the teacher's (see ``views.teacher_view``)."""
@@ -264,9 +278,9 @@ class Distiller(nn.Module):
         super().__init__()
         w = cfg.loss_weights
         self.pairs = list(cfg.feature_stages) if w.feature > 0 else []
-        self.adapters = nn.ModuleDict({
-            str(s): RegionAdapter(student.stage_channels[s], teacher.stage_channels[s]) for s in self.pairs
-        })
+        self.adapters = nn.ModuleDict(
+            {str(s): RegionAdapter(student.stage_channels[s], teacher.stage_channels[s]) for s in self.pairs}
+        )
         self.mi = None
         if w.mi > 0:
             pairs = default_pairs(len(student.stage_channels), len(teacher.stage_channels))
@@ -290,10 +304,21 @@ def teacher_stage(t_feats: list[Tensor | None], stage: int) -> Tensor:
     return feats
 
 
-def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: Distiller | None,
-               xs: Tensor, y: Tensor, mask: Tensor, codes: Tensor | None, t_logits: Tensor | None,
-               t_feats: list[Tensor | None] | None, gen: torch.Generator, fs: float,
-               view: "BatchView | None" = None) -> tuple[Tensor, dict[str, float]]:
+def _objective(
+    cfg: TrainConfig,
+    student: Net,
+    teacher: Net | None,
+    distiller: Distiller | None,
+    xs: Tensor,
+    y: Tensor,
+    mask: Tensor,
+    codes: Tensor | None,
+    t_logits: Tensor | None,
+    t_feats: list[Tensor | None] | None,
+    gen: torch.Generator,
+    fs: float,
+    view: BatchView | None = None,
+) -> tuple[Tensor, dict[str, float]]:
     """Total loss of one batch and every term separately (for the log)."""
     w = cfg.loss_weights
     logits, feats = student.forward_features(xs)
@@ -303,17 +328,29 @@ def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: D
     if distiller is not None and t_feats is not None:
         if distiller.pairs:
             region_w = cfg.region_weights if cfg.region_aware else UNIFORM
-            uniform_codes = codes if codes is not None else torch.zeros(xs.shape[0], xs.shape[-1], dtype=torch.long,
-                                                                        device=xs.device)
-            parts = [region_feature_loss(distiller.adapters[str(s)](feats[s]), teacher_stage(t_feats, s).float(), uniform_codes,
-                                         region_w, standardize=True, input_length=xs.shape[-1])
-                     for s in distiller.pairs]
+            uniform_codes = (
+                codes
+                if codes is not None
+                else torch.zeros(xs.shape[0], xs.shape[-1], dtype=torch.long, device=xs.device)
+            )
+            parts = [
+                region_feature_loss(
+                    distiller.adapters[str(s)](feats[s]),
+                    teacher_stage(t_feats, s).float(),
+                    uniform_codes,
+                    region_w,
+                    standardize=True,
+                    input_length=xs.shape[-1],
+                )
+                for s in distiller.pairs
+            ]
             terms["feature"] = torch.stack(parts).mean()
         if w.evidence > 0 and cfg.region_aware and codes is not None and teacher is not None:
             t_ev = teacher.class_evidence(t_feats[-1].float()) if t_feats[-1] is not None else None
             if t_ev is not None:
-                terms["evidence"] = region_evidence_loss(student.class_evidence(feats[-1]), t_ev, codes,
-                                                         input_length=xs.shape[-1])
+                terms["evidence"] = region_evidence_loss(
+                    student.class_evidence(feats[-1]), t_ev, codes, input_length=xs.shape[-1]
+                )
         if distiller.mi is not None:
             mi_loss, bounds = distiller.mi(feats, [f.float() if f is not None else None for f in t_feats])
             terms["mi"] = mi_loss
@@ -332,7 +369,8 @@ def _objective(cfg: TrainConfig, student: Net, teacher: Net | None, distiller: D
         unl = ~mask
         if w.pseudo > 0 and unl.any():
             terms["pseudo"], extra["pseudo_fraction"] = pseudo_label_loss(
-                strong_logits[unl], torch.sigmoid(t_logits[unl]), cfg.pseudo_threshold)
+                strong_logits[unl], torch.sigmoid(t_logits[unl]), cfg.pseudo_threshold
+            )
         if w.consistency > 0:
             with torch.no_grad():
                 weak_logits = student(weak)
@@ -366,9 +404,18 @@ class Trainable:
         return list(self.model.parameters()) + (list(self.distiller.parameters()) if self.distiller else [])
 
 
-def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled: np.ndarray,
-                   codes: Tensor | None, device: torch.device, teacher: Net | None = None,
-                   targets: tuple | None = None, bank_cache: Path | None = None) -> Trainable:
+def make_trainable(
+    model: Net,
+    cfg: TrainConfig,
+    x: Tensor,
+    y: Tensor,
+    labelled: np.ndarray,
+    codes: Tensor | None,
+    device: torch.device,
+    teacher: Net | None = None,
+    targets: tuple | None = None,
+    bank_cache: Path | None = None,
+) -> Trainable:
     """Move a training set to the device and compute the frozen teacher's targets on it once.
 
     ``targets`` are teacher targets computed earlier for the same records and
@@ -388,9 +435,14 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
     uses_teacher = spec.needs_teacher
     if uses_teacher and teacher is None:
         raise ValueError(f"method {cfg.method} needs a teacher checkpoint")
-    tr = Trainable(model=model.to(device), leads=leads, x=x[:, leads].to(device), y=y.to(device),
-                   mask=torch.as_tensor(np.asarray(labelled, dtype=bool), device=device),
-                   codes=codes.to(device) if codes is not None else None)
+    tr = Trainable(
+        model=model.to(device),
+        leads=leads,
+        x=x[:, leads].to(device),
+        y=y.to(device),
+        mask=torch.as_tensor(np.asarray(labelled, dtype=bool), device=device),
+        codes=codes.to(device) if codes is not None else None,
+    )
     if uses_teacher and teacher is not None:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
@@ -401,11 +453,21 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
             if targets is not None and len(targets) > 2 and targets[2] is not None:
                 tr.bank = targets[2].to(device)
             else:
-                tr.bank = cached_view_bank(bank_cache, teacher, x, codes if spec.needs_regions else None, leads,
-                                           n_views=cfg.bank_views, mix_views=cfg.bank_mix_views,
-                                           mix_alpha=cfg.mix_alpha,
-                                           embed_dim=cfg.embed_dim, seed=cfg.view_seed, device=device,
-                                           augment=spec.consistent, teacher_leads=teacher_leads).to(device)
+                tr.bank = cached_view_bank(
+                    bank_cache,
+                    teacher,
+                    x,
+                    codes if spec.needs_regions else None,
+                    leads,
+                    n_views=cfg.bank_views,
+                    mix_views=cfg.bank_mix_views,
+                    mix_alpha=cfg.mix_alpha,
+                    embed_dim=cfg.embed_dim,
+                    seed=cfg.view_seed,
+                    device=device,
+                    augment=spec.consistent,
+                    teacher_leads=teacher_leads,
+                ).to(device)
             dim = tr.bank.embed.shape[-1]  # PCA keeps at most min(embed_dim, teacher channels, records - 1)
             if tr.distiller.proj is not None and tr.distiller.proj.out_features != dim:
                 tr.distiller.proj = nn.Linear(tr.distiller.proj.in_features, dim).to(device)
@@ -417,8 +479,7 @@ def make_trainable(model: Net, cfg: TrainConfig, x: Tensor, y: Tensor, labelled:
         if targets is not None and all(s < len(targets[1]) and targets[1][s] is not None for s in stages):
             t_logits, t_feats = targets[0].to(device), [f.to(device) if f is not None else None for f in targets[1]]
         else:
-            t_logits, t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16,
-                                                teacher_leads=teacher_leads)
+            t_logits, t_feats = teacher_targets(teacher, x, stages, device, bf16=cfg.bf16, teacher_leads=teacher_leads)
         while len(t_feats) < len(teacher.stage_channels):
             t_feats.append(None)
         tr.t_logits, tr.t_feats = t_logits, t_feats
@@ -441,8 +502,9 @@ def drop_leads(x: Tensor, p: float, keep: list[int], gen: torch.Generator) -> Te
     return x.masked_fill(drop.unsqueeze(-1), 0.0)
 
 
-def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.random.Generator,
-                gen: torch.Generator, fs: float) -> tuple[Tensor, Tensor | None, Tensor, Tensor, BatchView]:
+def _bank_batch(
+    tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.random.Generator, gen: torch.Generator, fs: float
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, BatchView]:
     """Inputs and targets of one batch drawn from the view bank.
 
     Each record gets a random view; the labelled rows (the first ``half``) only plain
@@ -453,8 +515,9 @@ def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.
     bank, device = tr.bank, it.device
     if bank is None:
         raise ValueError(f"method {cfg.method} draws its batches from a view bank, and none was built")
-    views = np.concatenate([rng.integers(0, bank.plain_views, size=half),
-                            rng.integers(0, bank.n_views, size=len(it) - half)])
+    views = np.concatenate(
+        [rng.integers(0, bank.plain_views, size=half), rng.integers(0, bank.n_views, size=len(it) - half)]
+    )
     kt = torch.as_tensor(views, device=device)
     if cfg.spec.consistent:
         xb = bank.x[kt, it].float()
@@ -462,8 +525,9 @@ def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.
         if cfg.view_jitter:  # new every step, so the student never sees the same input twice
             xb, codes = weak_view(xb, codes, gen, fs)
     else:
-        xb, codes = weak_view(tr.x[it], tr.codes[it] if tr.codes is not None and bank.codes is not None else None,
-                              gen, fs)
+        xb, codes = weak_view(
+            tr.x[it], tr.codes[it] if tr.codes is not None and bank.codes is not None else None, gen, fs
+        )
     memory = min(cfg.crd_memory, bank.n_views * len(tr.x))
     mv = torch.as_tensor(rng.integers(0, bank.n_views, size=memory), device=device)
     mr = torch.as_tensor(rng.integers(0, len(tr.x), size=memory), device=device)
@@ -471,9 +535,18 @@ def _bank_batch(tr: Trainable, cfg: TrainConfig, it: Tensor, half: int, rng: np.
     return xb, codes, mask, bank.logits[kt, it], batch_view(bank, kt, it, mv, mr)
 
 
-def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: np.random.Generator,
-              gen: torch.Generator, fs: float, steps: int, sched=None,
-              anchor: list[Tensor] | None = None, proximal_mu: float = 0.0) -> dict[str, float]:
+def run_epoch(
+    tr: Trainable,
+    cfg: TrainConfig,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    gen: torch.Generator,
+    fs: float,
+    steps: int,
+    sched=None,
+    anchor: list[Tensor] | None = None,
+    proximal_mu: float = 0.0,
+) -> dict[str, float]:
     """``steps`` optimisation steps; returns the mean of every logged term.
 
     ``anchor`` and ``proximal_mu`` add FedProx's proximal term mu/2 * ||w - w_global||^2.
@@ -495,8 +568,12 @@ def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: 
             idx = rng.choice(n, size=min(cfg.batch_size, n), replace=False)
         else:  # half labelled, half from every training record: labels are scarce, unlabelled plenty
             half = max(1, cfg.batch_size // 2)
-            idx = np.concatenate([rng.choice(lab_idx, size=half, replace=len(lab_idx) < half),
-                                  rng.choice(n, size=min(cfg.batch_size - half, n), replace=False)])
+            idx = np.concatenate(
+                [
+                    rng.choice(lab_idx, size=half, replace=len(lab_idx) < half),
+                    rng.choice(n, size=min(cfg.batch_size - half, n), replace=False),
+                ]
+            )
         it = torch.as_tensor(idx, device=device)
         mask, codes, view = tr.mask[it], tr.codes[it] if tr.codes is not None else None, None
         t_logits = tr.t_logits[it] if tr.t_logits is not None else None
@@ -508,8 +585,9 @@ def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: 
             if cfg.lead_dropout > 0:
                 xb = drop_leads(xb, cfg.lead_dropout, lead_indices(cfg.student_lead), gen)
         with autocast(device, cfg.bf16):
-            loss, log = _objective(cfg, tr.model, tr.teacher, tr.distiller, xb, tr.y[it], mask, codes, t_logits,
-                                   t_feats, gen, fs, view)
+            loss, log = _objective(
+                cfg, tr.model, tr.teacher, tr.distiller, xb, tr.y[it], mask, codes, t_logits, t_feats, gen, fs, view
+            )
         if anchor is not None and proximal_mu > 0:
             prox = sum(((p - a) ** 2).sum() for p, a in zip(tr.model.parameters(), anchor))
             loss = loss + proximal_mu / 2 * prox
@@ -527,8 +605,13 @@ def run_epoch(tr: Trainable, cfg: TrainConfig, opt: torch.optim.Optimizer, rng: 
     return {k: v / max(1, steps) for k, v in sums.items()}
 
 
-def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
-          progress: Callable[[int, int, dict], None] | None = None, bank_cache: Path | None = None) -> TrainResult:
+def train(
+    data: PreparedData,
+    cfg: TrainConfig,
+    teacher: Net | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+    bank_cache: Path | None = None,
+) -> TrainResult:
     """Train the teacher (``method="teacher"``) or a lead-I student, early-stopped on validation macro AUC.
 
     Returns
@@ -551,8 +634,9 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
     net_cfg = cfg.net or (teacher_config() if is_teacher else student_config())
     model = build_net(n_leads, len(classes), net_cfg)
     t_setup = time.perf_counter()
-    tr = make_trainable(model, cfg, tr_split.x, tr_split.y, labelled, tr_split.regions, device, teacher,
-                        bank_cache=bank_cache)
+    tr = make_trainable(
+        model, cfg, tr_split.x, tr_split.y, labelled, tr_split.regions, device, teacher, bank_cache=bank_cache
+    )
     setup_seconds, step_seconds = time.perf_counter() - t_setup, 0.0
     params = tr.parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -581,15 +665,24 @@ def train(data: PreparedData, cfg: TrainConfig, teacher: Net | None = None,
             if stale >= cfg.patience:
                 break
     if best is None:  # every epoch's validation macro AUC was NaN
-        raise ValueError("no epoch gave a validation macro AUC: the validation fold needs records of each class "
-                         "with and without it")
+        raise ValueError(
+            "no epoch gave a validation macro AUC: the validation fold needs records of each class with and without it"
+        )
     model.load_state_dict(best)
     probs = predict(model, x_va, device, bf16=cfg.bf16)
     thresholds = tune_thresholds(va.y.numpy(), probs)
     val_metrics = evaluate(va.y.numpy(), probs, thresholds, list(classes), n_bootstrap=200, seed=cfg.seed)
     windows = len(history) * steps_per_epoch * cfg.batch_size
-    return TrainResult(model.cpu(), thresholds, val_metrics, history, time.perf_counter() - t0, int(labelled.sum()),
-                       setup_seconds, windows / max(step_seconds, 1e-9))
+    return TrainResult(
+        model.cpu(),
+        thresholds,
+        val_metrics,
+        history,
+        time.perf_counter() - t0,
+        int(labelled.sum()),
+        setup_seconds,
+        windows / max(step_seconds, 1e-9),
+    )
 
 
 def checkpoint_meta(data: PreparedData, cfg: TrainConfig, result: TrainResult) -> dict:

@@ -65,14 +65,21 @@ class ViewBank:
         return int((~self.mixed).sum())
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.x, self.logits, self.embed, self.waves, self.present,
-                                                         self.mixed)) + (
-            self.codes.numel() if self.codes is not None else 0)
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.x, self.logits, self.embed, self.waves, self.present, self.mixed)
+        ) + (self.codes.numel() if self.codes is not None else 0)
 
-    def to(self, device: torch.device) -> "ViewBank":
-        return ViewBank(self.x.to(device), self.logits.to(device), self.embed.to(device), self.waves.to(device),
-                        self.present.to(device), None if self.codes is None else self.codes.to(device),
-                        self.mixed.to(device))
+    def to(self, device: torch.device) -> ViewBank:
+        return ViewBank(
+            self.x.to(device),
+            self.logits.to(device),
+            self.embed.to(device),
+            self.waves.to(device),
+            self.present.to(device),
+            None if self.codes is None else self.codes.to(device),
+            self.mixed.to(device),
+        )
 
 
 def _shift(x: Tensor, codes: Tensor | None, gen: torch.Generator, max_shift: int) -> tuple[Tensor, Tensor | None]:
@@ -117,18 +124,33 @@ def teacher_view(xb: Tensor, n_in: int, teacher_leads: list[int] | None) -> Tens
         shown[teacher_leads] = True
         return xb * shown.view(1, -1, 1)
     if teacher_leads is None or len(teacher_leads) != xb.shape[1]:
-        raise ValueError(f"the teacher reads {n_in} leads and the records hold {xb.shape[1]}: say where they go "
-                         f"(teacher_leads), got {teacher_leads}")
+        raise ValueError(
+            f"the teacher reads {n_in} leads and the records hold {xb.shape[1]}: say where they go "
+            f"(teacher_leads), got {teacher_leads}"
+        )
     full = xb.new_zeros(xb.shape[0], n_in, xb.shape[-1])
     full[:, teacher_leads] = xb
     return full
 
 
 @torch.no_grad()
-def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], *, n_views: int = 8,
-                    mix_views: int = 2, mix_alpha: float = 0.4, embed_dim: int = 64, seed: int = 0,
-                    fs: float = 100.0, device: torch.device | str = "cpu", batch: int = 128,
-                    augment: bool = True, teacher_leads: list[int] | None = None) -> ViewBank:
+def build_view_bank(
+    teacher,
+    x: Tensor,
+    codes: Tensor | None,
+    leads: list[int],
+    *,
+    n_views: int = 8,
+    mix_views: int = 2,
+    mix_alpha: float = 0.4,
+    embed_dim: int = 64,
+    seed: int = 0,
+    fs: float = 100.0,
+    device: torch.device | str = "cpu",
+    batch: int = 128,
+    augment: bool = True,
+    teacher_leads: list[int] | None = None,
+) -> ViewBank:
     """Run the frozen 12-lead teacher once on ``n_views`` views of every record.
 
     Parameters
@@ -213,9 +235,15 @@ def build_view_bank(teacher, x: Tensor, codes: Tensor | None, leads: list[int], 
     pooled_all = torch.stack(pooled)  # [V, N, D]
     mean, basis, std = pca_basis(pooled_all[~mixed].reshape(-1, pooled_all.shape[-1]), embed_dim)
     embed = ((pooled_all - mean) @ basis) / std
-    return ViewBank(x=torch.stack(xs), logits=torch.stack(logits), embed=embed.to(torch.float16),
-                    waves=torch.stack(waves), present=torch.stack(present),
-                    codes=torch.stack(view_codes) if codes is not None else None, mixed=mixed)
+    return ViewBank(
+        x=torch.stack(xs),
+        logits=torch.stack(logits),
+        embed=embed.to(torch.float16),
+        waves=torch.stack(waves),
+        present=torch.stack(present),
+        codes=torch.stack(view_codes) if codes is not None else None,
+        mixed=mixed,
+    )
 
 
 def embed_targets(bank: ViewBank) -> Tensor:
@@ -236,12 +264,16 @@ class BatchView:
         return memory_infonce(z_s, self.embed.float(), self.memory.float(), temperature)
 
 
-def batch_view(bank: ViewBank, views: Tensor, records: Tensor, memory_views: Tensor,
-               memory_records: Tensor) -> BatchView:
+def batch_view(
+    bank: ViewBank, views: Tensor, records: Tensor, memory_views: Tensor, memory_records: Tensor
+) -> BatchView:
     """Gather the targets of ``records`` under ``views`` (index tensors on the bank's device)."""
-    return BatchView(embed=bank.embed[views, records], memory=bank.embed[memory_views, memory_records],
-                     waves=bank.waves[views, records] if bank.codes is not None else None,
-                     present=bank.present[views, records] if bank.codes is not None else None)
+    return BatchView(
+        embed=bank.embed[views, records],
+        memory=bank.embed[memory_views, memory_records],
+        waves=bank.waves[views, records] if bank.codes is not None else None,
+        present=bank.present[views, records] if bank.codes is not None else None,
+    )
 
 
 def bank_key(teacher, x: Tensor, codes: Tensor | None, settings: dict) -> str:
@@ -257,8 +289,9 @@ def bank_key(teacher, x: Tensor, codes: Tensor | None, settings: dict) -> str:
     return h.hexdigest()[:20]
 
 
-def cached_view_bank(cache_dir: Path | None, teacher, x: Tensor, codes: Tensor | None, leads: list[int],
-                     **settings) -> ViewBank:
+def cached_view_bank(
+    cache_dir: Path | None, teacher, x: Tensor, codes: Tensor | None, leads: list[int], **settings
+) -> ViewBank:
     """:func:`build_view_bank`, kept in ``cache_dir`` by content hash (None: no cache).
 
     Written to a temporary name and renamed, so a killed run never leaves half a bank.

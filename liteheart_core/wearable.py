@@ -72,9 +72,20 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
         pt.mul_(decay).add_(ps.detach(), alpha=1 - decay)
 
 
-def wearable_round(student: Net, x: Tensor, y: Tensor, labelled: np.ndarray, cfg: TrainConfig, epochs: int,
-                   server_round: int, fs: float = 100.0, ema_decay: float = 0.99, threshold: float = 0.9,
-                   w_pseudo: float = 1.0, w_consistency: float = 1.0) -> tuple[dict[str, Tensor], dict[str, float]]:
+def wearable_round(
+    student: Net,
+    x: Tensor,
+    y: Tensor,
+    labelled: np.ndarray,
+    cfg: TrainConfig,
+    epochs: int,
+    server_round: int,
+    fs: float = 100.0,
+    ema_decay: float = 0.99,
+    threshold: float = 0.9,
+    w_pseudo: float = 1.0,
+    w_consistency: float = 1.0,
+) -> tuple[dict[str, Tensor], dict[str, float]]:
     """One local round on a wearable: labels where present, mean-teacher pseudo-labels and consistency elsewhere.
 
     Parameters
@@ -130,14 +141,20 @@ def wearable_round(student: Net, x: Tensor, y: Tensor, labelled: np.ndarray, cfg
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         sums["pseudo_fraction"] = sums.get("pseudo_fraction", 0.0) + frac
     metrics = {k: v / (epochs * steps) for k, v in sums.items()}
-    metrics.update({"num-examples": float(n), "labelled-examples": float(mask.sum()),
-                    "train-seconds": time.perf_counter() - t0})
+    metrics.update(
+        {"num-examples": float(n), "labelled-examples": float(mask.sum()), "train-seconds": time.perf_counter() - t0}
+    )
     return {k: v.detach().cpu() for k, v in student.state_dict().items()}, metrics
 
 
-
-def wearable_teacher_config(kind: str, train_folds: tuple[int, ...], epochs: int = 30, seed: int = 0,
-                            device: str = "auto", task: str = "superdiagnostic") -> TrainConfig:
+def wearable_teacher_config(
+    kind: str,
+    train_folds: tuple[int, ...],
+    epochs: int = 30,
+    seed: int = 0,
+    device: str = "auto",
+    task: str = "superdiagnostic",
+) -> TrainConfig:
     """How the server trains a teacher for lead-I-only devices on its own labelled 12-lead archive.
 
     ``lead-dropout``
@@ -154,9 +171,25 @@ def wearable_teacher_config(kind: str, train_folds: tuple[int, ...], epochs: int
     from liteheart_core.models import teacher_config
 
     if kind == "lead-dropout":
-        return TrainConfig(method="teacher", task=task, epochs=epochs, lr=1e-3, seed=seed, device=device,
-                           train_folds=train_folds, lead_dropout=0.5)
+        return TrainConfig(
+            method="teacher",
+            task=task,
+            epochs=epochs,
+            lr=1e-3,
+            seed=seed,
+            device=device,
+            train_folds=train_folds,
+            lead_dropout=0.5,
+        )
     if kind == "assistant":
-        return TrainConfig(method="kd", task=task, epochs=epochs, lr=1e-3, seed=seed, device=device,
-                           train_folds=train_folds, net=asdict(teacher_config()))
+        return TrainConfig(
+            method="kd",
+            task=task,
+            epochs=epochs,
+            lr=1e-3,
+            seed=seed,
+            device=device,
+            train_folds=train_folds,
+            net=asdict(teacher_config()),
+        )
     raise ValueError(f"unknown wearable teacher kind {kind!r}; choose from {', '.join(WEARABLE_TEACHER_KINDS)}")

@@ -26,15 +26,31 @@ from server.orchestrate import ServerOptions, run_federation
 from server.project import PROJECT_OPTIONS
 from server.settings import OPTION_KEYS, PRIVATE_KEYS, SETTINGS_ENV, server_settings, split_settings
 
-__all__ = ["OPTION_KEYS", "PRIVATE_KEYS", "SETTINGS_ENV", "app", "make_server_app", "options_from_project_config",
-           "options_from_run_config", "server_settings", "simulated_nodes", "split_settings"]
+__all__ = [
+    "OPTION_KEYS",
+    "PRIVATE_KEYS",
+    "SETTINGS_ENV",
+    "app",
+    "make_server_app",
+    "options_from_project_config",
+    "options_from_run_config",
+    "server_settings",
+    "simulated_nodes",
+    "split_settings",
+]
+
 
 def options_from_run_config(run_config: dict) -> tuple[FedConfig, ServerOptions]:
     """A deployed run's settings: deployed nodes read their own data, so the server's data setting stays here."""
     cfg = FedConfig.from_dict({k: v for k, v in run_config.items() if k not in OPTION_KEYS})
-    opts = ServerOptions(run_dir=Path(str(run_config.get("run-dir", "runs"))), db_url=str(run_config.get("db-url", "")),
-                         run_id=str(run_config.get("run-id", "")), resume=as_bool(run_config.get("resume", False)),
-                         name=str(run_config.get("run-name", "")), share_data=False)
+    opts = ServerOptions(
+        run_dir=Path(str(run_config.get("run-dir", "runs"))),
+        db_url=str(run_config.get("db-url", "")),
+        run_id=str(run_config.get("run-id", "")),
+        resume=as_bool(run_config.get("resume", False)),
+        name=str(run_config.get("run-name", "")),
+        share_data=False,
+    )
     return cfg, opts
 
 
@@ -42,8 +58,13 @@ def options_from_project_config(run_config: dict) -> tuple[FedConfig, ServerOpti
     """``flwr run .`` in the checkout: the project's table (and overrides), with ``liteheart-sim run``'s checks."""
     cfg = checked_run_config({k: v for k, v in run_config.items() if k not in PROJECT_OPTIONS})
     resume = str(run_config.get("resume", ""))
-    opts = ServerOptions(run_dir=Path(str(run_config.get("run-dir", "runs"))), db_url=str(run_config.get("db-url", "")),
-                         run_id=resume, resume=bool(resume), share_data=True)
+    opts = ServerOptions(
+        run_dir=Path(str(run_config.get("run-dir", "runs"))),
+        db_url=str(run_config.get("db-url", "")),
+        run_id=resume,
+        resume=bool(resume),
+        share_data=True,
+    )
     return cfg, opts
 
 
@@ -75,9 +96,11 @@ def main(grid: Grid, context: Context) -> None:
         cfg, opts = options_from_project_config(run_config)
         nodes = simulated_nodes(grid)
         if nodes is not None and nodes != cfg.clients:  # the partitions are cut by the simulated nodes' count
-            raise ValueError(f"clients = {cfg.clients} but the simulation runs {nodes} SuperNodes: run "
-                             f"`flwr run . --run-config 'clients={nodes}'` or `flwr run . --federation-config "
-                             f"'num-supernodes={cfg.clients}'`")
+            raise ValueError(
+                f"clients = {cfg.clients} but the simulation runs {nodes} SuperNodes: run "
+                f"`flwr run . --run-config 'clients={nodes}'` or `flwr run . --federation-config "
+                f"'num-supernodes={cfg.clients}'`"
+            )
         if not opts.resume:
             opts.partition_table = partition_rows(cfg)
     run_federation(grid, cfg, opts)

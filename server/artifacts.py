@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -102,8 +103,10 @@ def final_model(shown: dict, run_dir: Path) -> FinalModel:
     run_id = run["id"]
     checkpoints = shown.get("checkpoints") or []
     if not checkpoints:
-        raise ArtifactError(f"run {run_id} has no checkpoint ({len(shown.get('rounds') or [])} rounds recorded, "
-                            f"status {run['status']}): there is no global student to report on or export")
+        raise ArtifactError(
+            f"run {run_id} has no checkpoint ({len(shown.get('rounds') or [])} rounds recorded, "
+            f"status {run['status']}): there is no global student to report on or export"
+        )
     last = checkpoints[-1]
     notes: list[str] = []
     final = Path(run_dir) / run_id / "global_student.pt"
@@ -112,11 +115,15 @@ def final_model(shown: dict, run_dir: Path) -> FinalModel:
     else:
         path = next((p for p in _candidates(last["path"], Path(run_dir), run_id) if p.is_file()), None)
         if path is None:
-            raise ArtifactError(f"run {run_id}: neither {final} nor the checkpoint of round {last['round']} "
-                                f"({last['path']}) exists here; pass --run-dir of the folder the run wrote to")
+            raise ArtifactError(
+                f"run {run_id}: neither {final} nor the checkpoint of round {last['round']} "
+                f"({last['path']}) exists here; pass --run-dir of the folder the run wrote to"
+            )
         if run["status"] != "completed":
-            notes.append(f"the run is {run['status']}: this is the global student after round {last['round']}, "
-                         f"the last one recorded")
+            notes.append(
+                f"the run is {run['status']}: this is the global student after round {last['round']}, "
+                f"the last one recorded"
+            )
     try:
         net, meta = load_checkpoint(path)
     except CheckpointError as exc:
@@ -129,10 +136,19 @@ def final_model(shown: dict, run_dir: Path) -> FinalModel:
     by_sha = {c["sha256"]: c for c in checkpoints}
     match = by_sha.get(sha)
     if match is None:
-        notes.append(f"{path.name} (sha256 {sha[:12]}...) matches no checkpoint the registry recorded: "
-                     "the file was changed after the run")
-    return FinalModel(path=path, round=match["round"] if match else meta.get("round"), sha256=sha,
-                      recorded_sha256=match["sha256"] if match else None, net=net, meta=meta, notes=notes)
+        notes.append(
+            f"{path.name} (sha256 {sha[:12]}...) matches no checkpoint the registry recorded: "
+            "the file was changed after the run"
+        )
+    return FinalModel(
+        path=path,
+        round=match["round"] if match else meta.get("round"),
+        sha256=sha,
+        recorded_sha256=match["sha256"] if match else None,
+        net=net,
+        meta=meta,
+        notes=notes,
+    )
 
 
 def run_data(fed: dict, progress: Callable[[int, int], None] | None = None) -> PreparedData:
@@ -177,8 +193,9 @@ def validation_inputs(meta: dict, data: PreparedData, rows: np.ndarray) -> np.nd
     return data.x(rows, leads=[data.meta["leads"][i] for i in lead_indices(meta["leads"])])
 
 
-def validation_results(model: FinalModel, data: PreparedData, n_bootstrap: int = 1000,
-                       seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+def validation_results(
+    model: FinalModel, data: PreparedData, n_bootstrap: int = 1000, seed: int = 0
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """Scores of the final student on the server's validation fold, and its labels and probabilities there.
 
     Returns
@@ -235,8 +252,10 @@ def privacy_summary(config: dict, rounds: list[dict]) -> dict:
     settings = privacy_settings(config)
 
     def active(pattern: str) -> bool:
-        return any(re.search(pattern, k.lower()) and (v.lower() if isinstance(v, str) else v) not in _OFF
-                   for k, v in settings.items())
+        return any(
+            re.search(pattern, k.lower()) and (v.lower() if isinstance(v, str) else v) not in _OFF
+            for k, v in settings.items()
+        )
 
     fed = config.get("fed") or {}
     if "dp" in fed or "secagg" in fed:
@@ -244,21 +263,32 @@ def privacy_summary(config: dict, rounds: list[dict]) -> dict:
         # which has a default) mean nothing while their switch is off
         dp = str(fed.get("dp", "none")).lower() not in _OFF
         secure = fed.get("secagg") not in _OFF
-        settings = {k: v for k, v in settings.items()
-                    if ((dp and str(k).startswith("dp")) or (secure and str(k).startswith("secagg")))
-                    and (k in ("dp", "secagg") or v not in _OFF)}  # a dp-* key at 0 is unset
+        settings = {
+            k: v
+            for k, v in settings.items()
+            if ((dp and str(k).startswith("dp")) or (secure and str(k).startswith("secagg")))
+            and (k in ("dp", "secagg") or v not in _OFF)
+        }  # a dp-* key at 0 is unset
     else:
         dp = active(r"(^|[-_])(dp|epsilon|delta|noise|clip|clipping)([-_]|$)")
         secure = active(r"(^|[-_])(secagg|secure)([-_]|$)")
     _, eps = epsilon_per_round(rounds)
     if dp or secure:
-        statement = ("the run recorded the privacy settings listed here"
-                     + ("" if secure else "; without secure aggregation the server saw each client's update"))
+        statement = "the run recorded the privacy settings listed here" + (
+            "" if secure else "; without secure aggregation the server saw each client's update"
+        )
     else:
-        statement = ("none: no differential privacy and no secure aggregation; the server received each client's "
-                     "model update (weights and scalar metrics, never ECG signals) in clear")
-    return {"differential_privacy": "on" if dp else "none", "secure_aggregation": "on" if secure else "none",
-            "settings": settings, "epsilon_spent": eps[-1] if eps else None, "statement": statement}
+        statement = (
+            "none: no differential privacy and no secure aggregation; the server received each client's "
+            "model update (weights and scalar metrics, never ECG signals) in clear"
+        )
+    return {
+        "differential_privacy": "on" if dp else "none",
+        "secure_aggregation": "on" if secure else "none",
+        "settings": settings,
+        "epsilon_spent": eps[-1] if eps else None,
+        "statement": statement,
+    }
 
 
 def epsilon_per_round(rounds: list[dict]) -> tuple[list[int], list[float]]:
@@ -278,8 +308,10 @@ def data_notes(meta: dict, data: PreparedData, run_fingerprint: str | None) -> l
     """Warnings when the data here are not the data the run trained and scored on."""
     notes = []
     if run_fingerprint and data.fingerprint != run_fingerprint:
-        notes.append(f"the data here (fingerprint {data.fingerprint[:12]}) differ from the run's "
-                     f"({run_fingerprint[:12]}): the validation scores below are on other records")
+        notes.append(
+            f"the data here (fingerprint {data.fingerprint[:12]}) differ from the run's "
+            f"({run_fingerprint[:12]}): the validation scores below are on other records"
+        )
     settings = meta.get("prep_settings")
     if settings and settings != data.meta.get("settings"):
         notes.append("the data here were prepared with other settings than the checkpoint's")

@@ -29,11 +29,22 @@ def write_fab(dep: Deployment, run_config: dict[str, Any]) -> Path:
     # by server.orchestrate from the same setting
     client_app = "client.secagg_app:app" if run_config.get("secagg") else "client.app:app"
     doc = {
-        "project": {"name": "liteheart-deployment", "version": "0.1.0", "license": "Apache-2.0",
-                    "description": "A LiteHeart run written by `liteheart-server start`.", "dependencies": []},
-        "tool": {"flwr": {"app": {"publisher": "liteheart",
-                                  "components": {"serverapp": "server.app:app", "clientapp": client_app},
-                                  "config": run_config}}},
+        "project": {
+            "name": "liteheart-deployment",
+            "version": "0.1.0",
+            "license": "Apache-2.0",
+            "description": "A LiteHeart run written by `liteheart-server start`.",
+            "dependencies": [],
+        },
+        "tool": {
+            "flwr": {
+                "app": {
+                    "publisher": "liteheart",
+                    "components": {"serverapp": "server.app:app", "clientapp": client_app},
+                    "config": run_config,
+                }
+            }
+        },
     }
     dep.fab_dir.mkdir(parents=True, exist_ok=True)
     (dep.fab_dir / "pyproject.toml").write_text(tomli_w.dumps(doc))

@@ -26,7 +26,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from cryptography import x509
@@ -48,8 +48,8 @@ from liteheart_core.cli.tls import (  # the reading half, which a site's `start`
     load_pem_key,
     load_public_key,
     now_utc,
-    san_names,
     same_key,
+    san_names,
 )
 
 AUTH_KEYS, SITES, MANIFEST = "auth-keys", "sites", "manifest.json"
@@ -64,27 +64,49 @@ CURVE = ec.SECP384R1  # a NIST curve, as `flwr supernode register` demands
 
 
 def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "LiteHeart pilot"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "LiteHeart pilot"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_ca(days: int = CA_DAYS) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(CURVE())
     now = now_utc()
-    cert = (x509.CertificateBuilder().subject_name(_name("LiteHeart pilot CA")).issuer_name(_name("LiteHeart pilot CA"))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA384()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("LiteHeart pilot CA"))
+        .issuer_name(_name("LiteHeart pilot CA"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA384())
+    )
     return cert, key
 
 
@@ -98,27 +120,35 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def make_server_cert(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: list[str],
-                     days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_server_cert(
+    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, names: list[str], days: int
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A TLS server certificate for ``names`` (IP addresses or DNS names), signed by the CA."""
     key = ec.generate_private_key(CURVE())
     now = now_utc()
-    cert = (x509.CertificateBuilder().subject_name(_name(names[0])).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(_san(names), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA384()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(_san(names), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
     return cert, key
 
 
 def make_node_key() -> tuple[bytes, bytes]:
     """(OpenSSH private key, OpenSSH public key line) of a new node key."""
     key = ec.generate_private_key(CURVE())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return private, public
 
@@ -137,15 +167,17 @@ def write_file(path: Path, data: bytes, private: bool) -> None:
         raise
 
 
-def node_names(nodes: Optional[int], names: list[str]) -> list[str]:
+def node_names(nodes: int | None, names: list[str]) -> list[str]:
     """``--nodes N`` (node-1..node-N) and ``--node NAME`` together, checked: file-safe and distinct."""
     if nodes is not None and nodes < 0:
         raise CertError(f"--nodes must be 0 or more, got {nodes}")
     wanted = [f"node-{i}" for i in range(1, (nodes or 0) + 1)] + list(names)
     for name in wanted:
         if not NAME_RE.match(name):
-            raise CertError(f"node name {name!r}: use letters, digits, '-', '_' and '.' (at most 64, "
-                            "starting with a letter or digit)")
+            raise CertError(
+                f"node name {name!r}: use letters, digits, '-', '_' and '.' (at most 64, "
+                "starting with a letter or digit)"
+            )
     twice = sorted({n for n in wanted if wanted.count(n) > 1})
     if twice:
         raise CertError(f"node name(s) given twice: {', '.join(twice)}")
@@ -168,8 +200,9 @@ def _ca_from(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return ca, key
 
 
-def generate(out: Path, nodes: list[str], days: int = DEFAULT_DAYS, hostnames: tuple[str, ...] = (),
-             force: bool = False) -> dict[str, Any]:
+def generate(
+    out: Path, nodes: list[str], days: int = DEFAULT_DAYS, hostnames: tuple[str, ...] = (), force: bool = False
+) -> dict[str, Any]:
     """Make (or extend) a pilot's folder; returns the manifest, also written to ``manifest.json``.
 
     An existing CA is reused, so that adding a site later leaves every other site's files
@@ -194,12 +227,16 @@ def generate(out: Path, nodes: list[str], days: int = DEFAULT_DAYS, hostnames: t
         ca, ca_key = make_ca()
         made_ca = True
     if now_utc() + dt.timedelta(days=days) > ca.not_valid_after_utc:
-        raise CertError(f"--days {days}: the server certificate would outlive the CA {out / CA_CERT} "
-                        f"(valid until {ca.not_valid_after_utc:%Y-%m-%d})")
+        raise CertError(
+            f"--days {days}: the server certificate would outlive the CA {out / CA_CERT} "
+            f"(valid until {ca.not_valid_after_utc:%Y-%m-%d})"
+        )
     existing = [n for n in nodes if (out / SITES / n / f"{n}.key").exists() or (out / AUTH_KEYS / f"{n}.pub").exists()]
     if existing and not force:
-        raise CertError(f"node key(s) already in {out}: {', '.join(existing)}; choose new names, or --force "
-                        "to replace them (the old keys then stop working)")
+        raise CertError(
+            f"node key(s) already in {out}: {', '.join(existing)}; choose new names, or --force "
+            "to replace them (the old keys then stop working)"
+        )
     new_server = force or made_ca or not (out / SERVER_CERT).exists()
     if not new_server:
         try:
@@ -208,8 +245,10 @@ def generate(out: Path, nodes: list[str], days: int = DEFAULT_DAYS, hostnames: t
             raise CertError(f"{exc}; re-issue it with --force") from None
         missing = [n for n in names if n not in current.names]
         if missing:
-            raise CertError(f"server certificate {out / SERVER_CERT} lacks host name(s) {', '.join(missing)}; "
-                            "re-issue it with --force (the sites keep their files)")
+            raise CertError(
+                f"server certificate {out / SERVER_CERT} lacks host name(s) {', '.join(missing)}; "
+                "re-issue it with --force (the sites keep their files)"
+            )
     node_keys = {name: make_node_key() for name in nodes}
     server = make_server_cert(ca, ca_key, names, days) if new_server else None
 
@@ -225,9 +264,12 @@ def generate(out: Path, nodes: list[str], days: int = DEFAULT_DAYS, hostnames: t
         write_file(out / AUTH_KEYS / f"{name}.pub", public + f" liteheart-{name}\n".encode(), private=False)
     manifest = _manifest(out, ca)
     manifest["written"] = sorted(
-        ([CA_CERT, CA_KEY] if made_ca else []) + ([SERVER_CERT, SERVER_KEY] if server is not None else [])
-        + [f"{SITES}/{n}/{n}.key" for n in nodes] + [f"{SITES}/{n}/{CA_CERT}" for n in nodes]
-        + [f"{AUTH_KEYS}/{n}.pub" for n in nodes])
+        ([CA_CERT, CA_KEY] if made_ca else [])
+        + ([SERVER_CERT, SERVER_KEY] if server is not None else [])
+        + [f"{SITES}/{n}/{n}.key" for n in nodes]
+        + [f"{SITES}/{n}/{CA_CERT}" for n in nodes]
+        + [f"{AUTH_KEYS}/{n}.pub" for n in nodes]
+    )
     write_file(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode(), private=False)
     return manifest
 
@@ -240,17 +282,31 @@ def _manifest(out: Path, ca: x509.Certificate) -> dict[str, Any]:
     for pub in sorted((out / AUTH_KEYS).glob("*.pub")):
         name = pub.stem
         private = out / SITES / name / f"{name}.key"
-        nodes.append({"name": name, "public_key": str(pub.relative_to(out)),
-                      "private_key": str(private.relative_to(out)) if private.exists() else None,
-                      "site_folder": f"{SITES}/{name}", "fingerprint": fingerprint(load_public_key(pub))})
+        nodes.append(
+            {
+                "name": name,
+                "public_key": str(pub.relative_to(out)),
+                "private_key": str(private.relative_to(out)) if private.exists() else None,
+                "site_folder": f"{SITES}/{name}",
+                "fingerprint": fingerprint(load_public_key(pub)),
+            }
+        )
     return {
         "folder": str(out),
         "created_utc": now_utc().strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "ca": {"certificate": CA_CERT, "private_key": CA_KEY, "not_after": ca.not_valid_after_utc.isoformat(),
-               "sha256": ca.fingerprint(hashes.SHA256()).hex()},
-        "server": {"certificate": SERVER_CERT, "private_key": SERVER_KEY, "names": list(tls.names),
-                   "not_after": cert.not_valid_after_utc.isoformat(),
-                   "sha256": cert.fingerprint(hashes.SHA256()).hex()},
+        "ca": {
+            "certificate": CA_CERT,
+            "private_key": CA_KEY,
+            "not_after": ca.not_valid_after_utc.isoformat(),
+            "sha256": ca.fingerprint(hashes.SHA256()).hex(),
+        },
+        "server": {
+            "certificate": SERVER_CERT,
+            "private_key": SERVER_KEY,
+            "names": list(tls.names),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+            "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+        },
         "nodes": nodes,
     }
 
@@ -259,12 +315,33 @@ def _manifest(out: Path, ca: x509.Certificate) -> dict[str, Any]:
 
 
 def certs_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the CA, the server certificate and the node keys (created; an existing CA in it is reused).")],
-    nodes: Annotated[Optional[int], typer.Option("--nodes", help="Make keys for N nodes named node-1 .. node-N.")] = None,
-    node: Annotated[Optional[list[str]], typer.Option("--node", help="Make a key for a node of this name (repeatable), e.g. --node hospital-a.")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for the CA, the server certificate and the node keys (created; an existing CA in it is reused).",
+        ),
+    ],
+    nodes: Annotated[int | None, typer.Option("--nodes", help="Make keys for N nodes named node-1 .. node-N.")] = None,
+    node: Annotated[
+        list[str] | None,
+        typer.Option("--node", help="Make a key for a node of this name (repeatable), e.g. --node hospital-a."),
+    ] = None,
     days: Annotated[int, typer.Option(help="Days the server certificate is valid (the CA: 10 years).")] = DEFAULT_DAYS,
-    hostname: Annotated[Optional[list[str]], typer.Option("--hostname", help="A DNS name or IP address the sites use to reach the server (repeatable); 127.0.0.1 and localhost are always in.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace existing node keys of the names given and re-issue the server certificate (the CA is kept).")] = False,
+    hostname: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hostname",
+            help="A DNS name or IP address the sites use to reach the server (repeatable); 127.0.0.1 and localhost are always in.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace existing node keys of the names given and re-issue the server certificate (the CA is kept).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Make a pilot's TLS certificates and node authentication keys (see the README's deployment section)."""
@@ -281,12 +358,15 @@ def certs_cmd(
     folder = Path(manifest["folder"])
     for name in manifest["written"]:
         console.print(f"wrote {folder / name}")
-    console.print(f"server certificate for {', '.join(manifest['server']['names'])}, valid until "
-                  f"{manifest['server']['not_after'][:10]}; manifest {folder / MANIFEST}")
+    console.print(
+        f"server certificate for {', '.join(manifest['server']['names'])}, valid until "
+        f"{manifest['server']['not_after'][:10]}; manifest {folder / MANIFEST}"
+    )
     for entry in manifest["nodes"]:
         if f"{AUTH_KEYS}/{entry['name']}.pub" in manifest["written"]:
-            console.print(f"node {entry['name']} ({entry['fingerprint']}): copy {folder / entry['site_folder']}/ "
-                          "to that site")
+            console.print(
+                f"node {entry['name']} ({entry['fingerprint']}): copy {folder / entry['site_folder']}/ to that site"
+            )
     if not manifest["written"]:
         err.print("nothing new to write (give --node NAME to add a site)")
     err.print(f"[yellow]keep {folder / CA_KEY} and {folder / SERVER_KEY} on this machine only[/]")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 
 from liteheart_core.cli.data_cmd import data_app
+from liteheart_core.cli.train_cmd import teacher_assistant_cmd, teacher_train_cmd
 from server.certs import certs_cmd
 from server.deploy import start_cmd
 from server.export import export_cmd
 from server.runs_cmd import runs_app
-from liteheart_core.cli.train_cmd import teacher_assistant_cmd, teacher_train_cmd
 
 app = typer.Typer(help="LiteHeart server: holds the teacher and the global student.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

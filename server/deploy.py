@@ -21,7 +21,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -66,9 +66,11 @@ def print_round(entry: dict, total: int) -> None:
     """One line per round, from the registry's record of it."""
     central, train = entry["central_metrics"], entry["train_metrics"]
     failed = [r for r in entry["client_reports"] if r["status"] != "ok"]
-    line = (f"round {entry['number']:3d}/{total}: global macro F1 {central.get('macro_f1', float('nan')):.3f}  "
-            f"AUC {central.get('macro_auc', float('nan')):.3f}  loss {train.get('total', float('nan')):.3f}  "
-            f"clients {len(entry['participants'])}  failures {len(failed)}  {entry['duration_s']:.1f} s")
+    line = (
+        f"round {entry['number']:3d}/{total}: global macro F1 {central.get('macro_f1', float('nan')):.3f}  "
+        f"AUC {central.get('macro_auc', float('nan')):.3f}  loss {train.get('total', float('nan')):.3f}  "
+        f"clients {len(entry['participants'])}  failures {len(failed)}  {entry['duration_s']:.1f} s"
+    )
     err.print(line)
     for report in failed:
         err.print(f"    [yellow]node {report['node_id']}[/]: {report['reason']}")
@@ -84,8 +86,16 @@ def print_new_rounds(registry: Any, run_id: str, printed: int, total: int) -> in
     return printed
 
 
-def follow(dep: Deployment, env: dict[str, str], proc: subprocess.Popen, flwr_run: str, registry_url: str,
-           run_id: str, total: int, already: int) -> dict[str, Any]:
+def follow(
+    dep: Deployment,
+    env: dict[str, str],
+    proc: subprocess.Popen,
+    flwr_run: str,
+    registry_url: str,
+    run_id: str,
+    total: int,
+    already: int,
+) -> dict[str, Any]:
     """Print each new round from the registry until Flower reports the run finished; returns Flower's row.
 
     The registry is cheap to read and is polled often; Flower's status costs a ``flwr``
@@ -144,9 +154,11 @@ def deploy(dep: Deployment, plan: Plan, env: dict[str, str], registry_url: str) 
         if dep.fronted:
             front = front_proxy.start(dep.front, env)
             wait_healthy(dep, front, address=dep.address, what="nginx (the front)")
-            err.print(f"facing the sites: nginx on {dep.address} forwards the Fleet API and /health only "
-                      f"(log {dep.front.access_log}); the SuperLink and its Control API listen on "
-                      f"{dep.link_address} only")
+            err.print(
+                f"facing the sites: nginx on {dep.address} forwards the Fleet API and /health only "
+                f"(log {dep.front.access_log}); the SuperLink and its Control API listen on "
+                f"{dep.link_address} only"
+            )
         if had_state:
             for stale in stop_stale_runs(dep, env):
                 err.print(f"stopped Flower run {stale}, left unfinished by an earlier SuperLink")
@@ -156,8 +168,10 @@ def deploy(dep: Deployment, plan: Plan, env: dict[str, str], registry_url: str) 
             wait_for_nodes(dep, env, superlink, plan.expected)
         flwr_run = submit(dep, env)
         security = " --tls ca.crt" + (" --key NAME.key" if dep.auth_keys else "") if dep.tls else ""
-        err.print(f"submitted: Flower run {flwr_run} (LiteHeart run {plan.run_id}); clients join with "
-                  f"`liteheart-client start --server {dep.address}{security} --data DIR`")
+        err.print(
+            f"submitted: Flower run {flwr_run} (LiteHeart run {plan.run_id}); clients join with "
+            f"`liteheart-client start --server {dep.address}{security} --data DIR`"
+        )
         row = follow(dep, env, superlink, flwr_run, registry_url, plan.run_id, plan.cfg.rounds, plan.already)
         return row, flwr_run, save_serverapp_log(dep, env, flwr_run, dep.run_dir / plan.run_id / "serverapp.log")
     finally:
@@ -168,24 +182,72 @@ def deploy(dep: Deployment, plan: Plan, env: dict[str, str], registry_url: str) 
 
 
 def start_cmd(
-    data: Annotated[Optional[str], typer.Option(help="The server's own data: 'synth' or a PTB-XL/Challenge/prepared folder (validation fold 9; trains the teacher when no --teacher).")] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="Federated rounds.")] = None,
-    min_clients: Annotated[Optional[int], typer.Option(help="Clients that must be connected before a round starts.")] = None,
-    port: Annotated[int, typer.Option(help="Port the sites connect to on --host (with --tls or a non-loopback --host: nginx, passing the Fleet API only; the SuperLink then listens on loopback).")] = DEFAULT_PORT,
-    host: Annotated[str, typer.Option(help="Address the sites connect to: an IP address of this machine (default loopback; clients elsewhere need a reachable one).")] = LOOPBACK,
-    db: Annotated[Optional[str], typer.Option("--db", help="Registry URL (default: sqlite file in the run folder).")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue this run id after its last completed round (fresh SuperLink).")] = None,
-    run_dir: Annotated[Path, typer.Option(help="Folder for the registry, checkpoints, the app project and Flower state.")] = Path("runs"),
-    clients_expected: Annotated[Optional[int], typer.Option(help="Submit the run once this many clients are connected (default: --min-clients).")] = None,
-    method: Annotated[Optional[str], typer.Option(help=METHOD_HELP)] = None,
-    labelled_fraction: Annotated[Optional[float], typer.Option(help="Fraction of each client's records with labels.")] = None,
-    local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round.")] = None,
-    teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")] = None,
-    wearable_teacher: Annotated[Optional[Path], typer.Option(help="A teacher that answers from lead I, shipped once to every wearable node: a checkpoint (`liteheart-server teacher assistant`, or `teacher train --lead-dropout`), or 'assistant' / 'lead-dropout' to train one on --data (cached).")] = None,
-    scenario: Annotated[Optional[Path], typer.Option(help="A scenario TOML file; the options above override it.")] = None,
-    round_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for the clients' replies in a round.")] = None,
-    tls: Annotated[Optional[Path], typer.Option("--tls", help="Serve over TLS with ca.crt, server.crt and server.key of this folder (made by `liteheart-server certs`).")] = None,
-    auth_keys: Annotated[Optional[Path], typer.Option("--auth-keys", help="Admit only nodes whose OpenSSH public key (*.pub) is in this folder (needs --tls).")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="The server's own data: 'synth' or a PTB-XL/Challenge/prepared folder (validation fold 9; trains the teacher when no --teacher)."
+        ),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
+    min_clients: Annotated[
+        int | None, typer.Option(help="Clients that must be connected before a round starts.")
+    ] = None,
+    port: Annotated[
+        int,
+        typer.Option(
+            help="Port the sites connect to on --host (with --tls or a non-loopback --host: nginx, passing the Fleet API only; the SuperLink then listens on loopback)."
+        ),
+    ] = DEFAULT_PORT,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address the sites connect to: an IP address of this machine (default loopback; clients elsewhere need a reachable one)."
+        ),
+    ] = LOOPBACK,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Registry URL (default: sqlite file in the run folder).")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue this run id after its last completed round (fresh SuperLink).")
+    ] = None,
+    run_dir: Annotated[
+        Path, typer.Option(help="Folder for the registry, checkpoints, the app project and Flower state.")
+    ] = Path("runs"),
+    clients_expected: Annotated[
+        int | None,
+        typer.Option(help="Submit the run once this many clients are connected (default: --min-clients)."),
+    ] = None,
+    method: Annotated[str | None, typer.Option(help=METHOD_HELP)] = None,
+    labelled_fraction: Annotated[
+        float | None, typer.Option(help="Fraction of each client's records with labels.")
+    ] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
+    teacher: Annotated[
+        Path | None, typer.Option(help="Teacher checkpoint (default: trained on --data and cached).")
+    ] = None,
+    wearable_teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="A teacher that answers from lead I, shipped once to every wearable node: a checkpoint (`liteheart-server teacher assistant`, or `teacher train --lead-dropout`), or 'assistant' / 'lead-dropout' to train one on --data (cached)."
+        ),
+    ] = None,
+    scenario: Annotated[Path | None, typer.Option(help="A scenario TOML file; the options above override it.")] = None,
+    round_timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for the clients' replies in a round.")
+    ] = None,
+    tls: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls",
+            help="Serve over TLS with ca.crt, server.crt and server.key of this folder (made by `liteheart-server certs`).",
+        ),
+    ] = None,
+    auth_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-keys", help="Admit only nodes whose OpenSSH public key (*.pub) is in this folder (needs --tls)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a final JSON summary.")] = False,
 ) -> None:
     """Run a federation for real: a SuperLink on --host, the run submitted with `flwr run`, followed to its end."""
@@ -193,11 +255,21 @@ def start_cmd(
 
     run_dir = run_dir.expanduser().resolve()
     registry_url = db or Registry.default_url(run_dir)
-    overrides = {k: v for k, v in {"data": data, "rounds": rounds, "min-clients": min_clients, "method": method,
-                                    "labelled-fraction": labelled_fraction, "local-epochs": local_epochs,
-                                    "teacher": str(teacher) if teacher else None,
-                                    "wearable-teacher": str(wearable_teacher) if wearable_teacher else None,
-                                    "round-timeout": round_timeout}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "data": data,
+            "rounds": rounds,
+            "min-clients": min_clients,
+            "method": method,
+            "labelled-fraction": labelled_fraction,
+            "local-epochs": local_epochs,
+            "teacher": str(teacher) if teacher else None,
+            "wearable-teacher": str(wearable_teacher) if wearable_teacher else None,
+            "round-timeout": round_timeout,
+        }.items()
+        if v is not None
+    }
     try:
         plan = plan_run(registry_url, run_dir, db, resume, scenario, overrides, clients_expected)
     except ValueError as exc:
@@ -228,26 +300,36 @@ def start_cmd(
         fail(str(exc))
 
     dep = Deployment(run_dir=run_dir, port=port, host=host, tls=server_tls, auth_keys=keys, link_port=link_port)
-    options = {"run-dir": str(run_dir), "db-url": db or "", "run-id": plan.run_id, "resume": plan.resume,
-               "run-name": ""}
+    options = {
+        "run-dir": str(run_dir),
+        "db-url": db or "",
+        "run-id": plan.run_id,
+        "resume": plan.resume,
+        "run-name": "",
+    }
     public, private = split_settings({**plan.cfg.to_dict(), **options})
     write_fab(dep, public)
     settings_file = write_server_settings(dep, private)
     write_connection(dep)
     if not as_json or err.is_terminal:
         what = f"resuming run {plan.run_id} after round {plan.already}" if plan.resume else f"run {plan.run_id}"
-        err.print(f"[bold]LiteHeart deployment[/]: {what}; data {plan.cfg.data}, {plan.cfg.rounds} rounds, "
-                  f"min {plan.cfg.min_clients} clients, method {plan.cfg.method}; SuperLink on {dep.address} "
-                  f"(log {dep.log_path})")
+        err.print(
+            f"[bold]LiteHeart deployment[/]: {what}; data {plan.cfg.data}, {plan.cfg.rounds} rounds, "
+            f"min {plan.cfg.min_clients} clients, method {plan.cfg.method}; SuperLink on {dep.address} "
+            f"(log {dep.log_path})"
+        )
     if server_tls is None:
-        err.print("[yellow]warning:[/] plaintext SuperLink that admits any node: for trials on this machine, not "
-                  "for real networks (see --tls and --auth-keys)")
+        err.print(
+            "[yellow]warning:[/] plaintext SuperLink that admits any node: for trials on this machine, not "
+            "for real networks (see --tls and --auth-keys)"
+        )
     elif not keys:
         err.print("[yellow]warning:[/] TLS without --auth-keys: any node that trusts the CA may join")
     with sigterm_as_interrupt():
         try:
-            row, flwr_run, log_path = deploy(dep, plan, child_env(dep.home, {SETTINGS_ENV: str(settings_file)}),
-                                             registry_url)
+            row, flwr_run, log_path = deploy(
+                dep, plan, child_env(dep.home, {SETTINGS_ENV: str(settings_file)}), registry_url
+            )
         except (DeployError, FileNotFoundError) as exc:
             fail(str(exc), code=1)
         except KeyboardInterrupt:
@@ -256,15 +338,21 @@ def start_cmd(
     finish(dep, plan.run_id, db, row, flwr_run, log_path, as_json)
 
 
-def finish(dep: Deployment, run_id: str, db: Optional[str], row: dict, flwr_run: str, log_path: Path | None,
-           as_json: bool) -> None:
+def finish(
+    dep: Deployment, run_id: str, db: str | None, row: dict, flwr_run: str, log_path: Path | None, as_json: bool
+) -> None:
     """Exit 0 with a summary when Flower and the registry both say completed; a clear error otherwise."""
     try:
         summary = finish_summary(dep.run_dir, db or "", {"run_id": run_id})
     except Exception as exc:  # noqa: BLE001 - the registry may not hold the run when the ServerApp died early
         summary = {"run_id": run_id, "status": "unknown", "error": str(exc), "rounds": [], "final": {}}
-    summary.update({"flower_run_id": flwr_run, "flower_status": row.get("status"),
-                    "serverapp_log": str(log_path) if log_path else None})
+    summary.update(
+        {
+            "flower_run_id": flwr_run,
+            "flower_status": row.get("status"),
+            "serverapp_log": str(log_path) if log_path else None,
+        }
+    )
     if row.get("status") != "finished:completed" or summary.get("status") != "completed":
         reason = summary.get("error") or row.get("status-details") or "no reason recorded"
         if log_path is not None:
@@ -274,5 +362,7 @@ def finish(dep: Deployment, run_id: str, db: Optional[str], row: dict, flwr_run:
         print(json.dumps(summary, indent=2, default=str))
         return
     final = summary["final"]
-    out.print(f"run {run_id} completed: global student macro F1 {final.get('macro_f1', float('nan')):.3f}, "
-              f"AUC {final.get('macro_auc', float('nan')):.3f}; checkpoint {summary['global_student']}")
+    out.print(
+        f"run {run_id} completed: global student macro F1 {final.get('macro_f1', float('nan')):.3f}, "
+        f"AUC {final.get('macro_auc', float('nan')):.3f}; checkpoint {summary['global_student']}"
+    )

@@ -17,14 +17,15 @@ Either way the wrapper adds Gaussian noise to the mean of the clipped updates. T
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, cast
+from collections.abc import Iterable
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import (
-    Strategy,
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideFixedClipping,
+    Strategy,
 )
 from flwr.supercore.differential_privacy import (
     add_gaussian_noise_inplace,
@@ -76,8 +77,11 @@ class ServerSideDP(_LiteHeartDP, DifferentialPrivacyServerSideFixedClipping):
         reference = {k: v.numpy() for k, v in self.current_arrays.items()}
         for reply in replies:
             # a reply of the wrong shape cannot be clipped: it goes on unclipped, and the strategy rejects it
-            if reply.has_error() or "arrays" not in reply.content \
-                    or check_update(reply.content.array_records["arrays"], reference, math.inf) is not None:
+            if (
+                reply.has_error()
+                or "arrays" not in reply.content
+                or check_update(reply.content.array_records["arrays"], reference, math.inf) is not None
+            ):
                 continue
             record = reply.content.array_records["arrays"]
             values = record.to_numpy_ndarrays()
@@ -105,8 +109,9 @@ def wrap(strategy: LiteHeartMixin, cfg: FedConfig) -> tuple[Strategy, ClientLeve
     if cfg.dp not in ("client", "server"):
         return flower, None
     sampled = cfg.replies_per_round()
-    account = ClientLevelDP.resolve(cfg.dp_clip_norm, cfg.dp_noise_multiplier, cfg.dp_epsilon, cfg.dp_delta,
-                                    sampled, cfg.clients, cfg.rounds)
+    account = ClientLevelDP.resolve(
+        cfg.dp_clip_norm, cfg.dp_noise_multiplier, cfg.dp_epsilon, cfg.dp_delta, sampled, cfg.clients, cfg.rounds
+    )
     strategy.weighted_by_key = WEIGHT_KEY
     # a client-side-clipped update longer than the norm did not go through the clipping mod
     strategy.max_update_norm = min(strategy.max_update_norm, cfg.dp_clip_norm * (1 + 1e-4))
@@ -136,10 +141,17 @@ class RunPrivacy:
         if self.account is not None:
             released = self.wrapper.released if isinstance(self.wrapper, _LiteHeartDP) else 0
             self.epsilon = self.account.epsilon(self.offset + released)
-            return {"epsilon": self.epsilon, "delta": self.delta, "noise-multiplier": self.account.noise_multiplier,
-                    "clip-norm": self.account.clip_norm}
+            return {
+                "epsilon": self.epsilon,
+                "delta": self.delta,
+                "noise-multiplier": self.account.noise_multiplier,
+                "clip-norm": self.account.clip_norm,
+            }
         spent = [r["metrics"]["dp-epsilon"] for r in reports if "dp-epsilon" in r.get("metrics", {})]
         self.epsilon = max([self.epsilon, *spent])
         noise = [r["metrics"]["dp-noise-multiplier"] for r in reports if "dp-noise-multiplier" in r.get("metrics", {})]
-        return {"epsilon": self.epsilon, "delta": self.delta,
-                **({"noise-multiplier": float(min(noise))} if noise else {})}
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            **({"noise-multiplier": float(min(noise))} if noise else {}),
+        }

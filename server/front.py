@@ -29,9 +29,20 @@ from liteheart_core.cli.processes import descendants, end_processes
 
 # The Fleet API of Flower 1.42 (flwr/superlink/routers/fleet/router.py); tests/deploy/test_front.py
 # compares this list with Flower's router, so an upgrade that adds a route is noticed, not forwarded blindly.
-FLEET_ROUTES = ("register-node", "activate-node", "deactivate-node", "unregister-node", "send-node-heartbeat",
-                "pull-messages", "push-messages", "get-run", "get-fab", "push-object", "pull-object",
-                "confirm-message-received")
+FLEET_ROUTES = (
+    "register-node",
+    "activate-node",
+    "deactivate-node",
+    "unregister-node",
+    "send-node-heartbeat",
+    "pull-messages",
+    "push-messages",
+    "get-run",
+    "get-fab",
+    "push-object",
+    "pull-object",
+    "confirm-message-received",
+)
 ALLOWED = (("GET", "/health"), *(("POST", f"/v1/fleet/{route}") for route in FLEET_ROUTES))
 # A Fleet request carries at most one 5 MiB array chunk (Flower's object size) plus framing;
 # a larger body is refused at the front instead of streamed into the SuperLink.
@@ -45,11 +56,14 @@ class FrontError(RuntimeError):
 
 def nginx_exe() -> str:
     """nginx from PATH or Debian's /usr/sbin (not on a normal user's PATH)."""
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-                                           if os.access(p, os.X_OK)), None)
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
     if not found:
-        raise FrontError("nginx is not installed: a run that faces a network (--tls, or a --host that is not "
-                         "loopback) puts nginx in front of the SuperLink (Debian/Ubuntu: `apt-get install nginx`)")
+        raise FrontError(
+            "nginx is not installed: a run that faces a network (--tls, or a --host that is not "
+            "loopback) puts nginx in front of the SuperLink (Debian/Ubuntu: `apt-get install nginx`)"
+        )
     return found
 
 
@@ -83,8 +97,10 @@ class Front:
 def _quoted(path: Path) -> str:
     text = str(path)
     if any(c in text for c in '"\\;{}$\n'):
-        raise FrontError(f"nginx cannot be given the path {text!r} (quote, backslash, ';', braces or '$' in it): "
-                         "use a --run-dir / --tls folder without them")
+        raise FrontError(
+            f"nginx cannot be given the path {text!r} (quote, backslash, ';', braces or '$' in it): "
+            "use a --run-dir / --tls folder without them"
+        )
     return f'"{text}"'
 
 
@@ -99,15 +115,19 @@ def render_config(front: Front) -> str:
     tls_server, tls_upstream = "", ""
     if front.tls:
         ca, cert, key = front.tls
-        tls_server = (f"        ssl_certificate {_quoted(cert)};\n        ssl_certificate_key {_quoted(key)};\n"
-                      "        ssl_protocols TLSv1.2 TLSv1.3;\n"
-                      # a plain-HTTP request on the TLS port: close the connection, answer nothing
-                      "        error_page 497 = @plain;\n        location @plain { return 444; }\n")
+        tls_server = (
+            f"        ssl_certificate {_quoted(cert)};\n        ssl_certificate_key {_quoted(key)};\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            # a plain-HTTP request on the TLS port: close the connection, answer nothing
+            "        error_page 497 = @plain;\n        location @plain { return 444; }\n"
+        )
         # the SuperLink keeps its TLS (Flower authenticates nodes only over TLS); its certificate always names
         # localhost, and the front checks it against the pilot's CA like any client
-        tls_upstream = (f"            proxy_ssl_trusted_certificate {_quoted(ca)};\n"
-                        "            proxy_ssl_verify on;\n            proxy_ssl_name localhost;\n"
-                        "            proxy_ssl_session_reuse on;\n")
+        tls_upstream = (
+            f"            proxy_ssl_trusted_certificate {_quoted(ca)};\n"
+            "            proxy_ssl_verify on;\n            proxy_ssl_name localhost;\n"
+            "            proxy_ssl_session_reuse on;\n"
+        )
     user = "user nobody nogroup;\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
     return f"""# written by `liteheart-server start`; regenerated at each start
 {user}daemon off;
@@ -117,11 +137,11 @@ error_log {_quoted(front.error_log)} warn;
 events {{ worker_connections 512; }}
 http {{
     access_log {_quoted(front.access_log)};
-    client_body_temp_path {temp['body']};
-    proxy_temp_path {temp['proxy']};
-    fastcgi_temp_path {temp['fastcgi']};
-    uwsgi_temp_path {temp['uwsgi']};
-    scgi_temp_path {temp['scgi']};
+    client_body_temp_path {temp["body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
     server_tokens off;
     map "$request_method $request_uri" $liteheart_fleet {{
         default 0;
@@ -132,7 +152,7 @@ http {{
         keepalive 8;
     }}
     server {{
-        listen {listen}{' ssl' if front.tls else ''};
+        listen {listen}{" ssl" if front.tls else ""};
 {tls_server}        client_max_body_size {MAX_BODY};
         location / {{
             if ($liteheart_fleet = 0) {{
@@ -172,8 +192,9 @@ def start(front: Front, env: dict[str, str]) -> subprocess.Popen:
     end_leftover(front)
     front.config.write_text(render_config(front))
     command = [exe, "-p", str(front.folder), "-c", str(front.config), "-e", str(front.error_log)]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True, env=env, check=False,
-                             stdin=subprocess.DEVNULL, timeout=30)
+    checked = subprocess.run(
+        [*command, "-t"], capture_output=True, text=True, env=env, check=False, stdin=subprocess.DEVNULL, timeout=30
+    )
     if checked.returncode != 0:
         raise FrontError(f"nginx refused its configuration {front.config}: {checked.stderr.strip()}")
     log = (front.folder / "nginx.out").open("ab")

@@ -49,8 +49,9 @@ def export_onnx(net: Net, length: int, path: Path) -> dict:
         import onnx
         import onnxscript  # noqa: F401  # the exporter needs it; importing it here gives the clear message
     except ImportError as exc:
-        raise ExportError(f"ONNX export needs the onnx and onnxscript packages ({exc}): "
-                          "pip install onnx onnxscript") from None
+        raise ExportError(
+            f"ONNX export needs the onnx and onnxscript packages ({exc}): pip install onnx onnxscript"
+        ) from None
     # batch 2 in the example: torch.export specialises a dimension of size 1 to a constant
     example = torch.zeros(2, net.n_leads, length)
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -60,9 +61,18 @@ def export_onnx(net: Net, length: int, path: Path) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(net.eval(), (example,), str(path), dynamo=True, opset_version=ONNX_OPSET,
-                              input_names=["ecg"], output_names=["logits"], dynamic_shapes={"x": {0: batch}},
-                              external_data=False, verbose=False)
+            torch.onnx.export(
+                net.eval(),
+                (example,),
+                str(path),
+                dynamo=True,
+                opset_version=ONNX_OPSET,
+                input_names=["ecg"],
+                output_names=["logits"],
+                dynamic_shapes={"x": {0: batch}},
+                external_data=False,
+                verbose=False,
+            )
     finally:
         chatty.setLevel(level)
     model = onnx.load(str(path))
@@ -71,8 +81,14 @@ def export_onnx(net: Net, length: int, path: Path) -> dict:
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported {path.name} fails ONNX's checker: {exc}") from None
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    return {"exporter": f"torch.onnx.export (dynamo) from torch {torch.__version__}", "opset": int(opset),
-            "onnx": onnx.__version__, "input": "ecg", "output": "logits", "dynamic_axes": {"ecg": [0], "logits": [0]}}
+    return {
+        "exporter": f"torch.onnx.export (dynamo) from torch {torch.__version__}",
+        "opset": int(opset),
+        "onnx": onnx.__version__,
+        "input": "ecg",
+        "output": "logits",
+        "dynamic_axes": {"ecg": [0], "logits": [0]},
+    }
 
 
 def export_torchscript_file(net: Net, length: int, path: Path) -> dict:
@@ -80,8 +96,11 @@ def export_torchscript_file(net: Net, length: int, path: Path) -> dict:
     import torch
 
     export_torchscript(net, path, torch.zeros(1, net.n_leads, length))
-    return {"exporter": f"torch.jit.trace from torch {torch.__version__}", "input": "x [batch, leads, length]",
-            "output": "logits [batch, classes]"}
+    return {
+        "exporter": f"torch.jit.trace from torch {torch.__version__}",
+        "input": "x [batch, leads, length]",
+        "output": "logits [batch, classes]",
+    }
 
 
 def verify(fmt: Format, path: Path, net: Net, x: np.ndarray) -> dict:
@@ -108,8 +127,9 @@ def verify(fmt: Format, path: Path, net: Net, x: np.ndarray) -> dict:
     return {"checked": True, "runtime": runtime, "records": int(len(x)), "max_abs_logit_diff": diff}
 
 
-def measure_latency(model: nn.Module, n_leads: int, length: int, threads: int = 1,
-                    repeats: int = 200) -> dict[str, float]:
+def measure_latency(
+    model: nn.Module, n_leads: int, length: int, threads: int = 1, repeats: int = 200
+) -> dict[str, float]:
     """Wall-clock latency of one forward pass on a single window (batch 1).
 
     The model is run in eval mode under ``torch.inference_mode``; its training flag and
@@ -123,8 +143,12 @@ def measure_latency(model: nn.Module, n_leads: int, length: int, threads: int = 
     """
     import torch
 
-    for name, value, low in (("n_leads", n_leads, 1), ("length", length, 1),
-                             ("threads", threads, 1), ("repeats", repeats, 1)):
+    for name, value, low in (
+        ("n_leads", n_leads, 1),
+        ("length", length, 1),
+        ("threads", threads, 1),
+        ("repeats", repeats, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"measure_latency: {name} must be an int >= {low}, got {value!r}")
     param = next(model.parameters(), None)
@@ -182,9 +206,7 @@ def export_torchscript(model: Net, path: Path, example: Tensor, atol: float = 1e
     import torch
 
     if example.dim() != 3 or example.shape[1] != model.n_leads or example.shape[2] < 2:
-        raise ValueError(
-            f"example must be [B, {model.n_leads}, T] with T >= 2, got {tuple(example.shape)}"
-        )
+        raise ValueError(f"example must be [B, {model.n_leads}, T] with T >= 2, got {tuple(example.shape)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training

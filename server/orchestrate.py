@@ -6,9 +6,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,8 +58,9 @@ def _log_epoch(epoch: int, total: int, entry: dict) -> None:
         log.info("teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"])
 
 
-def provide_teacher(cfg: FedConfig, data: PreparedData,
-                    on_epoch: Callable[[int, int, dict], None] | None = None) -> tuple[Net, dict]:
+def provide_teacher(
+    cfg: FedConfig, data: PreparedData, on_epoch: Callable[[int, int, dict], None] | None = None
+) -> tuple[Net, dict]:
     """The frozen teacher: the given checkpoint, or one trained on the server's labelled data (cached)."""
     if cfg.teacher:
         net, meta = load_checkpoint(Path(cfg.teacher))
@@ -66,19 +68,33 @@ def provide_teacher(cfg: FedConfig, data: PreparedData,
             raise ValueError(f"{cfg.teacher} is a {meta['kind']} checkpoint, not a teacher")
         seen = set((meta.get("train_config") or {}).get("train_folds") or ()) & set(cfg.client_folds)
         if cfg.server_fold_tuple and seen:
-            raise ValueError(f"{cfg.teacher} was trained on folds {sorted(seen)}, which the clients hold; with "
-                             f"server-folds {cfg.server_folds} the teacher must know the server's archive only")
+            raise ValueError(
+                f"{cfg.teacher} was trained on folds {sorted(seen)}, which the clients hold; with "
+                f"server-folds {cfg.server_folds} the teacher must know the server's archive only"
+            )
         return net, meta
     folds = cfg.server_fold_tuple or SPLITS["train"]
-    key = hashlib.sha256(json.dumps([data.fingerprint, cfg.task, cfg.teacher_epochs, cfg.seed]
-                                    + ([list(folds)] if cfg.server_fold_tuple else [])).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            [data.fingerprint, cfg.task, cfg.teacher_epochs, cfg.seed]
+            + ([list(folds)] if cfg.server_fold_tuple else [])
+        ).encode()
+    ).hexdigest()
     path = default_cache_dir() / "teachers" / f"teacher-{key[:16]}.pt"
     if path.is_file():
         log.info("teacher taken from cache %s", path)
         return load_checkpoint(path)
     log.info("training the 12-lead teacher on the server's data (%d epochs); cached at %s", cfg.teacher_epochs, path)
-    tcfg = TrainConfig(method="teacher", task=cfg.task, epochs=cfg.teacher_epochs, lr=1e-3, seed=cfg.seed,
-                       device=cfg.device, patience=max(3, cfg.teacher_epochs), train_folds=tuple(folds))
+    tcfg = TrainConfig(
+        method="teacher",
+        task=cfg.task,
+        epochs=cfg.teacher_epochs,
+        lr=1e-3,
+        seed=cfg.seed,
+        device=cfg.device,
+        patience=max(3, cfg.teacher_epochs),
+        train_folds=tuple(folds),
+    )
     on_epoch = on_epoch or _log_epoch
     on_epoch(0, cfg.teacher_epochs, {})  # the clock of the estimate starts here
     result = train(data, tcfg, progress=on_epoch)
@@ -86,8 +102,9 @@ def provide_teacher(cfg: FedConfig, data: PreparedData,
     return load_checkpoint(path)
 
 
-def provide_wearable_teacher(cfg: FedConfig, classes: list[str], data: PreparedData | None = None,
-                             teacher: Net | None = None) -> tuple[Net, dict] | None:
+def provide_wearable_teacher(
+    cfg: FedConfig, classes: list[str], data: PreparedData | None = None, teacher: Net | None = None
+) -> tuple[Net, dict] | None:
     """The teacher shipped to wearables (``wearable-teacher``), checked to answer from lead I; None without one.
 
     A lead-I network (a teacher assistant) or a 12-lead teacher trained with lead dropout
@@ -107,49 +124,71 @@ def provide_wearable_teacher(cfg: FedConfig, classes: list[str], data: PreparedD
     lead_i = list(meta.get("leads") or ()) == ["I"]
     dropout = meta["kind"] == "teacher" and float((meta.get("train_config") or {}).get("lead_dropout", 0.0)) > 0
     if not (lead_i or dropout):
-        raise ValueError(f"wearable-teacher {path} does not answer from lead I: it is a {meta['kind']} of leads "
-                         f"{', '.join(meta.get('leads') or [])} trained without lead dropout; give a lead-I teacher "
-                         "assistant or a teacher trained with --lead-dropout")
+        raise ValueError(
+            f"wearable-teacher {path} does not answer from lead I: it is a {meta['kind']} of leads "
+            f"{', '.join(meta.get('leads') or [])} trained without lead dropout; give a lead-I teacher "
+            "assistant or a teacher trained with --lead-dropout"
+        )
     if meta["classes"] != classes:
         raise ValueError(f"wearable-teacher {path} predicts {meta['classes']}, this run {classes}")
     seen = set((meta.get("train_config") or {}).get("train_folds") or ()) & set(cfg.client_folds)
     if cfg.server_fold_tuple and seen:
-        raise ValueError(f"wearable-teacher {path} was trained on folds {sorted(seen)}, which the clients hold; with "
-                         f"server-folds {cfg.server_folds} it must know the server's archive only")
+        raise ValueError(
+            f"wearable-teacher {path} was trained on folds {sorted(seen)}, which the clients hold; with "
+            f"server-folds {cfg.server_folds} it must know the server's archive only"
+        )
     return net, meta
 
 
 def _trained_wearable_teacher(cfg: FedConfig, data: PreparedData, teacher: Net | None) -> tuple[Net, dict]:
     folds = cfg.server_fold_tuple or SPLITS["train"]
-    tcfg = wearable_teacher_config(cfg.wearable_teacher, tuple(folds), epochs=cfg.teacher_epochs, seed=cfg.seed,
-                                   device=cfg.device, task=cfg.task)
+    tcfg = wearable_teacher_config(
+        cfg.wearable_teacher, tuple(folds), epochs=cfg.teacher_epochs, seed=cfg.seed, device=cfg.device, task=cfg.task
+    )
     if tcfg.spec.needs_teacher and teacher is None:
         raise ValueError(f"wearable-teacher {cfg.wearable_teacher} is distilled from the run's teacher")
     teacher_hash = state_hash(teacher.state_dict()) if tcfg.spec.needs_teacher and teacher is not None else ""
-    key = hashlib.sha256(json.dumps([data.fingerprint, cfg.wearable_teacher, tcfg.to_dict(),
-                                     teacher_hash]).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([data.fingerprint, cfg.wearable_teacher, tcfg.to_dict(), teacher_hash]).encode()
+    ).hexdigest()
     path = default_cache_dir() / "teachers" / f"wearable-{cfg.wearable_teacher}-{key[:16]}.pt"
     if path.is_file():
         log.info("wearable teacher taken from cache %s", path)
         return load_checkpoint(path)
-    log.info("training the wearable teacher (%s) on the server's data (%d epochs); cached at %s",
-             cfg.wearable_teacher, cfg.teacher_epochs, path)
-    result = train(data, tcfg, teacher=teacher if tcfg.spec.needs_teacher else None,
-                   progress=lambda epoch, total, entry: log.info(
-                       "wearable teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"]))
+    log.info(
+        "training the wearable teacher (%s) on the server's data (%d epochs); cached at %s",
+        cfg.wearable_teacher,
+        cfg.teacher_epochs,
+        path,
+    )
+    result = train(
+        data,
+        tcfg,
+        teacher=teacher if tcfg.spec.needs_teacher else None,
+        progress=lambda epoch, total, entry: log.info(
+            "wearable teacher epoch %d/%d: validation macro AUC %.3f", epoch, total, entry["val_macro_auc"]
+        ),
+    )
     save_checkpoint(path, result.model, checkpoint_meta(data, tcfg, result))
     return load_checkpoint(path)
 
 
-def round_config(cfg: FedConfig, teacher_hash: str, student_net: dict, run_id: str = "",
-                 share_data: bool = True, wearable_teacher_hash: str = "") -> ConfigRecord:
+def round_config(
+    cfg: FedConfig,
+    teacher_hash: str,
+    student_net: dict,
+    run_id: str = "",
+    share_data: bool = True,
+    wearable_teacher_hash: str = "",
+) -> ConfigRecord:
     """What every client is told each round: settings only, never data (nor, unless shared, where it is).
 
     The keys and their parsing are :class:`liteheart_core.round_config.RoundConfig`'s; a client reads them
     back with ``RoundConfig.from_record``.
     """
-    return ConfigRecord(RoundConfig.from_run(cfg, teacher_hash, student_net, run_id, share_data,
-                                             wearable_teacher_hash).to_record())
+    return ConfigRecord(
+        RoundConfig.from_run(cfg, teacher_hash, student_net, run_id, share_data, wearable_teacher_hash).to_record()
+    )
 
 
 def run_federation(grid: Grid, cfg: FedConfig, opts: ServerOptions) -> dict:
@@ -181,22 +220,43 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
         classes, student_net = list(data.tasks[cfg.task]), student.cfg.to_dict()
         shipped = _shipped_wearable_teacher(cfg, classes, data, teacher)
         strategy = SecAggFedAvg(cfg) if cfg.secagg else strategy_for(cfg)
-        strategy.setup(ArrayRecord(tstate), thash, {k: tmeta[k] for k in TEACHER_META_KEYS}, cfg.round_timeout,
-                       round_offset=offset, min_replies=cfg.min_replies, max_update_norm=cfg.max_update_norm,
-                       wearables=cfg.wearables, wearable_weight=cfg.wearable_weight, wearable_teacher=shipped,
-                       wearable_weighting=cfg.wearable_weighting,
-                       score=lambda arrays: validation_score(cfg, data, classes, student_net, arrays))
+        strategy.setup(
+            ArrayRecord(tstate),
+            thash,
+            {k: tmeta[k] for k in TEACHER_META_KEYS},
+            cfg.round_timeout,
+            round_offset=offset,
+            min_replies=cfg.min_replies,
+            max_update_norm=cfg.max_update_norm,
+            wearables=cfg.wearables,
+            wearable_weight=cfg.wearable_weight,
+            wearable_teacher=shipped,
+            wearable_weighting=cfg.wearable_weighting,
+            score=lambda arrays: validation_score(cfg, data, classes, student_net, arrays),
+        )
         if cfg.dp != "none":
             check_no_buffers(student)  # noise on a running-statistics buffer turns it into NaN
         runner, account = dp.wrap(strategy, cfg)
-        recorder = RoundRecorder(cfg, opts, data, tmeta, student_net, registry, run_id, offset, strategy,
-                                 dp.RunPrivacy(cfg, runner, account, offset))
-        runner.start(grid=grid, initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in
-                                                            student.state_dict().items()}),
-                     num_rounds=cfg.rounds - offset, timeout=cfg.round_timeout,
-                     train_config=round_config(cfg, thash, student_net, run_id, opts.share_data,
-                                               shipped[1] if shipped else ""),
-                     evaluate_fn=recorder)
+        recorder = RoundRecorder(
+            cfg,
+            opts,
+            data,
+            tmeta,
+            student_net,
+            registry,
+            run_id,
+            offset,
+            strategy,
+            dp.RunPrivacy(cfg, runner, account, offset),
+        )
+        runner.start(
+            grid=grid,
+            initial_arrays=ArrayRecord({k: v.detach().cpu() for k, v in student.state_dict().items()}),
+            num_rounds=cfg.rounds - offset,
+            timeout=cfg.round_timeout,
+            train_config=round_config(cfg, thash, student_net, run_id, opts.share_data, shipped[1] if shipped else ""),
+            evaluate_fn=recorder,
+        )
         last = registry.last_checkpoint(run_id)
         if last is not None:  # the final global student, scorable with `liteheart-sim evaluate`
             final = opts.run_dir / run_id / "global_student.pt"
@@ -205,8 +265,11 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
         registry.set_status(run_id, "completed")
     except BaseException as exc:
         # a deployed ServerApp is stopped by Flower's signal handler, which exits with SystemExit
-        registry.set_status(run_id, "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
-                            error=f"{type(exc).__name__}: {exc}")
+        registry.set_status(
+            run_id,
+            "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed",
+            error=f"{type(exc).__name__}: {exc}",
+        )
         raise
     return registry.show_run(run_id)
 
@@ -215,11 +278,17 @@ def _run(grid: Grid, cfg: FedConfig, opts: ServerOptions, registry: Registry) ->
 TEACHER_META_KEYS = ("classes", "leads", "n_leads", "fs", "length", "net_config", "task")
 
 
-def _open_run(registry: Registry, cfg: FedConfig, opts: ServerOptions, data: PreparedData) -> tuple[FedConfig, str, int]:
+def _open_run(
+    registry: Registry, cfg: FedConfig, opts: ServerOptions, data: PreparedData
+) -> tuple[FedConfig, str, int]:
     """A new run in the registry, or the resumed one with its own stored settings; (settings, run id, rounds done)."""
     if not opts.resume:
-        run_id = registry.create_run({"fed": cfg.to_dict(), "partition_table": opts.partition_table},
-                                     data.fingerprint, run_id=opts.run_id or None, name=opts.name)
+        run_id = registry.create_run(
+            {"fed": cfg.to_dict(), "partition_table": opts.partition_table},
+            data.fingerprint,
+            run_id=opts.run_id or None,
+            name=opts.name,
+        )
         return cfg, run_id, 0
     run = registry.get_run(opts.run_id)
     if run is None:
@@ -297,20 +366,35 @@ class RoundRecorder:
             train_metrics.update(self.privacy.round_metrics(strategy.reports))
         participants = [r["node_id"] for r in strategy.reports if r["status"] == "ok"]
         duration = time.perf_counter() - self.started
-        self.registry.record_round(self.run_id, number, train_metrics=train_metrics, central_metrics=metrics,
-                                   participants=participants, duration_s=duration,
-                                   client_reports=strategy.reports,
-                                   checkpoint=CheckpointInfo(self.run_id, number, str(path), sha))
-        entry = {"round": number, "macro_f1": metrics["macro_f1"], "macro_auc": metrics["macro_auc"],
-                 "loss": train_metrics.get("total", float("nan")), "clients": len(participants),
-                 "failures": sum(r["status"] != "ok" for r in strategy.reports), "seconds": round(duration, 1)}
+        self.registry.record_round(
+            self.run_id,
+            number,
+            train_metrics=train_metrics,
+            central_metrics=metrics,
+            participants=participants,
+            duration_s=duration,
+            client_reports=strategy.reports,
+            checkpoint=CheckpointInfo(self.run_id, number, str(path), sha),
+        )
+        entry = {
+            "round": number,
+            "macro_f1": metrics["macro_f1"],
+            "macro_auc": metrics["macro_auc"],
+            "loss": train_metrics.get("total", float("nan")),
+            "clients": len(participants),
+            "failures": sum(r["status"] != "ok" for r in strategy.reports),
+            "seconds": round(duration, 1),
+        }
         if "epsilon" in train_metrics:
             entry["epsilon"] = train_metrics["epsilon"]
         self.opts.result["rounds"].append(entry)
         if self.opts.on_round:
             self.opts.on_round(number, entry)
-def _shipped_wearable_teacher(cfg: FedConfig, classes: list[str], data: PreparedData,
-                              teacher: Net) -> tuple[ArrayRecord, str, dict] | None:
+
+
+def _shipped_wearable_teacher(
+    cfg: FedConfig, classes: list[str], data: PreparedData, teacher: Net
+) -> tuple[ArrayRecord, str, dict] | None:
     """The wearable teacher as the strategy ships it: (weights, content hash, what the wearables are told of it)."""
     wearable_teacher = provide_wearable_teacher(cfg, classes, data, teacher)
     if wearable_teacher is None:
@@ -319,8 +403,9 @@ def _shipped_wearable_teacher(cfg: FedConfig, classes: list[str], data: Prepared
     return ArrayRecord(wstate), state_hash(wstate), {k: wearable_teacher[1][k] for k in TEACHER_META_KEYS}
 
 
-def validation_score(cfg: FedConfig, data: PreparedData, classes: list[str], student_net: dict,
-                     arrays: ArrayRecord) -> float:
+def validation_score(
+    cfg: FedConfig, data: PreparedData, classes: list[str], student_net: dict, arrays: ArrayRecord
+) -> float:
     """A candidate global student's macro AUC on the server's validation fold: the mean of clean lead I and
     lead I as wearables record it (what ``wearable-weighting = validated`` maximises)."""
     net = student_for(classes, cfg.student_lead, student_net)
@@ -329,8 +414,6 @@ def validation_score(cfg: FedConfig, data: PreparedData, classes: list[str], stu
     view = WearableView(degrade=cfg.wearable_degrade, native_rate=cfg.wearable_rate, seed=cfg.seed)
     worn, _ = global_evaluation(net, data, cfg.task, cfg.student_lead, cfg.device, view=view)
     return (clean["macro_auc"] + worn["macro_auc"]) / 2
-
-
 
 
 def _aggregate_from_reports(reports: list[dict]) -> dict[str, float]:
@@ -366,15 +449,35 @@ def _weighted_mean(ok: list[dict]) -> dict[str, float]:
     return {k: float(np.average([r["metrics"][k] for r in ok], weights=weights)) for k in sorted(keys)}
 
 
-def federated_meta(cfg: FedConfig, data: PreparedData, tmeta: dict, student_net: dict, thresholds: np.ndarray,
-                   metrics: dict, run_id: str, number: int) -> dict:
+def federated_meta(
+    cfg: FedConfig,
+    data: PreparedData,
+    tmeta: dict,
+    student_net: dict,
+    thresholds: np.ndarray,
+    metrics: dict,
+    run_id: str,
+    number: int,
+) -> dict:
     """Checkpoint metadata of a global student, scorable like a centralised one."""
     from liteheart_core.data.signal import lead_indices
 
-    return {"kind": "student", "method": f"federated-{cfg.method}", "task": cfg.task, "classes": tmeta["classes"],
-            "leads": [data.meta["leads"][i] for i in lead_indices(cfg.student_lead)], "n_leads": 1,
-            "fs": data.fs, "length": int(data.meta["length"]), "prep_settings": data.meta["settings"],
-            "net_config": student_net, "thresholds": [float(t) for t in thresholds],
-            "val_metrics": {k: float(v) for k, v in metrics.items()}, "data_fingerprint": data.fingerprint,
-            "run_id": run_id, "round": number, "fed_config": cfg.to_dict(),
-            "train_folds": list(SPLITS["train"])}
+    return {
+        "kind": "student",
+        "method": f"federated-{cfg.method}",
+        "task": cfg.task,
+        "classes": tmeta["classes"],
+        "leads": [data.meta["leads"][i] for i in lead_indices(cfg.student_lead)],
+        "n_leads": 1,
+        "fs": data.fs,
+        "length": int(data.meta["length"]),
+        "prep_settings": data.meta["settings"],
+        "net_config": student_net,
+        "thresholds": [float(t) for t in thresholds],
+        "val_metrics": {k: float(v) for k, v in metrics.items()},
+        "data_fingerprint": data.fingerprint,
+        "run_id": run_id,
+        "round": number,
+        "fed_config": cfg.to_dict(),
+        "train_folds": list(SPLITS["train"]),
+    }

@@ -8,7 +8,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from liteheart_core.cli.console import err
 from liteheart_core.cli.processes import (
@@ -51,8 +51,7 @@ def check_host(host: str) -> None:
             raise ValueError(f"--host {host} is not an address of this machine: {exc.strerror}") from None
 
 
-def check_security(tls: Optional[Path], auth_keys: Optional[Path],
-                   host: str) -> tuple[ServerTls | None, tuple[Path, ...]]:
+def check_security(tls: Path | None, auth_keys: Path | None, host: str) -> tuple[ServerTls | None, tuple[Path, ...]]:
     """``--tls`` and ``--auth-keys`` checked before anything starts; ValueError (CertError) says what is wrong."""
     if auth_keys is not None and tls is None:
         raise ValueError("--auth-keys needs --tls: Flower authenticates nodes only over TLS")
@@ -60,9 +59,11 @@ def check_security(tls: Optional[Path], auth_keys: Optional[Path],
         return None, ()
     server_tls = check_server_tls(tls)
     if host not in server_tls.names:
-        raise CertError(f"--host {host} is not among the names of the server certificate {server_tls.cert} "
-                        f"({', '.join(server_tls.names)}): re-issue it with `liteheart-server certs --out {tls} "
-                        f"--hostname {host} --force`")
+        raise CertError(
+            f"--host {host} is not among the names of the server certificate {server_tls.cert} "
+            f"({', '.join(server_tls.names)}): re-issue it with `liteheart-server certs --out {tls} "
+            f"--hostname {host} --force`"
+        )
     keys = tuple(auth_public_keys(auth_keys)) if auth_keys is not None else ()
     return server_tls, keys
 
@@ -71,23 +72,31 @@ def _absolute(value: str) -> str:
     return value if value in ("", "synth") else str(Path(value).expanduser().resolve())
 
 
-def _new_config(scenario: Optional[Path], overrides: dict[str, Any]):
+def _new_config(scenario: Path | None, overrides: dict[str, Any]):
     from liteheart_core.config import WEARABLE_TEACHER_KINDS, FedConfig
 
     cfg = FedConfig.from_toml(scenario, overrides) if scenario else FedConfig.from_dict(overrides)
     worn = cfg.wearable_teacher  # a checkpoint path, or the kind of teacher the server trains itself
-    return FedConfig.from_dict({**cfg.to_dict(), "data": _absolute(cfg.data), "teacher": _absolute(cfg.teacher),
-                                "wearable-teacher": worn if worn in WEARABLE_TEACHER_KINDS else _absolute(worn)})
+    return FedConfig.from_dict(
+        {
+            **cfg.to_dict(),
+            "data": _absolute(cfg.data),
+            "teacher": _absolute(cfg.teacher),
+            "wearable-teacher": worn if worn in WEARABLE_TEACHER_KINDS else _absolute(worn),
+        }
+    )
 
 
-def _stored_config(registry_url: str, run_id: str, run_dir: Path, db: Optional[str]):
+def _stored_config(registry_url: str, run_id: str, run_dir: Path, db: str | None):
     """The settings a run was started with, from the registry (a resumed run keeps them)."""
     from liteheart_core.config import FedConfig
     from liteheart_core.storage import Registry, RegistryError
 
     if not db and not (run_dir / "registry.sqlite").is_file():
-        raise ValueError(f"cannot resume {run_id}: no registry at {run_dir / 'registry.sqlite'} "
-                         "(pass the --run-dir of the run, or --db)")
+        raise ValueError(
+            f"cannot resume {run_id}: no registry at {run_dir / 'registry.sqlite'} "
+            "(pass the --run-dir of the run, or --db)"
+        )
     try:
         with Registry(registry_url) as registry:
             run = registry.get_run(run_id)
@@ -111,8 +120,15 @@ class Plan:
     status: str = ""  # the registry's status of a resumed run
 
 
-def plan_run(registry_url: str, run_dir: Path, db: Optional[str], resume: Optional[str],
-             scenario: Optional[Path], overrides: dict[str, Any], clients_expected: Optional[int]) -> Plan:
+def plan_run(
+    registry_url: str,
+    run_dir: Path,
+    db: str | None,
+    resume: str | None,
+    scenario: Path | None,
+    overrides: dict[str, Any],
+    clients_expected: int | None,
+) -> Plan:
     """Validate everything that can be checked before a process starts; ValueError says what is wrong."""
     if resume is not None:
         cfg, status, already = _stored_config(registry_url, resume, run_dir, db)
@@ -134,7 +150,10 @@ def plan_run(registry_url: str, run_dir: Path, db: Optional[str], resume: Option
     _check_data(plan.cfg.data)
     if plan.cfg.teacher and not Path(plan.cfg.teacher).is_file():
         raise ValueError(f"teacher checkpoint {plan.cfg.teacher} does not exist")
-    if plan.cfg.wearable_teacher and plan.cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS and \
-            not Path(plan.cfg.wearable_teacher).is_file():
+    if (
+        plan.cfg.wearable_teacher
+        and plan.cfg.wearable_teacher not in WEARABLE_TEACHER_KINDS
+        and not Path(plan.cfg.wearable_teacher).is_file()
+    ):
         raise ValueError(f"wearable teacher checkpoint {plan.cfg.wearable_teacher} does not exist")
     return plan

@@ -17,9 +17,9 @@ import html
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 from liteheart_core.config import FedConfig
 from server import report_plots as plots
@@ -100,9 +100,18 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 def render_html(doc: Doc) -> str:
     """The document as one self-contained HTML page (inline CSS, images by relative path)."""
     e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{e(doc.title)}</title>",
-             f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{e(doc.title)}</h1>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(doc.title)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{e(doc.title)}</h1>",
+    ]
     for block in doc.blocks:
         kind = block[0]
         if kind == "h2":
@@ -115,8 +124,11 @@ def render_html(doc: Doc) -> str:
             _, header, rows, caption = block
             parts.append("<table>" + (f"<caption>{e(caption)}</caption>" if caption else ""))
             parts.append("<thead><tr>" + "".join(f'<th scope="col">{e(h)}</th>' for h in header) + "</tr></thead>")
-            parts.append("<tbody>" + "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>"
-                                             for row in rows) + "</tbody></table>")
+            parts.append(
+                "<tbody>"
+                + "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
+                + "</tbody></table>"
+            )
         elif kind == "img":
             _, src, alt, caption = block
             parts.append(f'<figure><img src="{e(src)}" alt="{e(alt)}"><figcaption>{e(caption)}</figcaption></figure>')
@@ -174,9 +186,17 @@ def _config_section(doc: Doc, shown: dict) -> dict:
     fed = dict(config.get("fed") or {})
     known = [k.replace("_", "-") for k in (f.name for f in fields(FedConfig))]
     doc.h2("Run")
-    doc.table(["field", "value"], [["run id", run["id"]], ["name", run.get("name") or ""], ["status", run["status"]],
-                                   ["created", run.get("created_at")], ["finished", run.get("finished_at")],
-                                   ["data fingerprint", run.get("data_fingerprint")]])
+    doc.table(
+        ["field", "value"],
+        [
+            ["run id", run["id"]],
+            ["name", run.get("name") or ""],
+            ["status", run["status"]],
+            ["created", run.get("created_at")],
+            ["finished", run.get("finished_at")],
+            ["data fingerprint", run.get("data_fingerprint")],
+        ],
+    )
     if run.get("error"):
         doc.warn(f"the run ended with an error: {run['error']}")
     doc.h2("Configuration")
@@ -191,9 +211,12 @@ def _config_section(doc: Doc, shown: dict) -> dict:
         doc.p(NO_PARTITION.capitalize() + ".")
     else:
         header = list(dict.fromkeys(k for row in table for k in row))
-        doc.table(header, [[row.get(h, "") for h in header] for row in table],
-                  caption="What each simulated client held (records = rows of folds 1-9; train = folds 1-8; "
-                          "local val = fold 9)")
+        doc.table(
+            header,
+            [[row.get(h, "") for h in header] for row in table],
+            caption="What each simulated client held (records = rows of folds 1-9; train = folds 1-8; "
+            "local val = fold 9)",
+        )
     return fed
 
 
@@ -209,11 +232,14 @@ def _rounds_section(doc: Doc, shown: dict, fed: dict, fig_dir: Path) -> list[Pat
     last = rounds[-1]["central_metrics"]
     path = plots.plot_global_metrics(rounds, fig_dir / "global_metrics.png")
     made.append(path)
-    doc.figure(path, f"Line chart of the global student's macro F1, AUC and AP on the server's validation fold over "
-                     f"rounds 1 to {rounds[-1]['number']}; after the last round macro F1 "
-                     f"{_cell(last.get('macro_f1'))}, macro AUC {_cell(last.get('macro_auc'))}.",
-               "Global student on the server's validation fold per round (solid), and the clients' locally trained "
-               "models on their own validation records before aggregation (dashed, mean over clients).")
+    doc.figure(
+        path,
+        f"Line chart of the global student's macro F1, AUC and AP on the server's validation fold over "
+        f"rounds 1 to {rounds[-1]['number']}; after the last round macro F1 "
+        f"{_cell(last.get('macro_f1'))}, macro AUC {_cell(last.get('macro_auc'))}.",
+        "Global student on the server's validation fold per round (solid), and the clients' locally trained "
+        "models on their own validation records before aggregation (dashed, mean over clients).",
+    )
     terms = loss_terms(rounds)
     if terms:
         try:
@@ -223,26 +249,52 @@ def _rounds_section(doc: Doc, shown: dict, fed: dict, fig_dir: Path) -> list[Pat
             weight_of = {}
         path = plots.plot_losses(rounds, terms, weight_of, fig_dir / "losses.png")
         made.append(path)
-        doc.figure(path, f"Small line charts, one per loss term ({', '.join(terms)}), of the clients' mean training "
-                         f"loss per round.", "Every term of the clients' objective, per round (weight = its weight "
-                                             "in the total for this method).")
+        doc.figure(
+            path,
+            f"Small line charts, one per loss term ({', '.join(terms)}), of the clients' mean training loss per round.",
+            "Every term of the clients' objective, per round (weight = its weight in the total for this method).",
+        )
     path = plots.plot_participation(rounds, fed.get("clients"), fig_dir / "participation.png")
     made.append(path)
     failures = sum(int(r.get("n_failures") or 0) for r in rounds)
-    doc.figure(path, f"Bar chart of clients per round: aggregated updates in green, failures in red; "
-                     f"{failures} failures in {len(rounds)} rounds.", "Client participation and failures per round.")
+    doc.figure(
+        path,
+        f"Bar chart of clients per round: aggregated updates in green, failures in red; "
+        f"{failures} failures in {len(rounds)} rounds.",
+        "Client participation and failures per round.",
+    )
     xs, eps = epsilon_per_round(rounds)
     if xs:
         path = plots.plot_privacy(xs, eps, fig_dir / "privacy.png")
         made.append(path)
-        doc.figure(path, f"Line chart of the privacy budget spent (epsilon) per round, reaching {eps[-1]:.3g} at "
-                         f"round {xs[-1]}.", "Differential privacy: epsilon spent per round.")
-    doc.table(["round", "macro F1", "macro AUC", "macro AP", "loss", "clients", "failures", "seconds"],
-              [[r["number"], r["central_metrics"].get("macro_f1"), r["central_metrics"].get("macro_auc"),
-                r["central_metrics"].get("macro_ap"), r["train_metrics"].get("total"), len(r["participants"]),
-                r["n_failures"], f"{r.get('duration_s') or 0:.1f}"] for r in rounds], caption="Per round")
-    failed = [[r["number"], rep["node_id"], rep.get("reason") or ""] for r in rounds
-              for rep in r.get("client_reports") or [] if rep.get("status") != "ok"]
+        doc.figure(
+            path,
+            f"Line chart of the privacy budget spent (epsilon) per round, reaching {eps[-1]:.3g} at round {xs[-1]}.",
+            "Differential privacy: epsilon spent per round.",
+        )
+    doc.table(
+        ["round", "macro F1", "macro AUC", "macro AP", "loss", "clients", "failures", "seconds"],
+        [
+            [
+                r["number"],
+                r["central_metrics"].get("macro_f1"),
+                r["central_metrics"].get("macro_auc"),
+                r["central_metrics"].get("macro_ap"),
+                r["train_metrics"].get("total"),
+                len(r["participants"]),
+                r["n_failures"],
+                f"{r.get('duration_s') or 0:.1f}",
+            ]
+            for r in rounds
+        ],
+        caption="Per round",
+    )
+    failed = [
+        [r["number"], rep["node_id"], rep.get("reason") or ""]
+        for r in rounds
+        for rep in r.get("client_reports") or []
+        if rep.get("status") != "ok"
+    ]
     if failed:
         doc.table(["round", "node", "reason"], failed, caption="Client failures")
     return made
@@ -251,8 +303,10 @@ def _rounds_section(doc: Doc, shown: dict, fed: dict, fig_dir: Path) -> list[Pat
 def _privacy_section(doc: Doc, config: dict, rounds: list[dict]) -> None:
     doc.h2("Privacy")
     summary = privacy_summary(config, rounds)
-    rows = [["differential privacy", summary["differential_privacy"]],
-            ["secure aggregation", summary["secure_aggregation"]]]
+    rows = [
+        ["differential privacy", summary["differential_privacy"]],
+        ["secure aggregation", summary["secure_aggregation"]],
+    ]
     rows += [[k, _setting(v)] for k, v in summary["settings"].items()]
     if summary["epsilon_spent"] is not None:
         rows.append(["epsilon spent after the last round", f"{summary['epsilon_spent']:.3g}"])
@@ -260,16 +314,26 @@ def _privacy_section(doc: Doc, config: dict, rounds: list[dict]) -> None:
     doc.p(summary["statement"][0].upper() + summary["statement"][1:] + ".")
 
 
-def _model_section(doc: Doc, shown: dict, run_dir: Path, fig_dir: Path, n_bootstrap: int,
-                   progress: Callable[[int, int], None] | None) -> tuple[list[Path], dict | None]:
+def _model_section(
+    doc: Doc, shown: dict, run_dir: Path, fig_dir: Path, n_bootstrap: int, progress: Callable[[int, int], None] | None
+) -> tuple[list[Path], dict | None]:
     run = shown["run"]
     model = final_model(shown, run_dir)
     meta = model.meta
     doc.h2("Final global student")
-    doc.table(["field", "value"], [
-        ["checkpoint", str(model.path)], ["round", model.round], ["sha256", model.sha256],
-        ["matches the registry's record", model.verified], ["method", meta.get("method")], ["task", meta.get("task")],
-        ["lead", ", ".join(meta.get("leads", []))], ["input", f"{meta.get('length')} samples at {meta.get('fs')} Hz"]])
+    doc.table(
+        ["field", "value"],
+        [
+            ["checkpoint", str(model.path)],
+            ["round", model.round],
+            ["sha256", model.sha256],
+            ["matches the registry's record", model.verified],
+            ["method", meta.get("method")],
+            ["task", meta.get("task")],
+            ["lead", ", ".join(meta.get("leads", []))],
+            ["input", f"{meta.get('length')} samples at {meta.get('fs')} Hz"],
+        ],
+    )
     for text in model.notes:
         doc.warn(text)
     try:
@@ -284,27 +348,40 @@ def _model_section(doc: Doc, shown: dict, run_dir: Path, fig_dir: Path, n_bootst
     thresholds = [scores["per_class"][c]["threshold"] for c in classes]
     cal_path, eces = plots.plot_calibration(y, probs, classes, thresholds, fig_dir / "calibration.png")
     ci = scores["ci"]
-    doc.p(f"Recomputed from the checkpoint on the server's validation fold (fold 9, {scores['n']} records of "
-          f"{data.root.name}): macro F1 {scores['macro_f1']:.3f} {_interval(ci['macro_f1'])}, macro AUC "
-          f"{scores['macro_auc']:.3f} {_interval(ci['macro_auc'])}, macro AP {scores['macro_ap']:.3f} "
-          f"{_interval(ci['macro_ap'])} (95% bootstrap intervals over records, {n_bootstrap} resamples).")
-    rows = [[c, pc["f1"], _interval(pc["f1_ci"]), pc["auc"], pc["ap"], pc["support"], pc["threshold"], eces[c]]
-            for c, pc in scores["per_class"].items()]
-    doc.table(["class", "F1", "F1 95% interval", "AUC", "AP", "support", "threshold", "ECE"], rows,
-              caption="Per class, on the server's validation fold")
-    doc.note("The thresholds were tuned for F1 on this same fold by the server after the round, so F1 here is "
-             "optimistic; AUC and AP do not depend on thresholds. No client trained on fold 9.")
+    doc.p(
+        f"Recomputed from the checkpoint on the server's validation fold (fold 9, {scores['n']} records of "
+        f"{data.root.name}): macro F1 {scores['macro_f1']:.3f} {_interval(ci['macro_f1'])}, macro AUC "
+        f"{scores['macro_auc']:.3f} {_interval(ci['macro_auc'])}, macro AP {scores['macro_ap']:.3f} "
+        f"{_interval(ci['macro_ap'])} (95% bootstrap intervals over records, {n_bootstrap} resamples)."
+    )
+    rows = [
+        [c, pc["f1"], _interval(pc["f1_ci"]), pc["auc"], pc["ap"], pc["support"], pc["threshold"], eces[c]]
+        for c, pc in scores["per_class"].items()
+    ]
+    doc.table(
+        ["class", "F1", "F1 95% interval", "AUC", "AP", "support", "threshold", "ECE"],
+        rows,
+        caption="Per class, on the server's validation fold",
+    )
+    doc.note(
+        "The thresholds were tuned for F1 on this same fold by the server after the round, so F1 here is "
+        "optimistic; AUC and AP do not depend on thresholds. No client trained on fold 9."
+    )
     worst = max(eces, key=lambda c: eces[c] if math.isfinite(eces[c]) else -1)
-    doc.figure(cal_path, f"Reliability diagrams, one per class ({', '.join(classes)}), of predicted probability "
-                         f"against observed frequency on {scores['n']} validation records; the largest expected "
-                         f"calibration error is {eces[worst]:.3f} for {worst}.",
-               "Calibration per class: points on the dashed diagonal are calibrated; above it the model "
-               "under-predicts, below it over-predicts.")
+    doc.figure(
+        cal_path,
+        f"Reliability diagrams, one per class ({', '.join(classes)}), of predicted probability "
+        f"against observed frequency on {scores['n']} validation records; the largest expected "
+        f"calibration error is {eces[worst]:.3f} for {worst}.",
+        "Calibration per class: points on the dashed diagonal are calibrated; above it the model "
+        "under-predicts, below it over-predicts.",
+    )
     return [cal_path], scores
 
 
-def build_report(shown: dict, run_dir: Path, out: Path, n_bootstrap: int = 1000,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+def build_report(
+    shown: dict, run_dir: Path, out: Path, n_bootstrap: int = 1000, progress: Callable[[int, int], None] | None = None
+) -> dict:
     """Write ``out/report.html``, ``out/report.md`` and ``out/figures/*.png`` for one run.
 
     Parameters
@@ -344,5 +421,10 @@ def build_report(shown: dict, run_dir: Path, out: Path, n_bootstrap: int = 1000,
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.html").write_text(render_html(doc), encoding="utf-8")
     (out / "report.md").write_text(render_markdown(doc), encoding="utf-8")
-    return {"html": out / "report.html", "markdown": out / "report.md", "figures": figures, "scores": scores,
-            "warnings": doc.warnings}
+    return {
+        "html": out / "report.html",
+        "markdown": out / "report.md",
+        "figures": figures,
+        "scores": scores,
+        "warnings": doc.warnings,
+    }

@@ -7,8 +7,8 @@ PNG and returns its path; none of them reads files or the registry itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,8 +18,14 @@ from matplotlib.ticker import MaxNLocator
 from liteheart_core.calibration import reliability
 
 DPI = 110
-COLOURS = {"macro_f1": "#1f77b4", "macro_auc": "#d62728", "macro_ap": "#2ca02c", "ok": "#2ca02c",
-           "failed": "#d62728", "epsilon": "#9467bd"}
+COLOURS = {
+    "macro_f1": "#1f77b4",
+    "macro_auc": "#d62728",
+    "macro_ap": "#2ca02c",
+    "ok": "#2ca02c",
+    "failed": "#d62728",
+    "epsilon": "#9467bd",
+}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -62,8 +68,10 @@ def plot_global_metrics(rounds: list[dict], path: Path) -> Path:
         if xs:
             ax.plot(xs, ys, marker="o", color=COLOURS[key], label=f"global {label} (server, fold 9)")
     # measured by each client on its own fold-9 records with its locally trained model, before aggregation
-    for key, colour, label in (("local-val-f1", COLOURS["macro_f1"], "local models' F1 on local validation (mean)"),
-                               ("local-val-auc", COLOURS["macro_auc"], "local models' AUC on local validation (mean)")):
+    for key, colour, label in (
+        ("local-val-f1", COLOURS["macro_f1"], "local models' F1 on local validation (mean)"),
+        ("local-val-auc", COLOURS["macro_auc"], "local models' AUC on local validation (mean)"),
+    ):
         xs, ys = _series(rounds, "train_metrics", key)
         if xs:
             ax.plot(xs, ys, marker="s", linestyle="--", color=colour, alpha=0.6, label=label)
@@ -124,17 +132,20 @@ def plot_privacy(xs: list[int], epsilon: list[float], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_calibration(y: np.ndarray, probs: np.ndarray, classes: list[str], thresholds: Sequence[float],
-                     path: Path, bins: int = 10) -> tuple[Path, dict[str, float]]:
+def plot_calibration(
+    y: np.ndarray, probs: np.ndarray, classes: list[str], thresholds: Sequence[float], path: Path, bins: int = 10
+) -> tuple[Path, dict[str, float]]:
     """Reliability diagram per class (predicted probability vs observed frequency); returns the ECE per class."""
     n = len(classes)
     cols = min(3, n)
     rows_n = math.ceil(n / cols)
     fig = _figure(3.5 * cols, 3.9 * rows_n + 0.6)
-    fig.suptitle(f"Calibration on the server's validation fold ({len(y)} records, {bins} bins)\n"
-                 "dashed: perfect calibration; red dotted: the class threshold;\n"
-                 "grey bars and marker size: records per bin",
-                 fontsize=10)
+    fig.suptitle(
+        f"Calibration on the server's validation fold ({len(y)} records, {bins} bins)\n"
+        "dashed: perfect calibration; red dotted: the class threshold;\n"
+        "grey bars and marker size: records per bin",
+        fontsize=10,
+    )
     eces = {}
     for c, name in enumerate(classes):
         rel = reliability(y[:, c], probs[:, c], bins)
@@ -151,8 +162,13 @@ def plot_calibration(y: np.ndarray, probs: np.ndarray, classes: list[str], thres
         filled = rel.counts > 0
         # a bin of 3 records says little: marker area grows with the records in the bin
         ax.plot(rel.mean_predicted[filled], rel.observed[filled], color="#1f77b4", linewidth=1, alpha=0.7)
-        ax.scatter(rel.mean_predicted[filled], rel.observed[filled], s=12 + 120 * rel.counts[filled] / len(y),
-                   color="#1f77b4", zorder=3)
+        ax.scatter(
+            rel.mean_predicted[filled],
+            rel.observed[filled],
+            s=12 + 120 * rel.counts[filled] / len(y),
+            color="#1f77b4",
+            zorder=3,
+        )
         ax.axvline(float(thresholds[c]), color="#d62728", linestyle=":", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

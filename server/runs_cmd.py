@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -12,15 +12,14 @@ from rich.table import Table
 from liteheart_core.cli.console import err, fail, out
 from liteheart_core.cli.progress import step_progress
 
-runs_app = typer.Typer(help="Read the run registry (runs, rounds, client reports, checkpoints).",
-                       no_args_is_help=True)
+runs_app = typer.Typer(help="Read the run registry (runs, rounds, client reports, checkpoints).", no_args_is_help=True)
 
-DbOpt = Annotated[Optional[str], typer.Option("--db", help="Registry URL (default: sqlite file in --run-dir).")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="Registry URL (default: sqlite file in --run-dir).")]
 RunDirOpt = Annotated[Path, typer.Option(help="Run folder holding registry.sqlite.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _registry(db: Optional[str], run_dir: Path):
+def _registry(db: str | None, run_dir: Path):
     from liteheart_core.storage import Registry, RegistryError
 
     url = db or Registry.default_url(run_dir)
@@ -56,8 +55,12 @@ def list_cmd(db: DbOpt = None, run_dir: RunDirOpt = Path("runs"), as_json: JsonO
 
 
 @runs_app.command("show")
-def show_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")], db: DbOpt = None,
-             run_dir: RunDirOpt = Path("runs"), as_json: JsonOpt = False) -> None:
+def show_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    db: DbOpt = None,
+    run_dir: RunDirOpt = Path("runs"),
+    as_json: JsonOpt = False,
+) -> None:
     """One run: config, every round's metrics and the client reports (failures with reasons)."""
     from liteheart_core.storage import RegistryError
 
@@ -72,23 +75,33 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")], db: DbOpt =
         print(json.dumps(shown, indent=2, default=str))
         return
     run = shown["run"]
-    out.print(f"[bold]run {run['id']}[/] {run['status']}  created {run['created_at']}  data {run['data_fingerprint'][:12]}")
+    out.print(
+        f"[bold]run {run['id']}[/] {run['status']}  created {run['created_at']}  data {run['data_fingerprint'][:12]}"
+    )
     if run.get("error"):
         out.print(f"[red]error:[/] {run['error']}")
     table = Table(title="rounds")
     for col in ("round", "macro F1", "macro AUC", "loss", "clients", "failures", "seconds"):
         table.add_column(col, justify="right")
     for r in shown["rounds"]:
-        table.add_row(str(r["number"]), _fmt(r["central_metrics"].get("macro_f1")),
-                      _fmt(r["central_metrics"].get("macro_auc")), _fmt(r["train_metrics"].get("total")),
-                      str(len(r["participants"])), str(r["n_failures"]), _fmt(r["duration_s"]))
+        table.add_row(
+            str(r["number"]),
+            _fmt(r["central_metrics"].get("macro_f1")),
+            _fmt(r["central_metrics"].get("macro_auc")),
+            _fmt(r["train_metrics"].get("total")),
+            str(len(r["participants"])),
+            str(r["n_failures"]),
+            _fmt(r["duration_s"]),
+        )
     out.print(table)
     spent = [r for r in shown["rounds"] if "epsilon" in r["train_metrics"]]
     if spent:  # differential privacy: epsilon after each round is in its train metrics
         last = spent[-1]["train_metrics"]
-        out.print(f"privacy spent (dp = {(run.get('config') or {}).get('fed', {}).get('dp', '?')}): epsilon "
-                  f"{last['epsilon']:.3g} at delta {last.get('delta', float('nan')):.3g} after round "
-                  f"{spent[-1]['number']}; per round: {', '.join(_fmt(r['train_metrics']['epsilon']) for r in spent)}")
+        out.print(
+            f"privacy spent (dp = {(run.get('config') or {}).get('fed', {}).get('dp', '?')}): epsilon "
+            f"{last['epsilon']:.3g} at delta {last.get('delta', float('nan')):.3g} after round "
+            f"{spent[-1]['number']}; per round: {', '.join(_fmt(r['train_metrics']['epsilon']) for r in spent)}"
+        )
     for r in shown["rounds"]:
         for rep in r["client_reports"]:
             if rep["status"] != "ok":
@@ -96,10 +109,13 @@ def show_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")], db: DbOpt =
 
 
 @runs_app.command("export")
-def export_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")],
-               to: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
-               db: DbOpt = None, run_dir: RunDirOpt = Path("runs"),
-               as_json: JsonOpt = True) -> None:
+def export_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    to: Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
+    db: DbOpt = None,
+    run_dir: RunDirOpt = Path("runs"),
+    as_json: JsonOpt = True,
+) -> None:
     """Everything about a run as one JSON document."""
     from liteheart_core.storage import RegistryError
 
@@ -119,11 +135,13 @@ def export_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")],
 
 
 @runs_app.command("report")
-def report_cmd(run_id: Annotated[str, typer.Argument(help="Run id.")],
-               to: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md and figures/.")],
-               db: DbOpt = None, run_dir: RunDirOpt = Path("runs"),
-               bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
-               ) -> None:
+def report_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    to: Annotated[Path, typer.Option("--out", help="Folder for report.html, report.md and figures/.")],
+    db: DbOpt = None,
+    run_dir: RunDirOpt = Path("runs"),
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+) -> None:
     """A run report (HTML + Markdown + PNGs): config, partition, rounds, per-class scores and calibration."""
     from server.artifacts import ArtifactError, load_run
     from server.report import build_report

@@ -68,13 +68,24 @@ class SecAggFedAvg(LiteHeartFedAvg):
     """
 
     def __init__(self, cfg: FedConfig) -> None:
-        super().__init__(fraction_train=cfg.fraction_train, fraction_evaluate=0.0, min_train_nodes=cfg.min_clients,
-                         min_available_nodes=cfg.min_clients)
+        super().__init__(
+            fraction_train=cfg.fraction_train,
+            fraction_evaluate=0.0,
+            min_train_nodes=cfg.min_clients,
+            min_available_nodes=cfg.min_clients,
+        )
         self.secagg = cfg
 
-    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3, timeout: float = 3600,
-              train_config: ConfigRecord | None = None, evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: EvaluateFn | None = None) -> Result:
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
         """Run ``num_rounds`` SecAgg+ rounds; ``evaluate_fn`` scores (and records) the global model each round.
 
         The rounds are in the registry (through ``evaluate_fn``); the Result Flower's strategies return is empty.
@@ -84,14 +95,19 @@ class SecAggFedAvg(LiteHeartFedAvg):
         # update against them before masking it (client/secagg_app.py)
         fit_config = dict(train_config or {})
         legacy = LegacySecAggFedAvg(self, grid, initial_arrays, fit_config, evaluate_fn)
-        context = LegacyContext(Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(),
-                                        run_config={}),
-                                config=ServerConfig(num_rounds=num_rounds, round_timeout=timeout), strategy=legacy)
-        workflow = SecAggPlusWorkflow(num_shares=_count_or_fraction(cfg.secagg_shares),
-                                      reconstruction_threshold=_count_or_fraction(cfg.secagg_threshold),
-                                      max_weight=float(cfg.secagg_max_weight),
-                                      clipping_range=cfg.secagg_clipping_range,
-                                      quantization_range=cfg.secagg_quantization_range, timeout=timeout)
+        context = LegacyContext(
+            Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}),
+            config=ServerConfig(num_rounds=num_rounds, round_timeout=timeout),
+            strategy=legacy,
+        )
+        workflow = SecAggPlusWorkflow(
+            num_shares=_count_or_fraction(cfg.secagg_shares),
+            reconstruction_threshold=_count_or_fraction(cfg.secagg_threshold),
+            max_weight=float(cfg.secagg_max_weight),
+            clipping_range=cfg.secagg_clipping_range,
+            quantization_range=cfg.secagg_quantization_range,
+            timeout=timeout,
+        )
         DefaultWorkflow(fit_workflow=workflow)(grid, context)
         return Result()
 
@@ -104,18 +120,29 @@ class LegacySecAggFedAvg(LegacyFedAvg):
     like any aggregate and becomes the global model.
     """
 
-    def __init__(self, owner: SecAggFedAvg, grid: Grid, initial_arrays: ArrayRecord, fit_config: dict,
-                 evaluate_fn: EvaluateFn | None) -> None:
+    def __init__(
+        self,
+        owner: SecAggFedAvg,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        fit_config: dict,
+        evaluate_fn: EvaluateFn | None,
+    ) -> None:
         self.owner = owner
         self.grid = grid
         self.keys = list(initial_arrays.keys())  # the state_dict order the clients use for their arrays
         self.fit_config = fit_config
         self.score = evaluate_fn  # not `evaluate_fn`: the legacy FedAvg owns that name (and sets it to None)
         ndarrays = [initial_arrays[k].numpy() for k in self.keys]
-        super().__init__(fraction_fit=owner.fraction_train, fraction_evaluate=0.0,
-                         min_fit_clients=owner.min_train_nodes, min_evaluate_clients=0,
-                         min_available_clients=owner.min_available_nodes,
-                         initial_parameters=ndarrays_to_parameters(ndarrays), on_fit_config_fn=self.round_config)
+        super().__init__(
+            fraction_fit=owner.fraction_train,
+            fraction_evaluate=0.0,
+            min_fit_clients=owner.min_train_nodes,
+            min_evaluate_clients=0,
+            min_available_clients=owner.min_available_nodes,
+            initial_parameters=ndarrays_to_parameters(ndarrays),
+            on_fit_config_fn=self.round_config,
+        )
 
     def round_config(self, server_round: int) -> dict:
         return {**self.fit_config, "server-round": server_round + self.owner.round_offset}
@@ -126,41 +153,72 @@ class LegacySecAggFedAvg(LegacyFedAvg):
             raise ValueError(f"SecAgg+ aggregate holds {len(ndarrays)} arrays, the student has {len(self.keys)}")
         return ArrayRecord({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in zip(self.keys, ndarrays)})
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
         owner = self.owner
         instructions = super().configure_fit(server_round, parameters, client_manager)
         owner.sampled = [proxy.node_id for proxy, _ in instructions]
         owner.reference = {k: v.numpy() for k, v in self.as_arrays(parameters).items()}
         # what the round records if the workflow halts before aggregate_fit (too few nodes for the threshold)
-        owner.reports = [{"node_id": str(n), "status": "failed", "num_examples": 0, "metrics": {},
-                          "reason": "SecAgg+ halted before aggregation: fewer nodes answered a stage than "
-                                    "secagg-threshold needs"} for n in owner.sampled]
+        owner.reports = [
+            {
+                "node_id": str(n),
+                "status": "failed",
+                "num_examples": 0,
+                "metrics": {},
+                "reason": "SecAgg+ halted before aggregation: fewer nodes answered a stage than secagg-threshold needs",
+            }
+            for n in owner.sampled
+        ]
         owner.aggregated = False
         if instructions and method_spec(str(self.fit_config["method"])).needs_teacher:
             owner.ship_teacher(self.grid, owner.sampled)
         return instructions
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list) -> tuple[Parameters | None, dict]:
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list
+    ) -> tuple[Parameters | None, dict]:
         owner = self.owner
         number = server_round + owner.round_offset
-        reasons = "; ".join(sorted({str(getattr(f.args[0], "reason", f)) if f.args else str(f)
-                                    for f in failures}))[:500] or "no reply"
+        reasons = (
+            "; ".join(sorted({str(getattr(f.args[0], "reason", f)) if f.args else str(f) for f in failures}))[:500]
+            or "no reply"
+        )
         done = {proxy.node_id for proxy, _ in results}
         reports = []
         for proxy, res in results:
             metrics = {k: float(v) for k, v in res.metrics.items()}
-            reports.append({"node_id": str(proxy.node_id), "status": "ok", "num_examples": int(res.num_examples),
-                            "metrics": metrics, "reason": None})
+            reports.append(
+                {
+                    "node_id": str(proxy.node_id),
+                    "status": "ok",
+                    "num_examples": int(res.num_examples),
+                    "metrics": metrics,
+                    "reason": None,
+                }
+            )
         # SecAgg+ reports errors without the node they came from: each missing node gets all of them
-        reports += [{"node_id": str(n), "status": "failed", "num_examples": 0, "metrics": {},
-                     "reason": f"dropped out of SecAgg+ (its masks were removed with its neighbours' shares); "
-                               f"errors this round: {reasons}"} for n in owner.sampled if n not in done]
+        reports += [
+            {
+                "node_id": str(n),
+                "status": "failed",
+                "num_examples": 0,
+                "metrics": {},
+                "reason": f"dropped out of SecAgg+ (its masks were removed with its neighbours' shares); "
+                f"errors this round: {reasons}",
+            }
+            for n in owner.sampled
+            if n not in done
+        ]
         owner.reports = reports
         if len(results) < owner.min_replies:
-            log.warning("round %s: %d clients completed SecAgg+ < min-replies %d; the global model is kept",
-                        number, len(results), owner.min_replies)
+            log.warning(
+                "round %s: %d clients completed SecAgg+ < min-replies %d; the global model is kept",
+                number,
+                len(results),
+                owner.min_replies,
+            )
             return None, {}
         # the server cannot check one client's update; it checks what it has: the aggregate
         # (in the student's dtypes: SecAgg+ dequantises to float64)

@@ -35,8 +35,10 @@ def server_settings(run_config: Mapping[str, object], environ: Mapping[str, str]
     path = environ.get(SETTINGS_ENV)
     if not path:
         if "run-id" in run_config:  # written by `start`, which always names the file: never fall back to defaults
-            raise ValueError(f"${SETTINGS_ENV} is not set: this ServerApp was not started by `liteheart-server "
-                             "start`, so it does not know where the server's data, teacher and registry are")
+            raise ValueError(
+                f"${SETTINGS_ENV} is not set: this ServerApp was not started by `liteheart-server "
+                "start`, so it does not know where the server's data, teacher and registry are"
+            )
         return dict(run_config)
     try:
         private = json.loads(Path(path).read_text())
@@ -45,8 +47,10 @@ def server_settings(run_config: Mapping[str, object], environ: Mapping[str, str]
     if not isinstance(private, dict):
         raise ValueError(f"the server's settings {path} (${SETTINGS_ENV}) are not a JSON object")
     if str(private.get("run-id")) != str(run_config.get("run-id")):
-        raise ValueError(f"the server's settings {path} are for run {private.get('run-id')}, the submitted app is "
-                         f"run {run_config.get('run-id')}: refusing to mix them")
+        raise ValueError(
+            f"the server's settings {path} are for run {private.get('run-id')}, the submitted app is "
+            f"run {run_config.get('run-id')}: refusing to mix them"
+        )
     unexpected = sorted(set(private) - set(PRIVATE_KEYS) - {"run-id"})
     if unexpected:
         raise ValueError(f"the server's settings {path} hold keys that are not its to set: {', '.join(unexpected)}")

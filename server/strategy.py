@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -77,11 +77,11 @@ def check_reply(content: RecordDict, reference: dict[str, np.ndarray], max_norm:
     so the shape of the reply is checked here, then its arrays, then its metrics.
     """
     records = sorted(f"{name} ({type(rec).__name__})" for name, rec in content.items())
-    if set(content.array_records) != {"arrays"} or set(content.metric_records) != {"metrics"} \
-            or content.config_records:
+    if set(content.array_records) != {"arrays"} or set(content.metric_records) != {"metrics"} or content.config_records:
         return f"reply must hold one ArrayRecord 'arrays' and one MetricRecord 'metrics', not {records[:5]}"
-    return (check_update(content.array_records["arrays"], reference, max_norm)
-            or check_metrics(content.metric_records["metrics"]))
+    return check_update(content.array_records["arrays"], reference, max_norm) or check_metrics(
+        content.metric_records["metrics"]
+    )
 
 
 def same_metric_keys(replies: list[Message]) -> None:
@@ -120,11 +120,21 @@ class LiteHeartMixin:
 
     weighted_by_key: str  # FedAvg's: the metric that weights each reply (client-level DP sets its own)
 
-    def setup(self, teacher: ArrayRecord, teacher_hash: str, teacher_meta: dict, timeout: float,
-              round_offset: int = 0, min_replies: int = 1, max_update_norm: float = 1e4,
-              wearables: int = 0, wearable_weight: float = 1.0,
-              wearable_teacher: tuple[ArrayRecord, str, dict] | None = None, wearable_weighting: str = "examples",
-              score: Callable[[ArrayRecord], float] | None = None) -> None:
+    def setup(
+        self,
+        teacher: ArrayRecord,
+        teacher_hash: str,
+        teacher_meta: dict,
+        timeout: float,
+        round_offset: int = 0,
+        min_replies: int = 1,
+        max_update_norm: float = 1e4,
+        wearables: int = 0,
+        wearable_weight: float = 1.0,
+        wearable_teacher: tuple[ArrayRecord, str, dict] | None = None,
+        wearable_weighting: str = "examples",
+        score: Callable[[ArrayRecord], float] | None = None,
+    ) -> None:
         """Run-level state. ``wearable_teacher`` is (arrays, hash, meta) of the teacher shipped to wearables;
         ``score`` rates a candidate global model on the server's validation records (higher is better), for
         ``wearable_weighting = "validated"``."""
@@ -165,10 +175,18 @@ class LiteHeartMixin:
         todo = [n for n in node_ids if n not in self.nodes_with_teacher and n not in self.nodes_without_teacher]
         if not todo:
             return
-        ask = ConfigRecord({"action": "teacher-check", "teacher-hash": self.teacher_hash,
-                            "wearable-teacher-hash": self.wearable_teacher_hash, "wearables": self.wearables})
-        replies = grid.send_and_receive([Message(RecordDict({"config": ask}), dst_node_id=n, message_type="query")
-                                         for n in todo], timeout=self.timeout)
+        ask = ConfigRecord(
+            {
+                "action": "teacher-check",
+                "teacher-hash": self.teacher_hash,
+                "wearable-teacher-hash": self.wearable_teacher_hash,
+                "wearables": self.wearables,
+            }
+        )
+        replies = grid.send_and_receive(
+            [Message(RecordDict({"config": ask}), dst_node_id=n, message_type="query") for n in todo],
+            timeout=self.timeout,
+        )
         need: dict[str, list[int]] = {"paired": [], "wearable": []}
         for r in replies:
             node = r.metadata.src_node_id
@@ -195,14 +213,19 @@ class LiteHeartMixin:
             if kind == "paired":
                 self._install(grid, nodes, self.teacher, self.teacher_hash, self.teacher_meta)
             elif self.wearable_teacher is not None:  # a wearable that needs one: the run has one (it asked by hash)
-                self._install(grid, nodes, self.wearable_teacher, self.wearable_teacher_hash,
-                              self.wearable_teacher_meta)
+                self._install(
+                    grid, nodes, self.wearable_teacher, self.wearable_teacher_hash, self.wearable_teacher_meta
+                )
 
     def _install(self, grid: Grid, nodes: list[int], teacher: ArrayRecord, digest: str, meta: str) -> None:
         cfg = ConfigRecord({"action": "teacher-install", "teacher-hash": digest, "teacher-meta": meta})
         replies = grid.send_and_receive(
-            [Message(RecordDict({"config": cfg, "teacher": teacher}), dst_node_id=n, message_type="query")
-             for n in nodes], timeout=self.timeout)
+            [
+                Message(RecordDict({"config": cfg, "teacher": teacher}), dst_node_id=n, message_type="query")
+                for n in nodes
+            ],
+            timeout=self.timeout,
+        )
         for r in replies:
             if r.has_error():
                 log.warning("node %s could not install the teacher: %s", r.metadata.src_node_id, r.error.reason)
@@ -210,10 +233,14 @@ class LiteHeartMixin:
                 self.nodes_with_teacher.add(r.metadata.src_node_id)
                 self.teacher_transfers += 1
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        messages = list(super().configure_train(  # type: ignore[misc]  # a mixin: the Flower strategy has it
-            server_round + self.round_offset, arrays, config, grid))
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = list(
+            super().configure_train(  # type: ignore[misc]  # a mixin: the Flower strategy has it
+                server_round + self.round_offset, arrays, config, grid
+            )
+        )
         self.sampled = [m.metadata.dst_node_id for m in messages]
         self.sent = messages  # the Grid sets their message ids when it pushes them
         if method_spec(str(config["method"])).needs_teacher:
@@ -232,33 +259,67 @@ class LiteHeartMixin:
             node = sent_to.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
             answered.add(node)
             if r.has_error():
-                reports.append({"node_id": str(node), "status": "failed", "num_examples": 0,
-                                "metrics": self._kind_metric(node), "reason": f"client error: {r.error.reason}"})
+                reports.append(
+                    {
+                        "node_id": str(node),
+                        "status": "failed",
+                        "num_examples": 0,
+                        "metrics": self._kind_metric(node),
+                        "reason": f"client error: {r.error.reason}",
+                    }
+                )
                 continue
             reason = check_reply(r.content, self.reference, self.max_update_norm)
             if reason:
-                reports.append({"node_id": str(node), "status": "failed", "num_examples": 0,
-                                "metrics": self._kind_metric(node), "reason": f"rejected update: {reason}"})
+                reports.append(
+                    {
+                        "node_id": str(node),
+                        "status": "failed",
+                        "num_examples": 0,
+                        "metrics": self._kind_metric(node),
+                        "reason": f"rejected update: {reason}",
+                    }
+                )
                 continue
             metrics = {k: metric(r, k) for k in r.content.metric_records["metrics"]}
             self.node_kinds[node] = "wearable" if metrics.get("wearable", 0.0) else "paired"
-            reports.append({"node_id": str(node), "status": "ok", "num_examples": int(metrics.get("num-examples", 0)),
-                            "metrics": metrics, "reason": None})
+            reports.append(
+                {
+                    "node_id": str(node),
+                    "status": "ok",
+                    "num_examples": int(metrics.get("num-examples", 0)),
+                    "metrics": metrics,
+                    "reason": None,
+                }
+            )
             good.append(r)
         for node in self.sampled:
             if node not in answered:
-                reports.append({"node_id": str(node), "status": "failed", "num_examples": 0,
-                                "metrics": self._kind_metric(node), "reason": f"no reply within {self.timeout:.0f} s"})
+                reports.append(
+                    {
+                        "node_id": str(node),
+                        "status": "failed",
+                        "num_examples": 0,
+                        "metrics": self._kind_metric(node),
+                        "reason": f"no reply within {self.timeout:.0f} s",
+                    }
+                )
         self.reports = reports
         self.aggregated = len(good) >= self.min_replies
         if not self.aggregated:
-            log.warning("round %s: %d usable replies < min-replies %d; the global model is kept",
-                        server_round + self.round_offset, len(good), self.min_replies)
+            log.warning(
+                "round %s: %d usable replies < min-replies %d; the global model is kept",
+                server_round + self.round_offset,
+                len(good),
+                self.min_replies,
+            )
             return None, None
         self.weigh_kinds(good)
         if sum(metric(r, "num-examples") for r in good) <= 0:
-            log.warning("round %s: every usable reply has weight 0 (wearable-weight 0?); the global model is kept",
-                        server_round + self.round_offset)
+            log.warning(
+                "round %s: every usable reply has weight 0 (wearable-weight 0?); the global model is kept",
+                server_round + self.round_offset,
+            )
             self.aggregated = False
             return None, None
         same_metric_keys(good)
@@ -277,31 +338,49 @@ class LiteHeartMixin:
         and every wearable's update still counts within its own kind by its examples.
         """
         kinds = {metric(r, "wearable") > 0 for r in replies}
-        weight = {k: sum(metric(r, "num-examples") for r in replies
-                         if (metric(r, "wearable") > 0) == k) for k in (False, True)}
+        weight = {
+            k: sum(metric(r, "num-examples") for r in replies if (metric(r, "wearable") > 0) == k)
+            for k in (False, True)
+        }
         natural = weight[True] / (weight[True] + weight[False])
         if kinds != {False, True}:  # one kind only this round: nothing to mix
             self.wearable_share = natural
             return pooled
-        groups = [super(LiteHeartMixin, self).aggregate_train(  # type: ignore[misc]
-            server_round, [r for r in replies if (metric(r, "wearable") > 0) == k])[0]
-            for k in (False, True)]
+        groups = [
+            super(LiteHeartMixin, self).aggregate_train(  # type: ignore[misc]
+                server_round, [r for r in replies if (metric(r, "wearable") > 0) == k]
+            )[0]
+            for k in (False, True)
+        ]
         sites, worn = ({k: v.numpy() for k, v in g.items()} for g in groups)
         best: tuple[float, float, ArrayRecord] | None = None
         self.share_scores = {}
         for share in dict.fromkeys((0.0, 0.125, 0.25, 0.5, 0.75, round(natural, 4))):
-            mixed = ArrayRecord({k: Array(((1 - share) * sites[k].astype(np.float64)
-                                           + share * worn[k].astype(np.float64)).astype(sites[k].dtype)
-                                          if np.issubdtype(sites[k].dtype, np.floating) else sites[k])
-                                 for k in sites})
+            mixed = ArrayRecord(
+                {
+                    k: Array(
+                        ((1 - share) * sites[k].astype(np.float64) + share * worn[k].astype(np.float64)).astype(
+                            sites[k].dtype
+                        )
+                        if np.issubdtype(sites[k].dtype, np.floating)
+                        else sites[k]
+                    )
+                    for k in sites
+                }
+            )
             score = float(self.score(mixed))  # type: ignore[misc]  # set in setup when weighting is validated
             self.share_scores[share] = score
             if best is None or score > best[0]:
                 best = (score, share, mixed)
         assert best is not None
         self.wearable_share = best[1]
-        log.info("round %s: wearables' share %.3f (FedAvg's %.3f) scores %.4f on validation", server_round,
-                 best[1], natural, best[0])
+        log.info(
+            "round %s: wearables' share %.3f (FedAvg's %.3f) scores %.4f on validation",
+            server_round,
+            best[1],
+            natural,
+            best[0],
+        )
         return best[2]
 
     def robust_aggregate(self, server_round: int, replies: list[Message]):
@@ -320,8 +399,11 @@ class LiteHeartMixin:
                 self.aggregated = False
                 return None
             # the mean of integer buffers (e.g. BatchNorm's step count) comes back as float
-            out[key] = Array(np.rint(value).astype(ref.dtype) if np.issubdtype(ref.dtype, np.integer)
-                             else value.astype(ref.dtype, copy=False))
+            out[key] = Array(
+                np.rint(value).astype(ref.dtype)
+                if np.issubdtype(ref.dtype, np.integer)
+                else value.astype(ref.dtype, copy=False)
+            )
         return ArrayRecord(out)
 
     def _kind_metric(self, node: int) -> dict[str, float]:
@@ -358,8 +440,12 @@ class LiteHeartTrimmedMean(LiteHeartMixin, FedTrimmedAvg):
 
     def robust_aggregate(self, server_round: int, replies: list[Message]):
         if int(self.beta * len(replies)) == 0:
-            log.warning("round %s: trim-fraction %s of %d accepted replies trims nothing; this round is a plain "
-                        "mean", server_round, self.beta, len(replies))
+            log.warning(
+                "round %s: trim-fraction %s of %d accepted replies trims nothing; this round is a plain mean",
+                server_round,
+                self.beta,
+                len(replies),
+            )
         return super().robust_aggregate(server_round, replies)
 
 
@@ -373,28 +459,48 @@ class LiteHeartKrum(LiteHeartMixin, Krum):
         n, f = len(replies), self.num_malicious_nodes
         weak = n < 2 * f + 3
         if weak:
-            log.warning("round %s: Krum with krum-byzantine %d needs more than 2f + 2 = %d replies, %d were "
-                        "accepted; it still picks one, without its guarantee", server_round, f, 2 * f + 2, n)
+            log.warning(
+                "round %s: Krum with krum-byzantine %d needs more than 2f + 2 = %d replies, %d were "
+                "accepted; it still picks one, without its guarantee",
+                server_round,
+                f,
+                2 * f + 2,
+                n,
+            )
         chosen = select_multikrum([r.content for r in replies], f, self.num_nodes_to_select)
         keep = [r for r in replies if any(r.content is c for c in chosen)]
         picked = ", ".join(str(r.metadata.src_node_id) for r in keep)
         left_out = {str(r.metadata.src_node_id) for r in replies if not any(r is k for k in keep)}
         for report in self.reports:
             if report["status"] == "ok" and report["node_id"] in left_out:
-                report["reason"] = (f"not selected by Krum (f={f}, {n} replies{', fewer than 2f + 3' if weak else ''}; "
-                                    f"node {picked} was chosen)")
+                report["reason"] = (
+                    f"not selected by Krum (f={f}, {n} replies{', fewer than 2f + 3' if weak else ''}; "
+                    f"node {picked} was chosen)"
+                )
         return FedAvg.aggregate_train(self, server_round, keep)
 
 
-STRATEGY_CLASSES = {"fedavg": LiteHeartFedAvg, "fedprox": LiteHeartFedProx, "fedmedian": LiteHeartFedMedian,
-                    "trimmed-mean": LiteHeartTrimmedMean, "krum": LiteHeartKrum}
+STRATEGY_CLASSES = {
+    "fedavg": LiteHeartFedAvg,
+    "fedprox": LiteHeartFedProx,
+    "fedmedian": LiteHeartFedMedian,
+    "trimmed-mean": LiteHeartTrimmedMean,
+    "krum": LiteHeartKrum,
+}
 
 
 def strategy_for(cfg: FedConfig) -> LiteHeartMixin:
     """The run's strategy (``strategy`` and its keys); call ``setup`` before ``start``."""
-    extras: dict[str, dict[str, float]] = {"fedprox": {"proximal_mu": cfg.proximal_mu}, "trimmed-mean": {"beta": cfg.trim_fraction},
-                                           "krum": {"num_malicious_nodes": cfg.krum_byzantine}}
+    extras: dict[str, dict[str, float]] = {
+        "fedprox": {"proximal_mu": cfg.proximal_mu},
+        "trimmed-mean": {"beta": cfg.trim_fraction},
+        "krum": {"num_malicious_nodes": cfg.krum_byzantine},
+    }
     extra = extras.get(cfg.strategy, {})
-    return STRATEGY_CLASSES[cfg.strategy](fraction_train=cfg.fraction_train, fraction_evaluate=0.0,
-                                          min_train_nodes=cfg.min_clients, min_available_nodes=cfg.min_clients,
-                                          **extra)
+    return STRATEGY_CLASSES[cfg.strategy](
+        fraction_train=cfg.fraction_train,
+        fraction_evaluate=0.0,
+        min_train_nodes=cfg.min_clients,
+        min_available_nodes=cfg.min_clients,
+        **extra,
+    )

@@ -124,8 +124,10 @@ def end_leftovers(dep: Deployment, patience: float = LEFTOVER_PATIENCE_S) -> Non
         addresses.add(f"{LOOPBACK}:{int(json.loads(dep.link_record.read_text())['link_port'])}")
     left = sorted({p for address in addresses for p in find_processes(("flower-superexec", "flwr-serverapp"), address)})
     if left:
-        err.print(f"stopping {len(left)} Flower process(es) left by an earlier SuperLink on {dep.address} "
-                  f"(pids {', '.join(str(pid) for pid, _ in left)})")
+        err.print(
+            f"stopping {len(left)} Flower process(es) left by an earlier SuperLink on {dep.address} "
+            f"(pids {', '.join(str(pid) for pid, _ in left)})"
+        )
         end_processes(left, patience)
 
 
@@ -137,9 +139,23 @@ def start_superlink(dep: Deployment, env: dict[str, str]) -> subprocess.Popen:
     log = dep.log_path.open("ab")
     try:
         return subprocess.Popen(
-            [flower_exe("flower-superlink"), *superlink_security(dep), "--disable-runtime-dependency-installation",
-             "--host", dep.link_host, "--port", str(dep.link_port or dep.port), "--database", str(dep.database)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=dep.run_dir)
+            [
+                flower_exe("flower-superlink"),
+                *superlink_security(dep),
+                "--disable-runtime-dependency-installation",
+                "--host",
+                dep.link_host,
+                "--port",
+                str(dep.link_port or dep.port),
+                "--database",
+                str(dep.database),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=dep.run_dir,
+        )
     finally:
         log.close()
 
@@ -148,13 +164,24 @@ def superlink_security(dep: Deployment) -> list[str]:
     """The SuperLink's TLS and node-authentication flags (Flower allows authentication only with TLS)."""
     if dep.tls is None:
         return ["--insecure"]
-    flags = ["--ssl-ca-certfile", str(dep.tls.ca), "--ssl-certfile", str(dep.tls.cert),
-             "--ssl-keyfile", str(dep.tls.key)]
+    flags = [
+        "--ssl-ca-certfile",
+        str(dep.tls.ca),
+        "--ssl-certfile",
+        str(dep.tls.cert),
+        "--ssl-keyfile",
+        str(dep.tls.key),
+    ]
     return flags + (["--enable-supernode-auth"] if dep.auth_keys else [])
 
 
-def wait_healthy(dep: Deployment, proc: subprocess.Popen, timeout: float = HEALTH_TIMEOUT_S,
-                 address: str | None = None, what: str = "the SuperLink") -> None:
+def wait_healthy(
+    dep: Deployment,
+    proc: subprocess.Popen,
+    timeout: float = HEALTH_TIMEOUT_S,
+    address: str | None = None,
+    what: str = "the SuperLink",
+) -> None:
     """Until ``GET /health`` on ``address`` (the SuperLink's) answers 200 (from ours, not whoever else holds the port)."""
     address = address or dep.link_address
     log_path = dep.log_path if what == "the SuperLink" else dep.front.error_log
@@ -166,8 +193,7 @@ def wait_healthy(dep: Deployment, proc: subprocess.Popen, timeout: float = HEALT
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise DeployError(f"{what} exited at start (code {proc.returncode}); its log "
-                              f"{log_path}:\n{tail(log_path)}")
+            raise DeployError(f"{what} exited at start (code {proc.returncode}); its log {log_path}:\n{tail(log_path)}")
         try:
             with opener.open(f"{scheme}://{address}/health", timeout=2) as response:
                 if response.status == 200:
@@ -182,8 +208,16 @@ def flwr_json(dep: Deployment, env: dict[str, str], *args: str) -> dict[str, Any
     """Run one ``flwr ... --format json`` command against this SuperLink and return its JSON."""
     cmd = [flower_exe("flwr"), *args, "--format", "json"]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=dep.run_dir,
-                              timeout=FLWR_CALL_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=dep.run_dir,
+            timeout=FLWR_CALL_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise DeployError(f"`{' '.join(cmd)}` did not answer within {FLWR_CALL_TIMEOUT_S:.0f} s") from None
     text = done.stdout.strip()
@@ -200,8 +234,11 @@ def flwr_json(dep: Deployment, env: dict[str, str], *args: str) -> dict[str, Any
 
 def stop_stale_runs(dep: Deployment, env: dict[str, str]) -> list[str]:
     """Stop runs a previous SuperLink on this database left unfinished (a crash): nodes then ignore them."""
-    stale = [r["run-id"] for r in flwr_json(dep, env, "list", dep.connection).get("runs", [])
-             if not str(r.get("status", "")).startswith("finished")]
+    stale = [
+        r["run-id"]
+        for r in flwr_json(dep, env, "list", dep.connection).get("runs", [])
+        if not str(r.get("status", "")).startswith("finished")
+    ]
     for run in stale:
         try:
             flwr_json(dep, env, "stop", run, dep.connection)
@@ -225,8 +262,10 @@ def register_node_keys(dep: Deployment, env: dict[str, str]) -> None:
         entry = known.pop(key_print)
         try:
             flwr_json(dep, env, "supernode", "unregister", str(entry["node_id"]), dep.connection)
-            err.print(f"unregistered node {entry['node_id']} ({entry['name']}, {key_print}): "
-                      "its key is no longer in --auth-keys")
+            err.print(
+                f"unregistered node {entry['node_id']} ({entry['name']}, {key_print}): "
+                "its key is no longer in --auth-keys"
+            )
         except DeployError as exc:
             err.print(f"[yellow]warning:[/] could not unregister node {entry['node_id']} ({entry['name']}): {exc}")
     registered, already = [], []
@@ -246,8 +285,10 @@ def register_node_keys(dep: Deployment, env: dict[str, str]) -> None:
         err.print(f"registered node key {line}")
     if already:
         err.print(f"already registered: {', '.join(already)}")
-    err.print(f"node authentication on: {len(current)} key(s) from {dep.auth_keys[0].parent} may join; any other "
-              "node is refused")
+    err.print(
+        f"node authentication on: {len(current)} key(s) from {dep.auth_keys[0].parent} may join; any other "
+        "node is refused"
+    )
 
 
 def online_nodes(dep: Deployment, env: dict[str, str]) -> int:
@@ -281,16 +322,24 @@ def submit(dep: Deployment, env: dict[str, str]) -> str:
 def check_alive(dep: Deployment, proc: subprocess.Popen) -> None:
     """Raise DeployError with the tail of its log when the SuperLink has exited."""
     if proc.poll() is not None:
-        raise DeployError(f"the SuperLink exited unexpectedly (code {proc.returncode}); its log "
-                          f"{dep.log_path}:\n{tail(dep.log_path)}")
+        raise DeployError(
+            f"the SuperLink exited unexpectedly (code {proc.returncode}); its log {dep.log_path}:\n{tail(dep.log_path)}"
+        )
 
 
 def save_serverapp_log(dep: Deployment, env: dict[str, str], flwr_run: str, path: Path) -> Path | None:
     """The ServerApp's log as the SuperLink kept it (``flwr log --show``), into the run folder."""
     try:
-        done = subprocess.run([flower_exe("flwr"), "log", flwr_run, dep.connection, "--show"], capture_output=True,
-                              text=True, env=env, cwd=dep.run_dir, timeout=FLWR_CALL_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL, check=False)
+        done = subprocess.run(
+            [flower_exe("flwr"), "log", flwr_run, dep.connection, "--show"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=dep.run_dir,
+            timeout=FLWR_CALL_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)

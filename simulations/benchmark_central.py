@@ -48,8 +48,12 @@ TABLES = ("archive", "same-labels")
 def machine() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+    }
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
@@ -87,24 +91,37 @@ def _job(job: dict) -> dict:
     save_checkpoint(ckpt, result.model, checkpoint_meta(data, cfg, result))
     leads = list(range(12)) if not cfg.spec.student else lead_indices(cfg.student_lead)
     device = resolve_device(cfg.device)
-    row = {"name": job["name"], "table": job["table"], "method": cfg.method + (f"+{job['tag']}" if job.get("tag")
-                                                                               else ""),
-           "tag": job.get("tag", ""), "overrides": job.get("overrides", {}), "fraction": cfg.labelled_fraction,
-           "seed": cfg.seed, "teacher": job.get("teacher_name"), "checkpoint": str(ckpt),
-           "val": {k: result.val_metrics[k] for k in ("macro_f1", "macro_auc", "macro_ap")},
-           "thresholds": result.thresholds.tolist(), "epochs": len(result.history),
-           "best_epoch": int(np.argmax([h["val_macro_auc"] for h in result.history])) + 1,
-           "seconds": round(result.seconds, 1), "setup_seconds": round(result.setup_seconds, 1),
-           "train_windows_per_s": round(result.windows_per_second, 1), "labelled": result.labelled,
-           "threads": job["threads"],
-           "curve": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history]}
+    row = {
+        "name": job["name"],
+        "table": job["table"],
+        "method": cfg.method + (f"+{job['tag']}" if job.get("tag") else ""),
+        "tag": job.get("tag", ""),
+        "overrides": job.get("overrides", {}),
+        "fraction": cfg.labelled_fraction,
+        "seed": cfg.seed,
+        "teacher": job.get("teacher_name"),
+        "checkpoint": str(ckpt),
+        "val": {k: result.val_metrics[k] for k in ("macro_f1", "macro_auc", "macro_ap")},
+        "thresholds": result.thresholds.tolist(),
+        "epochs": len(result.history),
+        "best_epoch": int(np.argmax([h["val_macro_auc"] for h in result.history])) + 1,
+        "seconds": round(result.seconds, 1),
+        "setup_seconds": round(result.setup_seconds, 1),
+        "train_windows_per_s": round(result.windows_per_second, 1),
+        "labelled": result.labelled,
+        "threads": job["threads"],
+        "curve": [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history],
+    }
     if job["test"]:
         metrics, probs = _score(result.model, data, cfg.test_folds, leads, result.thresholds, device)
         from liteheart_core.metrics import f1_scores
 
         f1 = f1_scores(_labels(data, cfg.test_folds), np.asarray(probs) >= result.thresholds[None, :])
-        row.update(test=metrics, test_probs=probs,
-                   test_per_class_f1={c: float(v) for c, v in zip(data.tasks["superdiagnostic"], f1)})
+        row.update(
+            test=metrics,
+            test_probs=probs,
+            test_per_class_f1={c: float(v) for c, v in zip(data.tasks["superdiagnostic"], f1)},
+        )
     return row
 
 
@@ -116,23 +133,42 @@ def _adopt(name: str, path: Path, data, folds: dict, test: bool) -> dict:
 
     net, meta = load_checkpoint(path)
     tc = meta["train_config"]
-    if meta["kind"] != "teacher" or tuple(tc["train_folds"]) != folds["train"] or \
-            tuple(tc["val_folds"]) != folds["val"] or meta["data_fingerprint"] != data.fingerprint:
+    if (
+        meta["kind"] != "teacher"
+        or tuple(tc["train_folds"]) != folds["train"]
+        or tuple(tc["val_folds"]) != folds["val"]
+        or meta["data_fingerprint"] != data.fingerprint
+    ):
         raise SystemExit(f"{path}: not a teacher trained on folds {folds['train']} / {folds['val']} of this data")
     thresholds = np.asarray(meta["thresholds"])
-    row = {"name": name, "table": "archive" if tc["labelled_fraction"] == 1.0 else "same-labels",
-           "method": "teacher", "fraction": tc["labelled_fraction"], "seed": tc["seed"], "teacher": None,
-           "checkpoint": str(path), "adopted": True,
-           "val": {k: meta["val_metrics"][k] for k in ("macro_f1", "macro_auc", "macro_ap")},
-           "thresholds": thresholds.tolist(), "epochs": meta["epochs_run"],
-           "best_epoch": int(np.argmax([h["val_macro_auc"] for h in meta["history"]])) + 1,
-           "seconds": meta["train_seconds"], "setup_seconds": 0.0, "train_windows_per_s": 0.0,
-           "labelled": meta["labelled_records"], "threads": None, "curve": meta["history"]}
+    row = {
+        "name": name,
+        "table": "archive" if tc["labelled_fraction"] == 1.0 else "same-labels",
+        "method": "teacher",
+        "fraction": tc["labelled_fraction"],
+        "seed": tc["seed"],
+        "teacher": None,
+        "checkpoint": str(path),
+        "adopted": True,
+        "val": {k: meta["val_metrics"][k] for k in ("macro_f1", "macro_auc", "macro_ap")},
+        "thresholds": thresholds.tolist(),
+        "epochs": meta["epochs_run"],
+        "best_epoch": int(np.argmax([h["val_macro_auc"] for h in meta["history"]])) + 1,
+        "seconds": meta["train_seconds"],
+        "setup_seconds": 0.0,
+        "train_windows_per_s": 0.0,
+        "labelled": meta["labelled_records"],
+        "threads": None,
+        "curve": meta["history"],
+    }
     if test:
         metrics, probs = _score(net, data, folds["test"], list(range(12)), thresholds, resolve_device("auto"))
         f1 = f1_scores(_labels(data, folds["test"]), np.asarray(probs) >= thresholds[None, :])
-        row.update(test=metrics, test_probs=probs,
-                   test_per_class_f1={c: float(v) for c, v in zip(data.tasks["superdiagnostic"], f1)})
+        row.update(
+            test=metrics,
+            test_probs=probs,
+            test_per_class_f1={c: float(v) for c, v in zip(data.tasks["superdiagnostic"], f1)},
+        )
     return row
 
 
@@ -145,14 +181,20 @@ def _score_imported(row: dict, data, folds: dict) -> dict:
 
     net, meta = load_checkpoint(Path(row["checkpoint"]))
     if tuple(meta["train_config"]["val_folds"]) != folds["val"] or set(folds["test"]) & set(
-            meta["train_config"]["train_folds"]):
+        meta["train_config"]["train_folds"]
+    ):
         raise SystemExit(f"{row['checkpoint']}: trained on other folds than {folds}")
     leads = list(range(12)) if meta["kind"] == "teacher" else lead_indices(meta["train_config"]["student_lead"])
     thresholds = np.asarray(row["thresholds"])
     metrics, probs = _score(net, data, folds["test"], leads, thresholds, resolve_device("auto"))
     f1 = f1_scores(_labels(data, folds["test"]), np.asarray(probs) >= thresholds[None, :])
-    return {**row, "imported": True, "test": metrics, "test_probs": probs,
-            "test_per_class_f1": {c: float(v) for c, v in zip(data.tasks["superdiagnostic"], f1)}}
+    return {
+        **row,
+        "imported": True,
+        "test": metrics,
+        "test_probs": probs,
+        "test_per_class_f1": {c: float(v) for c, v in zip(data.tasks["superdiagnostic"], f1)},
+    }
 
 
 def _labels(data, folds) -> np.ndarray:
@@ -216,15 +258,24 @@ def paired_bootstrap(y: np.ndarray, a: list[dict], b: list[dict], n: int = 2000,
     out = {"seeds": seeds, "resamples": n}
     for k in keys:
         avg = diffs[k].mean(0)
-        out[k] = {"mean": float(np.mean(point[k])), "ci95": [float(np.percentile(avg, 2.5)),
-                                                               float(np.percentile(avg, 97.5))],
-                  "per_seed": [round(float(v), 4) for v in point[k]],
-                  "positive_seeds": int(sum(v > 0 for v in point[k]))}
+        out[k] = {
+            "mean": float(np.mean(point[k])),
+            "ci95": [float(np.percentile(avg, 2.5)), float(np.percentile(avg, 97.5))],
+            "per_seed": [round(float(v), 4) for v in point[k]],
+            "positive_seeds": int(sum(v > 0 for v in point[k])),
+        }
     return out
 
 
-def cost_table(data_path: str, teacher_path: str | None, methods: list[str], steps: int = 30,
-               threads: int = 1, rounds: int = 3, bank_cache: Path | None = None) -> dict:
+def cost_table(
+    data_path: str,
+    teacher_path: str | None,
+    methods: list[str],
+    steps: int = 30,
+    threads: int = 1,
+    rounds: int = 3,
+    bank_cache: Path | None = None,
+) -> dict:
     """Windows/s of one training step of each method, measured side by side in one process.
 
     The methods take turns (``rounds`` rounds of ``steps`` steps each, the best round
@@ -251,8 +302,17 @@ def cost_table(data_path: str, teacher_path: str | None, methods: list[str], ste
         split = load_split(data, cfg.task, cfg.train_folds)
         lab = labelled_subset(data.index, data.labels(cfg.task)[1], split.rows, 0.1, 0)
         t0 = time.perf_counter()
-        tr = make_trainable(build_net(1, 5, student_config()), cfg, split.x, split.y, lab, split.regions, device,
-                            teacher if cfg.spec.needs_teacher else None, bank_cache=bank_cache)
+        tr = make_trainable(
+            build_net(1, 5, student_config()),
+            cfg,
+            split.x,
+            split.y,
+            lab,
+            split.regions,
+            device,
+            teacher if cfg.spec.needs_teacher else None,
+            bank_cache=bank_cache,
+        )
         setup[m] = time.perf_counter() - t0
         opt = torch.optim.AdamW(tr.parameters(), lr=1e-3)
         trainables[m] = (tr, cfg, opt, np.random.default_rng(0), torch.Generator().manual_seed(0))
@@ -266,10 +326,21 @@ def cost_table(data_path: str, teacher_path: str | None, methods: list[str], ste
     batch = TrainConfig().batch_size
     wps = {m: steps * batch / best[m] for m in methods}
     base = wps.get("kd")
-    return {"threads": threads, "steps": steps, "rounds": rounds, "batch": batch,
-            "methods": {m: {"windows_per_s": round(wps[m], 1), "step_ms": round(1000 * best[m] / steps, 2),
-                            "cost_vs_kd": round(base / wps[m], 2) if base else None,
-                            "one_off_seconds": round(setup[m], 1)} for m in methods}}
+    return {
+        "threads": threads,
+        "steps": steps,
+        "rounds": rounds,
+        "batch": batch,
+        "methods": {
+            m: {
+                "windows_per_s": round(wps[m], 1),
+                "step_ms": round(1000 * best[m] / steps, 2),
+                "cost_vs_kd": round(base / wps[m], 2) if base else None,
+                "one_off_seconds": round(setup[m], 1),
+            }
+            for m in methods
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -283,8 +354,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patience", type=int, default=15, help="early stopping on fold-9 macro AUC")
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--teacher-patience", type=int, default=8)
-    parser.add_argument("--archive-teachers", choices=("shared", "per-seed"), default="shared",
-                        help="one archive teacher for every seed (seed 0), or one per seed")
+    parser.add_argument(
+        "--archive-teachers",
+        choices=("shared", "per-seed"),
+        default="shared",
+        help="one archive teacher for every seed (seed 0), or one per seed",
+    )
     parser.add_argument("--train-folds", default="1,2,3,4,5,6,7")
     parser.add_argument("--val-folds", default="9")
     parser.add_argument("--test-folds", default="8")
@@ -299,18 +374,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--aggregate", action="store_true", help="only rebuild the tables from the runs file")
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples per seed")
     parser.add_argument("--note", action="append", default=[], help="a line added to the report (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a training setting for every student of this call (e.g. views=32); needs --tag")
-    parser.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a training setting of this call's archive teacher (e.g. lead_dropout=0.5); the teacher "
-                             "is then named teacher-archive+KEY=VALUE and serves only this call's rows METHOD+TAG")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting for every student of this call (e.g. views=32); needs --tag",
+    )
+    parser.add_argument(
+        "--teacher-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting of this call's archive teacher (e.g. lead_dropout=0.5); the teacher "
+        "is then named teacher-archive+KEY=VALUE and serves only this call's rows METHOD+TAG",
+    )
     parser.add_argument("--tag", default="", help="names the variant that --set makes (rows 'METHOD+TAG')")
-    parser.add_argument("--import-runs", action="append", default=[], metavar="RUNS_JSONL",
-                        help="take the runs of a selection experiment (--no-test) into this runs file, each "
-                             "checkpoint scored once on the test folds")
-    parser.add_argument("--adopt-teacher", action="append", default=[], metavar="NAME=CHECKPOINT",
-                        help="use a teacher checkpoint trained earlier (same folds and settings) as teacher NAME, "
-                             "e.g. teacher-archive-s0=runs/teacher.pt; it is scored like a trained one")
+    parser.add_argument(
+        "--import-runs",
+        action="append",
+        default=[],
+        metavar="RUNS_JSONL",
+        help="take the runs of a selection experiment (--no-test) into this runs file, each "
+        "checkpoint scored once on the test folds",
+    )
+    parser.add_argument(
+        "--adopt-teacher",
+        action="append",
+        default=[],
+        metavar="NAME=CHECKPOINT",
+        help="use a teacher checkpoint trained earlier (same folds and settings) as teacher NAME, "
+        "e.g. teacher-archive-s0=runs/teacher.pt; it is scored like a trained one",
+    )
     args = parser.parse_args(argv)
     if bool(args.set or args.teacher_set) != bool(args.tag):
         parser.error("--set and --tag go together: a variant needs a name, and a name a change")
@@ -348,11 +443,19 @@ def main(argv: list[str] | None = None) -> None:
         with runs_file.open("a") as fh:  # every finished run is kept, even if the whole job is cut short
             fh.write(json.dumps({**r, "command": this_command, "machine": machine()}) + "\n")
         done[r["name"]] = r
-        print(f"[{time.time() - t0:7.1f}s] {r['name']}: val AUC {r['val']['macro_auc']:.3f} "
-              f"({r['epochs']} ep, best {r['best_epoch']}, {r['seconds']} s)", flush=True)
+        print(
+            f"[{time.time() - t0:7.1f}s] {r['name']}: val AUC {r['val']['macro_auc']:.3f} "
+            f"({r['epochs']} ep, best {r['best_epoch']}, {r['seconds']} s)",
+            flush=True,
+        )
 
-    common = {"task": "superdiagnostic", "device": args.device, "train_folds": list(folds["train"]),
-              "val_folds": list(folds["val"]), "test_folds": list(folds["test"])}
+    common = {
+        "task": "superdiagnostic",
+        "device": args.device,
+        "train_folds": list(folds["train"]),
+        "val_folds": list(folds["val"]),
+        "test_folds": list(folds["test"]),
+    }
 
     def parse_settings(items: list[str]) -> dict:
         out = {}
@@ -364,16 +467,24 @@ def main(argv: list[str] | None = None) -> None:
     overrides, teacher_overrides = parse_settings(args.set), parse_settings(args.teacher_set)
 
     def job(table: str, name: str, cfg: dict, teacher: dict | None) -> dict:
-        return {"name": name, "table": table, "data": str(data.root), "cfg": {**common, **cfg}, "work": str(work),
-                "threads": threads, "test": not args.no_test, "teacher": teacher["checkpoint"] if teacher else None,
-                "teacher_name": teacher["name"] if teacher else None, "tag": cfg.get("tag", ""),
-                "overrides": overrides if cfg["method"] != "teacher" else teacher_overrides}
+        return {
+            "name": name,
+            "table": table,
+            "data": str(data.root),
+            "cfg": {**common, **cfg},
+            "work": str(work),
+            "threads": threads,
+            "test": not args.no_test,
+            "teacher": teacher["checkpoint"] if teacher else None,
+            "teacher_name": teacher["name"] if teacher else None,
+            "tag": cfg.get("tag", ""),
+            "overrides": overrides if cfg["method"] != "teacher" else teacher_overrides,
+        }
 
     def teacher_name(table: str, fraction: float, seed: int) -> str:
         if table == "archive" or fraction == 1.0:
             slug = ",".join(f"{k}={v}" for k, v in sorted(teacher_overrides.items()))
-            return (f"teacher-archive{'+' + slug if slug else ''}"
-                    f"-s{0 if args.archive_teachers == 'shared' else seed}")
+            return f"teacher-archive{'+' + slug if slug else ''}-s{0 if args.archive_teachers == 'shared' else seed}"
         return f"teacher-same-f{fraction}-s{seed}"
 
     for path in args.import_runs:
@@ -393,10 +504,19 @@ def main(argv: list[str] | None = None) -> None:
                 t_seed = int(name.rsplit("-s", 1)[1])
                 t_frac = 1.0 if name.startswith("teacher-archive") else f
                 if name not in done and name not in teacher_jobs:
-                    teacher_jobs[name] = job("archive" if t_frac == 1.0 else "same-labels", name,
-                                             {"method": "teacher", "labelled_fraction": t_frac, "seed": t_seed,
-                                              "epochs": args.teacher_epochs, "patience": args.teacher_patience,
-                                              "lr": 1e-3}, None)
+                    teacher_jobs[name] = job(
+                        "archive" if t_frac == 1.0 else "same-labels",
+                        name,
+                        {
+                            "method": "teacher",
+                            "labelled_fraction": t_frac,
+                            "seed": t_seed,
+                            "epochs": args.teacher_epochs,
+                            "patience": args.teacher_patience,
+                            "lr": 1e-3,
+                        },
+                        None,
+                    )
     if teacher_jobs and not args.aggregate:
         _run_all(list(teacher_jobs.values()), args.workers, log, "teachers")
 
@@ -414,9 +534,21 @@ def main(argv: list[str] | None = None) -> None:
                     if name not in done and name not in {j["name"] for j in student_jobs}:
                         if method_spec(method).needs_teacher and teacher is None:
                             continue
-                        student_jobs.append(job(table, name, {"method": method, "labelled_fraction": f,
-                                                              "seed": seed, "epochs": args.epochs,
-                                                              "patience": args.patience, "tag": args.tag}, teacher))
+                        student_jobs.append(
+                            job(
+                                table,
+                                name,
+                                {
+                                    "method": method,
+                                    "labelled_fraction": f,
+                                    "seed": seed,
+                                    "epochs": args.epochs,
+                                    "patience": args.patience,
+                                    "tag": args.tag,
+                                },
+                                teacher,
+                            )
+                        )
     if student_jobs and not args.aggregate:
         _run_all(student_jobs, args.workers, log, "students")
 
@@ -425,8 +557,9 @@ def main(argv: list[str] | None = None) -> None:
     cost = previous.get("cost")
     if args.cost and not args.aggregate:
         cost_methods = list(CORE_METHODS)
-        cost = cost_table(str(data.root), done[teacher_name("archive", 1.0, 0)]["checkpoint"], cost_methods,
-                          bank_cache=work / "banks")
+        cost = cost_table(
+            str(data.root), done[teacher_name("archive", 1.0, 0)]["checkpoint"], cost_methods, bank_cache=work / "banks"
+        )
         cost["command"] = this_command
         cost["machine"] = machine()
     report = build_report(data, list(done.values()), folds, args, this_command, cost, previous)
@@ -443,33 +576,56 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
     scored = "test" if not args.no_test else "val"
     y = _labels(data, folds["test"]) if scored == "test" else _labels(data, folds["val"])
     train_rows = data.rows("superdiagnostic", list(folds["train"]))
-    prior = np.tile(data.labels("superdiagnostic")[1][train_rows].mean(0), (len(y), 1)) + \
-        np.random.default_rng(0).normal(0, 1e-9, y.shape)
+    prior = np.tile(data.labels("superdiagnostic")[1][train_rows].mean(0), (len(y), 1)) + np.random.default_rng(
+        0
+    ).normal(0, 1e-9, y.shape)
     commands = sorted({r.get("command", "") for r in rows if r.get("command")})
-    report = {"protocol": "v2", "scored_on": scored, "command": command, "commands_in_runs_file": commands,
-              "data": {"path": data.meta.get("source_root", str(data.root)), "fingerprint": data.fingerprint,
-                       "records": data.meta["records"], "train_records": int(len(train_rows)),
-                       "selection_records": int(len(_labels(data, folds["val"]))), "test_records": int(len(y)),
-                       "folds": {k: list(v) for k, v in folds.items()}, "task": "superdiagnostic", "fs": data.fs,
-                       "window_s": data.meta["settings"]["window_s"]},
-              "machine": machine(), "notes": args.note, "epochs": args.epochs, "patience": args.patience,
-              "teacher_epochs": args.teacher_epochs, "archive_teachers": args.archive_teachers,
-              "naive": summarise(y, prior, tune_thresholds(_labels(data, folds["val"]),
-                                                           prior[:1].repeat(len(_labels(data, folds["val"])), 0))),
-              "cost": cost, "tables": {}}
+    report = {
+        "protocol": "v2",
+        "scored_on": scored,
+        "command": command,
+        "commands_in_runs_file": commands,
+        "data": {
+            "path": data.meta.get("source_root", str(data.root)),
+            "fingerprint": data.fingerprint,
+            "records": data.meta["records"],
+            "train_records": int(len(train_rows)),
+            "selection_records": int(len(_labels(data, folds["val"]))),
+            "test_records": int(len(y)),
+            "folds": {k: list(v) for k, v in folds.items()},
+            "task": "superdiagnostic",
+            "fs": data.fs,
+            "window_s": data.meta["settings"]["window_s"],
+        },
+        "machine": machine(),
+        "notes": args.note,
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "teacher_epochs": args.teacher_epochs,
+        "archive_teachers": args.archive_teachers,
+        "naive": summarise(
+            y,
+            prior,
+            tune_thresholds(_labels(data, folds["val"]), prior[:1].repeat(len(_labels(data, folds["val"])), 0)),
+        ),
+        "cost": cost,
+        "tables": {},
+    }
     key = scored
     fractions = sorted({r["fraction"] for r in rows})
     for table in TABLES:
         out = {}
         for f in fractions:
+
             def runs(method: str, f: float = f, table: str = table) -> list[dict]:
                 if not METHOD_TABLE[method.split("+")[0]].student:  # the teachers the table's students used
                     names = {r["teacher"] for r in rows if r["table"] == table and r["fraction"] == f and r["teacher"]}
                     return [r for r in rows if r["name"] in names and key in r]
                 if not METHOD_TABLE[method.split("+")[0]].needs_teacher:  # no teacher: the same runs in every table
                     return [r for r in rows if r["method"] == method and r["fraction"] == f and key in r]
-                return [r for r in rows if r["method"] == method and r["fraction"] == f and r["table"] == table
-                        and key in r]
+                return [
+                    r for r in rows if r["method"] == method and r["fraction"] == f and r["table"] == table and key in r
+                ]
 
             entry: dict[str, dict[str, Any]] = {}
             variants = sorted({r["method"] for r in rows if "+" in r["method"]})
@@ -479,13 +635,13 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
                 spec = METHOD_TABLE[method.split("+")[0]]
                 if not rs or (spec.student and spec.needs_teacher and not any(r["table"] == table for r in rs)):
                     continue
-                entry[method] = {k: _mean_std([r[key][k] for r in rs]) for k in ("macro_f1", "macro_auc",
-                                                                                 "macro_ap")}
+                entry[method] = {k: _mean_std([r[key][k] for r in rs]) for k in ("macro_f1", "macro_auc", "macro_ap")}
                 entry[method]["per_seed_auc"] = {r["seed"]: round(r[key]["macro_auc"], 4) for r in rs}
                 entry[method]["per_seed_f1"] = {r["seed"]: round(r[key]["macro_f1"], 4) for r in rs}
                 if key == "test" and all("test_per_class_f1" in r for r in rs):
-                    entry[method]["per_class_f1"] = {c: _mean_std([r["test_per_class_f1"][c] for r in rs])[0]
-                                                     for c in rs[0]["test_per_class_f1"]}
+                    entry[method]["per_class_f1"] = {
+                        c: _mean_std([r["test_per_class_f1"][c] for r in rs])[0] for c in rs[0]["test_per_class_f1"]
+                    }
                 entry[method]["n_seeds"] = len(rs)
                 entry[method]["seeds"] = sorted(r["seed"] for r in rs)
                 entry[method]["labelled"] = rs[0]["labelled"]
@@ -502,7 +658,9 @@ def build_report(data, rows: list[dict], folds: dict, args, command: str, cost: 
                         e[f"gap_closed_{k.split('_')[1]}"] = (e[k][0] - sup[k][0]) / gap if abs(gap) > 1e-9 else None
             comparisons = {}
             if key == "test":
-                for a, b in COMPARISONS + tuple((m, "kd") for m in entry if m.startswith("liteheart-v2") and m != "liteheart-v2"):
+                for a, b in COMPARISONS + tuple(
+                    (m, "kd") for m in entry if m.startswith("liteheart-v2") and m != "liteheart-v2"
+                ):
                     if a in entry and b in entry:
                         comp = paired_bootstrap(y, runs(a), runs(b), n=args.bootstrap)
                         if comp:
@@ -526,33 +684,49 @@ def render_markdown(report: dict) -> str:
     def label(method: str) -> str:
         base, _, tag = method.partition("+")
         return METHOD_TABLE[base].label + (f" + {tag} ({settings.get(method)})" if tag else "")
-    lines = ["# Centralised benchmark (protocol v2): 12-lead teacher -> lead-I student", "",
-             "Runs file commands (the tables hold every run of the runs file):", ""]
+
+    lines = [
+        "# Centralised benchmark (protocol v2): 12-lead teacher -> lead-I student",
+        "",
+        "Runs file commands (the tables hold every run of the runs file):",
+        "",
+    ]
     lines += [f"- `{c}`" for c in report["commands_in_runs_file"]] + ["", f"Tables built by: `{report['command']}`", ""]
-    lines += [f"Data: {d['path']} (PTB-XL, {d['records']} records, fingerprint `{d['fingerprint'][:16]}`), task "
-              f"superdiagnostic, {d['fs']} Hz, {d['window_s']:.0f}-s windows. Folds {d['folds']['train']} train "
-              f"({d['train_records']} records), fold {d['folds']['val']} selects ({d['selection_records']} records: "
-              f"early stopping, thresholds, every choice), fold {d['folds']['test']} "
-              + ("is scored once" if scored == "test" else "was NOT touched (selection experiment)")
-              + f" ({d['test_records'] if scored == 'test' else d['selection_records']} records in the tables below).",
-              "",
-              f"Machine: {report['machine']}.", "",
-              f"Budget, the same for every student: up to {report['epochs']} epochs of 25 steps (batch 64), early "
-              f"stopping after {report['patience']} epochs without a better fold-9 macro AUC, the same weak "
-              f"augmentation (gain, noise, shift) on every labelled path. Teachers: up to {report['teacher_epochs']} "
-              f"epochs; archive teachers {report['archive_teachers']}.", "",
-              f"Naive floor (class prior): macro F1 {report['naive']['macro_f1']:.3f}, AUC "
-              f"{report['naive']['macro_auc']:.3f}.", ""]
+    lines += [
+        f"Data: {d['path']} (PTB-XL, {d['records']} records, fingerprint `{d['fingerprint'][:16]}`), task "
+        f"superdiagnostic, {d['fs']} Hz, {d['window_s']:.0f}-s windows. Folds {d['folds']['train']} train "
+        f"({d['train_records']} records), fold {d['folds']['val']} selects ({d['selection_records']} records: "
+        f"early stopping, thresholds, every choice), fold {d['folds']['test']} "
+        + ("is scored once" if scored == "test" else "was NOT touched (selection experiment)")
+        + f" ({d['test_records'] if scored == 'test' else d['selection_records']} records in the tables below).",
+        "",
+        f"Machine: {report['machine']}.",
+        "",
+        f"Budget, the same for every student: up to {report['epochs']} epochs of 25 steps (batch 64), early "
+        f"stopping after {report['patience']} epochs without a better fold-9 macro AUC, the same weak "
+        f"augmentation (gain, noise, shift) on every labelled path. Teachers: up to {report['teacher_epochs']} "
+        f"epochs; archive teachers {report['archive_teachers']}.",
+        "",
+        f"Naive floor (class prior): macro F1 {report['naive']['macro_f1']:.3f}, AUC "
+        f"{report['naive']['macro_auc']:.3f}.",
+        "",
+    ]
     lines += [f"Note: {n}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])
-    titles = {"archive": "Archive teacher (teacher trained on all training labels)",
-              "same-labels": "Same labels (teacher trained on the students' labelled subset)"}
+    titles = {
+        "archive": "Archive teacher (teacher trained on all training labels)",
+        "same-labels": "Same labels (teacher trained on the students' labelled subset)",
+    }
     cost = (report.get("cost") or {}).get("methods", {})
     for table, rows in report["tables"].items():
         lines += [f"## {titles.get(table, table)}", ""]
         for f, content in rows.items():
-            lines += [f"### {float(f) * 100:.0f}% labelled (scored on fold {d['folds'][scored]})", "",
-                      "| method | macro F1 | macro AUC | macro AP | gap closed (AUC) | seeds | epochs (best) | "
-                      "step cost vs KD |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            lines += [
+                f"### {float(f) * 100:.0f}% labelled (scored on fold {d['folds'][scored]})",
+                "",
+                "| method | macro F1 | macro AUC | macro AP | gap closed (AUC) | seeds | epochs (best) | "
+                "step cost vs KD |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            ]
             for method, e in content["methods"].items():
                 gap = e.get("gap_closed_auc")
                 c = cost.get(method, {}).get("cost_vs_kd")
@@ -561,29 +735,42 @@ def render_markdown(report: dict) -> str:
                     f"{e['macro_auc'][0]:.3f} ± {e['macro_auc'][1]:.3f} | {e['macro_ap'][0]:.3f} ± "
                     f"{e['macro_ap'][1]:.3f} | {'' if gap is None else f'{gap:.2f}'} | {e['n_seeds']} | "
                     f"{np.mean(e['epochs']):.0f} ({np.mean(e['best_epoch']):.0f}) | "
-                    f"{'' if c is None else f'{c:.2f}x'} |")
+                    f"{'' if c is None else f'{c:.2f}x'} |"
+                )
             lines.append("")
             for name, comp in content["paired_bootstrap"].items():
                 f1, auc = comp["macro_f1"], comp["macro_auc"]
-                lines.append(f"- {name}: ΔAUC {auc['mean']:+.4f} [{auc['ci95'][0]:+.4f}, {auc['ci95'][1]:+.4f}] "
-                             f"(positive in {auc['positive_seeds']}/{len(comp['seeds'])} seeds: {auc['per_seed']}); "
-                             f"ΔF1 {f1['mean']:+.4f} [{f1['ci95'][0]:+.4f}, {f1['ci95'][1]:+.4f}] "
-                             f"(positive in {f1['positive_seeds']}/{len(comp['seeds'])} seeds)")
+                lines.append(
+                    f"- {name}: ΔAUC {auc['mean']:+.4f} [{auc['ci95'][0]:+.4f}, {auc['ci95'][1]:+.4f}] "
+                    f"(positive in {auc['positive_seeds']}/{len(comp['seeds'])} seeds: {auc['per_seed']}); "
+                    f"ΔF1 {f1['mean']:+.4f} [{f1['ci95'][0]:+.4f}, {f1['ci95'][1]:+.4f}] "
+                    f"(positive in {f1['positive_seeds']}/{len(comp['seeds'])} seeds)"
+                )
             if content["paired_bootstrap"]:
-                lines += ["", f"(paired bootstrap over fold-{d['folds'][scored]} records, "
-                          f"{next(iter(content['paired_bootstrap'].values()))['resamples']} resamples per seed, "
-                          "averaged over seeds; per-seed point differences)"]
+                lines += [
+                    "",
+                    f"(paired bootstrap over fold-{d['folds'][scored]} records, "
+                    f"{next(iter(content['paired_bootstrap'].values()))['resamples']} resamples per seed, "
+                    "averaged over seeds; per-seed point differences)",
+                ]
             lines.append("")
     if report.get("cost"):
         c = report["cost"]
-        lines += ["## Cost of one training step (side by side, one process)", "",
-                  f"{c['rounds']} rounds of {c['steps']} steps per method, taking turns, best round kept; "
-                  f"{c['threads']} thread(s), batch {c['batch']}. One-off: the teacher's targets (and the view bank) "
-                  "computed before the first step.", "", "| method | windows/s | ms/step | cost vs KD | one-off s |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Cost of one training step (side by side, one process)",
+            "",
+            f"{c['rounds']} rounds of {c['steps']} steps per method, taking turns, best round kept; "
+            f"{c['threads']} thread(s), batch {c['batch']}. One-off: the teacher's targets (and the view bank) "
+            "computed before the first step.",
+            "",
+            "| method | windows/s | ms/step | cost vs KD | one-off s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for m, v in c["methods"].items():
-            lines.append(f"| {label(m)} | {v['windows_per_s']:.0f} | {v['step_ms']:.1f} | "
-                         f"{v['cost_vs_kd']:.2f}x | {v['one_off_seconds']:.1f} |")
+            lines.append(
+                f"| {label(m)} | {v['windows_per_s']:.0f} | {v['step_ms']:.1f} | "
+                f"{v['cost_vs_kd']:.2f}x | {v['one_off_seconds']:.1f} |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 

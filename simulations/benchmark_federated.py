@@ -62,8 +62,16 @@ def train_archive_teacher(data_path: str, server_folds: tuple[int, ...], out: Pa
     return out
 
 
-def central_runs(data_path: str, teacher: Path, method: str, client_folds: tuple[int, ...], fraction: float,
-                 seeds: list[int], epochs: int, work: Path) -> list[dict]:
+def central_runs(
+    data_path: str,
+    teacher: Path,
+    method: str,
+    client_folds: tuple[int, ...],
+    fraction: float,
+    seeds: list[int],
+    epochs: int,
+    work: Path,
+) -> list[dict]:
     """The same method trained centrally on the records the clients hold, with the same teacher, scored on fold 8."""
     from liteheart_core.checkpoint import load_checkpoint
     from liteheart_core.data.dataset import resolve_data
@@ -74,14 +82,20 @@ def central_runs(data_path: str, teacher: Path, method: str, client_folds: tuple
     net_t, _ = load_checkpoint(teacher)
     rows = []
     for seed in seeds:
-        cfg = TrainConfig(method=method, labelled_fraction=fraction, seed=seed, epochs=epochs, patience=15,
-                          train_folds=client_folds)
+        cfg = TrainConfig(
+            method=method, labelled_fraction=fraction, seed=seed, epochs=epochs, patience=15, train_folds=client_folds
+        )
         result = train(data, cfg, teacher=net_t, bank_cache=work / "banks")
         meta = checkpoint_meta(data, cfg, result)
         test = score(result.model, meta, data, "test", device="cpu", n_bootstrap=0)
-        rows.append({"seed": seed, "val_macro_auc": result.val_metrics["macro_auc"],
-                     "test": {k: test[k] for k in ("macro_f1", "macro_auc", "macro_ap")},
-                     "epochs": len(result.history)})
+        rows.append(
+            {
+                "seed": seed,
+                "val_macro_auc": result.val_metrics["macro_auc"],
+                "test": {k: test[k] for k in ("macro_f1", "macro_auc", "macro_ap")},
+                "epochs": len(result.history),
+            }
+        )
     return rows
 
 
@@ -94,11 +108,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labelled-fraction", type=float, default=0.1)
     parser.add_argument("--local-epochs", type=int, default=2)
     parser.add_argument("--method", default="")
-    parser.add_argument("--server-folds", default="1,2",
-                        help="the server's own archive (its teacher learns from these folds alone; no client holds "
-                             "them); empty: the teacher is --teacher and clients hold every training fold")
-    parser.add_argument("--teacher", default="", help="teacher checkpoint (default with --server-folds: trained "
-                                                      "on those folds and kept in --run-dir)")
+    parser.add_argument(
+        "--server-folds",
+        default="1,2",
+        help="the server's own archive (its teacher learns from these folds alone; no client holds "
+        "them); empty: the teacher is --teacher and clients hold every training fold",
+    )
+    parser.add_argument(
+        "--teacher",
+        default="",
+        help="teacher checkpoint (default with --server-folds: trained on those folds and kept in --run-dir)",
+    )
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--central-seeds", default="0,1,2", help="seeds of the centralised comparison")
     parser.add_argument("--central-epochs", type=int, default=60)
@@ -120,14 +140,34 @@ def main(argv: list[str] | None = None) -> None:
     if teacher is None:
         if not fed.server_fold_tuple:
             sys.exit("give --teacher, or --server-folds for a teacher trained on the server's own archive")
-        teacher = train_archive_teacher(args.data, fed.server_fold_tuple, run_dir / "archive_teacher.pt",
-                                        args.teacher_epochs)
+        teacher = train_archive_teacher(
+            args.data, fed.server_fold_tuple, run_dir / "archive_teacher.pt", args.teacher_epochs
+        )
     teacher_seconds = time.time() - t0
     _, tmeta = load_checkpoint(teacher)
-    run_cmd = ["liteheart-sim", "run", "--data", args.data, "--partition", args.partition, "--clients",
-               str(args.clients), "--rounds", str(args.rounds), "--labelled-fraction", str(args.labelled_fraction),
-               "--local-epochs", str(args.local_epochs), "--run-dir", args.run_dir, "--json", "--method", method,
-               "--teacher", str(teacher)]
+    run_cmd = [
+        "liteheart-sim",
+        "run",
+        "--data",
+        args.data,
+        "--partition",
+        args.partition,
+        "--clients",
+        str(args.clients),
+        "--rounds",
+        str(args.rounds),
+        "--labelled-fraction",
+        str(args.labelled_fraction),
+        "--local-epochs",
+        str(args.local_epochs),
+        "--run-dir",
+        args.run_dir,
+        "--json",
+        "--method",
+        method,
+        "--teacher",
+        str(teacher),
+    ]
     if args.server_folds:
         run_cmd += ["--server-folds", args.server_folds]
     t1 = time.time()
@@ -140,59 +180,97 @@ def main(argv: list[str] | None = None) -> None:
     net, meta = load_checkpoint(Path(summary["global_student"]))
     test = score(net, meta, data, "test", device="cpu", n_bootstrap=1000)
     t2 = time.time()
-    central = central_runs(args.data, teacher, method, fed.client_folds, args.labelled_fraction,
-                           [int(s) for s in args.central_seeds.split(",") if s], args.central_epochs, run_dir)
+    central = central_runs(
+        args.data,
+        teacher,
+        method,
+        fed.client_folds,
+        args.labelled_fraction,
+        [int(s) for s in args.central_seeds.split(",") if s],
+        args.central_epochs,
+        run_dir,
+    )
     central_seconds = time.time() - t2
     c_auc = [r["test"]["macro_auc"] for r in central]
     c_f1 = [r["test"]["macro_f1"] for r in central]
-    sd = (lambda v: float(statistics.stdev(v)) if len(v) > 1 else 0.0)  # noqa: E731
-    report = {"command": "python -m simulations.benchmark_federated " + " ".join(shlex.quote(a) for a in
-                                                                                (argv or sys.argv[1:])),
-              "run_command": " ".join(shlex.quote(a) for a in run_cmd), "machine": machine(),
-              "seconds": {"teacher": round(teacher_seconds), "federated": round(seconds),
-                          "central": round(central_seconds)},
-              "run_id": summary["run_id"], "method": method, "server_folds": list(fed.server_fold_tuple),
-              "client_folds": list(fed.client_folds),
-              "teacher": {"path": str(teacher), "train_folds": tmeta["train_config"]["train_folds"],
-                          "labelled_fraction": tmeta["train_config"]["labelled_fraction"],
-                          "val_macro_auc": tmeta["val_metrics"]["macro_auc"]},
-              "rounds": summary["rounds"], "final_fold9": summary["final"],
-              "final_test": {k: test[k] for k in ("macro_f1", "macro_auc", "macro_ap", "ci")},
-              "central": {"runs": central, "macro_auc": [statistics.mean(c_auc), sd(c_auc)],
-                          "macro_f1": [statistics.mean(c_f1), sd(c_f1)]},
-              "gap_auc": test["macro_auc"] - statistics.mean(c_auc),
-              "gap_f1": test["macro_f1"] - statistics.mean(c_f1), "notes": args.note}
+    sd = lambda v: float(statistics.stdev(v)) if len(v) > 1 else 0.0  # noqa: E731
+    report = {
+        "command": "python -m simulations.benchmark_federated "
+        + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "run_command": " ".join(shlex.quote(a) for a in run_cmd),
+        "machine": machine(),
+        "seconds": {"teacher": round(teacher_seconds), "federated": round(seconds), "central": round(central_seconds)},
+        "run_id": summary["run_id"],
+        "method": method,
+        "server_folds": list(fed.server_fold_tuple),
+        "client_folds": list(fed.client_folds),
+        "teacher": {
+            "path": str(teacher),
+            "train_folds": tmeta["train_config"]["train_folds"],
+            "labelled_fraction": tmeta["train_config"]["labelled_fraction"],
+            "val_macro_auc": tmeta["val_metrics"]["macro_auc"],
+        },
+        "rounds": summary["rounds"],
+        "final_fold9": summary["final"],
+        "final_test": {k: test[k] for k in ("macro_f1", "macro_auc", "macro_ap", "ci")},
+        "central": {
+            "runs": central,
+            "macro_auc": [statistics.mean(c_auc), sd(c_auc)],
+            "macro_f1": [statistics.mean(c_f1), sd(c_f1)],
+        },
+        "gap_auc": test["macro_auc"] - statistics.mean(c_auc),
+        "gap_f1": test["macro_f1"] - statistics.mean(c_f1),
+        "notes": args.note,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "federated_benchmark.json").write_text(json.dumps(report, indent=2))
-    archive = (f"the server's own archive, folds {report['server_folds']} (all their labels; no client holds a "
-               f"record of them)" if report["server_folds"] else f"given ({teacher}), trained on folds "
-               f"{report['teacher']['train_folds']}")
-    lines = ["# Federated LiteHeart on real PTB-XL (protocol v2, disjoint server archive)", "",
-             f"Command: `{report['command']}`", "", f"Federated run: `{report['run_command']}` (run "
-             f"{summary['run_id']}, {seconds:.0f} s)", "", f"Machine: {report['machine']}", "",
-             f"Setting: method `{method}`, {args.clients} clients, `{args.partition}` partition of PTB-XL folds "
-             f"{report['client_folds']} and 9 by patient (each client trains on its records of folds "
-             f"{report['client_folds']} and validates on its fold-9 ones), {args.labelled_fraction:.0%} of each "
-             f"client's training records labelled, {args.local_epochs} local epochs, FedAvg weighted by examples, "
-             f"{args.rounds} rounds. Teacher: {archive}; fold-9 macro AUC "
-             f"{report['teacher']['val_macro_auc']:.3f}. The server scores the global lead-I student on fold 9 "
-             "each round (selection); the final global student is scored once on fold 8 with its fold-9 "
-             "thresholds.", "",
-             "| round | fold-9 macro F1 | fold-9 macro AUC | train loss | clients | failures |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    archive = (
+        f"the server's own archive, folds {report['server_folds']} (all their labels; no client holds a record of them)"
+        if report["server_folds"]
+        else f"given ({teacher}), trained on folds {report['teacher']['train_folds']}"
+    )
+    lines = [
+        "# Federated LiteHeart on real PTB-XL (protocol v2, disjoint server archive)",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Federated run: `{report['run_command']}` (run {summary['run_id']}, {seconds:.0f} s)",
+        "",
+        f"Machine: {report['machine']}",
+        "",
+        f"Setting: method `{method}`, {args.clients} clients, `{args.partition}` partition of PTB-XL folds "
+        f"{report['client_folds']} and 9 by patient (each client trains on its records of folds "
+        f"{report['client_folds']} and validates on its fold-9 ones), {args.labelled_fraction:.0%} of each "
+        f"client's training records labelled, {args.local_epochs} local epochs, FedAvg weighted by examples, "
+        f"{args.rounds} rounds. Teacher: {archive}; fold-9 macro AUC "
+        f"{report['teacher']['val_macro_auc']:.3f}. The server scores the global lead-I student on fold 9 "
+        "each round (selection); the final global student is scored once on fold 8 with its fold-9 "
+        "thresholds.",
+        "",
+        "| round | fold-9 macro F1 | fold-9 macro AUC | train loss | clients | failures |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in summary["rounds"]:
-        lines.append(f"| {r['round']} | {r['macro_f1']:.3f} | {r['macro_auc']:.3f} | {r['loss']:.3f} | "
-                     f"{r['participants']} | {r['failures']} |")
-    lines += ["", "## Fold 8, beside the same method trained centrally on the clients' records", "",
-              "| model | macro F1 | macro AUC |", "| --- | --- | --- |",
-              f"| federated `{method}`, final round | {test['macro_f1']:.3f} | {test['macro_auc']:.3f} "
-              f"[{test['ci']['macro_auc'][0]:.3f}, {test['ci']['macro_auc'][1]:.3f}] |",
-              f"| centralised `{method}` on folds {report['client_folds']}, same teacher and labelled fraction "
-              f"({len(central)} seeds) | {report['central']['macro_f1'][0]:.3f} ± {report['central']['macro_f1'][1]:.3f}"
-              f" | {report['central']['macro_auc'][0]:.3f} ± {report['central']['macro_auc'][1]:.3f} |", "",
-              f"Federated - centralised: macro AUC {report['gap_auc']:+.3f}, macro F1 {report['gap_f1']:+.3f} "
-              f"(one federated seed against the centralised mean; goal: within 0.02 AUC)."]
+        lines.append(
+            f"| {r['round']} | {r['macro_f1']:.3f} | {r['macro_auc']:.3f} | {r['loss']:.3f} | "
+            f"{r['participants']} | {r['failures']} |"
+        )
+    lines += [
+        "",
+        "## Fold 8, beside the same method trained centrally on the clients' records",
+        "",
+        "| model | macro F1 | macro AUC |",
+        "| --- | --- | --- |",
+        f"| federated `{method}`, final round | {test['macro_f1']:.3f} | {test['macro_auc']:.3f} "
+        f"[{test['ci']['macro_auc'][0]:.3f}, {test['ci']['macro_auc'][1]:.3f}] |",
+        f"| centralised `{method}` on folds {report['client_folds']}, same teacher and labelled fraction "
+        f"({len(central)} seeds) | {report['central']['macro_f1'][0]:.3f} ± {report['central']['macro_f1'][1]:.3f}"
+        f" | {report['central']['macro_auc'][0]:.3f} ± {report['central']['macro_auc'][1]:.3f} |",
+        "",
+        f"Federated - centralised: macro AUC {report['gap_auc']:+.3f}, macro F1 {report['gap_f1']:+.3f} "
+        f"(one federated seed against the centralised mean; goal: within 0.02 AUC).",
+    ]
     lines += [""] + [f"Note: {n}" for n in args.note]
     (out / "federated_benchmark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -32,18 +32,40 @@ def settings(args: argparse.Namespace) -> list[dict]:
     """One dict of run-config keys per row of the table."""
     rows = [{"label": "no DP", "dp": "none"}]
     for eps in args.epsilons:
-        rows.append({"label": f"DP-SGD, epsilon {eps:g}", "dp": "dp-sgd", "dp-epsilon": eps,
-                     "dp-max-grad-norm": args.max_grad_norm})
+        rows.append(
+            {
+                "label": f"DP-SGD, epsilon {eps:g}",
+                "dp": "dp-sgd",
+                "dp-epsilon": eps,
+                "dp-max-grad-norm": args.max_grad_norm,
+            }
+        )
     for eps in args.client_epsilons:
-        rows.append({"label": f"client-level (server-side clipping), epsilon {eps:g}", "dp": "server",
-                     "dp-epsilon": eps, "dp-clip-norm": args.clip_norm})
+        rows.append(
+            {
+                "label": f"client-level (server-side clipping), epsilon {eps:g}",
+                "dp": "server",
+                "dp-epsilon": eps,
+                "dp-clip-norm": args.clip_norm,
+            }
+        )
     return rows
 
 
 def scenario(args: argparse.Namespace, row: dict) -> dict:
-    keys = {"data": args.data, "teacher": args.teacher, "partition": args.partition, "clients": args.clients,
-            "rounds": args.rounds, "local-epochs": args.local_epochs, "labelled-fraction": args.labelled_fraction,
-            "batch-size": args.batch_size, "seed": args.seed, "device": "cpu", "method": args.method}
+    keys = {
+        "data": args.data,
+        "teacher": args.teacher,
+        "partition": args.partition,
+        "clients": args.clients,
+        "rounds": args.rounds,
+        "local-epochs": args.local_epochs,
+        "labelled-fraction": args.labelled_fraction,
+        "batch-size": args.batch_size,
+        "seed": args.seed,
+        "device": "cpu",
+        "method": args.method,
+    }
     keys.update({k: v for k, v in row.items() if k != "label"})
     return keys
 
@@ -72,18 +94,37 @@ def run_one(args: argparse.Namespace, row: dict, index: int) -> dict:
     grid.traffic.clear()
     if shown["run"]["status"] != "completed" or len(shown["rounds"]) != args.rounds:
         raise SystemExit(f"{row['label']}: run {shown['run']['id']} ended {shown['run']['status']}")
-    rounds = [{"round": r["number"], "macro_f1": r["central_metrics"]["macro_f1"],
-               "macro_auc": r["central_metrics"]["macro_auc"],
-               **{k: r["train_metrics"][k] for k in ("epsilon", "delta", "noise-multiplier")
-                  if k in r["train_metrics"]},
-               "clients": len(r["participants"]), "failures": r["n_failures"]} for r in shown["rounds"]]
+    rounds = [
+        {
+            "round": r["number"],
+            "macro_f1": r["central_metrics"]["macro_f1"],
+            "macro_auc": r["central_metrics"]["macro_auc"],
+            **{k: r["train_metrics"][k] for k in ("epsilon", "delta", "noise-multiplier") if k in r["train_metrics"]},
+            "clients": len(r["participants"]),
+            "failures": r["n_failures"],
+        }
+        for r in shown["rounds"]
+    ]
     final = rounds[-1]
-    result = {**row, "run_id": shown["run"]["id"], "registry": Registry.default_url(run_dir), "scenario": keys,
-              "seconds": round(seconds, 1), "rounds": rounds, "final_macro_f1": final["macro_f1"],
-              "final_macro_auc": final["macro_auc"], "epsilon_spent": final.get("epsilon"),
-              "delta": final.get("delta"), "noise_multiplier": final.get("noise-multiplier")}
-    print(f"[{index}] F1 {final['macro_f1']:.3f} AUC {final['macro_auc']:.3f} epsilon {final.get('epsilon')} "
-          f"({seconds:.0f} s)", file=sys.stderr, flush=True)
+    result = {
+        **row,
+        "run_id": shown["run"]["id"],
+        "registry": Registry.default_url(run_dir),
+        "scenario": keys,
+        "seconds": round(seconds, 1),
+        "rounds": rounds,
+        "final_macro_f1": final["macro_f1"],
+        "final_macro_auc": final["macro_auc"],
+        "epsilon_spent": final.get("epsilon"),
+        "delta": final.get("delta"),
+        "noise_multiplier": final.get("noise-multiplier"),
+    }
+    print(
+        f"[{index}] F1 {final['macro_f1']:.3f} AUC {final['macro_auc']:.3f} epsilon {final.get('epsilon')} "
+        f"({seconds:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
@@ -97,32 +138,46 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def render_markdown(report: dict) -> str:
     s = report["settings"]
-    lines = ["# Privacy-utility trade-off of federated LiteHeart on real PTB-XL", "",
-             f"Command: `{report['command']}`", "",
-             f"Machine: {report['machine']} (`{report['uname']}`)", "",
-             f"Setting: PTB-XL at `{s['data']}` ({report['records']}), {s['clients']} clients "
-             f"(`{s['partition']}` partition), {s['rounds']} rounds of {s['local_epochs']} local epoch(s), "
-             f"{s['labelled_fraction']:.0%} of each client's training records labelled, method `{s['method']}`, "
-             f"batch {s['batch_size']} (DP-SGD: expected Poisson batch), seed {s['seed']}, teacher `{s['teacher']}`. "
-             "Every row is one federation through `run_federation` and the ClientApp's handlers on the in-process grid "
-             "of `simulations/local_grid.py` (no Ray: the machine was shared by several other jobs), with these keys "
-             "and its `dp*` keys; the score is the server's "
-             "global lead-I student after the last round on all of fold 9 (thresholds tuned on fold 9, as in "
-             "`results/federated_benchmark.md`). One seed per row.", "",
-             "| setting | target epsilon | epsilon spent | delta | noise multiplier | macro F1 | macro AUC | "
-             "best-round F1 | seconds |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Privacy-utility trade-off of federated LiteHeart on real PTB-XL",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {report['machine']} (`{report['uname']}`)",
+        "",
+        f"Setting: PTB-XL at `{s['data']}` ({report['records']}), {s['clients']} clients "
+        f"(`{s['partition']}` partition), {s['rounds']} rounds of {s['local_epochs']} local epoch(s), "
+        f"{s['labelled_fraction']:.0%} of each client's training records labelled, method `{s['method']}`, "
+        f"batch {s['batch_size']} (DP-SGD: expected Poisson batch), seed {s['seed']}, teacher `{s['teacher']}`. "
+        "Every row is one federation through `run_federation` and the ClientApp's handlers on the in-process grid "
+        "of `simulations/local_grid.py` (no Ray: the machine was shared by several other jobs), with these keys "
+        "and its `dp*` keys; the score is the server's "
+        "global lead-I student after the last round on all of fold 9 (thresholds tuned on fold 9, as in "
+        "`results/federated_benchmark.md`). One seed per row.",
+        "",
+        "| setting | target epsilon | epsilon spent | delta | noise multiplier | macro F1 | macro AUC | "
+        "best-round F1 | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in report["results"]:
         best = max(x["macro_f1"] for x in r["rounds"])
-        lines.append(f"| {r['label']} | {_fmt(r.get('dp-epsilon'), 'g')} | {_fmt(r['epsilon_spent'], '.3g')} | "
-                     f"{_fmt(r['delta'], 'g')} | {_fmt(r['noise_multiplier'], '.3g')} | {r['final_macro_f1']:.3f} | "
-                     f"{r['final_macro_auc']:.3f} | {best:.3f} | {r['seconds']:.0f} |")
-    lines += ["", "Epsilon spent after each round (the registry's round metrics):", "",
-              "| setting | " + " | ".join(f"round {i + 1}" for i in range(s["rounds"])) + " |",
-              "| --- | " + " | ".join("---" for _ in range(s["rounds"])) + " |"]
+        lines.append(
+            f"| {r['label']} | {_fmt(r.get('dp-epsilon'), 'g')} | {_fmt(r['epsilon_spent'], '.3g')} | "
+            f"{_fmt(r['delta'], 'g')} | {_fmt(r['noise_multiplier'], '.3g')} | {r['final_macro_f1']:.3f} | "
+            f"{r['final_macro_auc']:.3f} | {best:.3f} | {r['seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Epsilon spent after each round (the registry's round metrics):",
+        "",
+        "| setting | " + " | ".join(f"round {i + 1}" for i in range(s["rounds"])) + " |",
+        "| --- | " + " | ".join("---" for _ in range(s["rounds"])) + " |",
+    ]
     for r in report["results"]:
         if r["epsilon_spent"] is not None:
-            lines.append(f"| {r['label']} | " + " | ".join(f"{x.get('epsilon', float('nan')):.3g}"
-                                                          for x in r["rounds"]) + " |")
+            lines.append(
+                f"| {r['label']} | " + " | ".join(f"{x.get('epsilon', float('nan')):.3g}" for x in r["rounds"]) + " |"
+            )
     lines += ["", "What the guarantees mean here:", ""] + [f"- {n}" for n in report["notes"]] + [""]
     return "\n".join(lines)
 
@@ -187,19 +242,23 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     rows = list(enumerate(settings(args)))
     # rows split over worker processes (each keeps its clients' teacher targets across its rows)
-    batches = [rows[w::args.workers] for w in range(args.workers)]
+    batches = [rows[w :: args.workers] for w in range(args.workers)]
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         done = [r for batch in pool.map(_run_batch, [args] * len(batches), batches) for r in batch]
     results = sorted(done, key=lambda r: [i for i, row in rows if row["label"] == r["label"]][0])
     from liteheart_core.federated import open_data
 
     data = open_data(args.data)
-    report = {"command": "python -m simulations.benchmark_privacy " + shlex.join(argv if argv is not None
-                                                                                 else sys.argv[1:]),
-              "machine": machine(), "uname": " ".join(platform.uname()),
-              "records": f"{len(data.index)} records, fingerprint {data.fingerprint[:12]}",
-              "settings": {k.replace("-", "_"): v for k, v in vars(args).items()},
-              "total_seconds": round(time.perf_counter() - t0, 1), "results": results, "notes": NOTES}
+    report = {
+        "command": "python -m simulations.benchmark_privacy " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "uname": " ".join(platform.uname()),
+        "records": f"{len(data.index)} records, fingerprint {data.fingerprint[:12]}",
+        "settings": {k.replace("-", "_"): v for k, v in vars(args).items()},
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "results": results,
+        "notes": NOTES,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "privacy_utility.json").write_text(json.dumps(report, indent=2))

@@ -40,8 +40,6 @@ Not part of the test suite (about an hour on 2 CPU cores).
 
 from __future__ import annotations
 
-from typing import Any
-
 import argparse
 import fcntl
 import io
@@ -54,6 +52,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,8 +85,14 @@ def _train_to(path: Path, data, cfg, teacher=None) -> Path:
     from liteheart_core.checkpoint import save_checkpoint
     from liteheart_core.train import checkpoint_meta, train
 
-    result = train(data, cfg, teacher=teacher, progress=lambda e, n, entry: print(
-        f"  {path.stem} epoch {e}/{n}: fold-9 macro AUC {entry['val_macro_auc']:.3f}", flush=True))
+    result = train(
+        data,
+        cfg,
+        teacher=teacher,
+        progress=lambda e, n, entry: print(
+            f"  {path.stem} epoch {e}/{n}: fold-9 macro AUC {entry['val_macro_auc']:.3f}", flush=True
+        ),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, result.model, checkpoint_meta(data, cfg, result))
     return path
@@ -136,14 +141,23 @@ def prepare_teachers(args, data, work: Path) -> dict:
     archive = Path(args.teacher) if args.teacher else work / "teachers" / "archive.pt"
     if not archive.is_file():
         print(f"training the 12-lead archive teacher on folds {folds} -> {archive}", flush=True)
-        _train_to(archive, data, TrainConfig(method="teacher", epochs=args.teacher_epochs, lr=1e-3,
-                                             train_folds=folds, device="cpu"))
+        _train_to(
+            archive,
+            data,
+            TrainConfig(method="teacher", epochs=args.teacher_epochs, lr=1e-3, train_folds=folds, device="cpu"),
+        )
     teacher, meta = load_checkpoint(archive)
     seen = set(meta["train_config"]["train_folds"])
     if not seen <= set(folds):
         sys.exit(f"{archive} was trained on folds {sorted(seen)}; the server's archive is {list(folds)}")
-    info: dict[str, Any] = {"archive": {"path": str(archive), "train_folds": sorted(seen),
-                        "lead_one": lead_one_scores(teacher, data, (9,), 0)}, "candidates": {}}
+    info: dict[str, Any] = {
+        "archive": {
+            "path": str(archive),
+            "train_folds": sorted(seen),
+            "lead_one": lead_one_scores(teacher, data, (9,), 0),
+        },
+        "candidates": {},
+    }
     for kind in args.wearable_teachers.split(","):
         path = work / "teachers" / f"{kind}.pt"
         cfg = wearable_teacher_config(kind, folds, epochs=args.teacher_epochs, device="cpu")
@@ -152,10 +166,14 @@ def prepare_teachers(args, data, work: Path) -> dict:
             _train_to(path, data, cfg, teacher if cfg.spec.needs_teacher else None)
         net, cmeta = load_checkpoint(path)
         scores = lead_one_scores(net, data, (9,), 0)
-        info["candidates"][kind] = {"path": str(path), "train_folds": cmeta["train_config"]["train_folds"],
-                                    "epochs_run": cmeta["epochs_run"], "train_seconds": cmeta["train_seconds"],
-                                    "lead_one": scores,
-                                    "selection_auc": (scores["clean"]["macro_auc"] + scores["wearable"]["macro_auc"]) / 2}
+        info["candidates"][kind] = {
+            "path": str(path),
+            "train_folds": cmeta["train_config"]["train_folds"],
+            "epochs_run": cmeta["epochs_run"],
+            "train_seconds": cmeta["train_seconds"],
+            "lead_one": scores,
+            "selection_auc": (scores["clean"]["macro_auc"] + scores["wearable"]["macro_auc"]) / 2,
+        }
     info["chosen"] = max(info["candidates"], key=lambda k: info["candidates"][k]["selection_auc"])
     return info
 
@@ -206,20 +224,30 @@ def device_cost(args, teachers: dict, partition: int) -> dict:
     builds the view bank; later rounds reuse it). The mean-teacher wearable (no teacher) is
     measured the same way.
     """
+    from dataclasses import fields
+
     import torch
 
     from liteheart_core.checkpoint import load_checkpoint
-    from liteheart_core.views import teacher_view
-
-    from dataclasses import fields
-
     from liteheart_core.federated import simulated_client_data
+    from liteheart_core.views import teacher_view
     from liteheart_core.wearable import WearableView
 
     torch.set_num_threads(1)
-    local = simulated_client_data(args.data, 600, "superdiagnostic", partition, args.hospitals + args.wearables,
-                                  args.partition, args.alpha, args.labelled_fraction, 0, WearableView(seed=partition),
-                                  args.wearable_labelled_fraction, tuple(int(f) for f in args.server_folds.split(",")))
+    local = simulated_client_data(
+        args.data,
+        600,
+        "superdiagnostic",
+        partition,
+        args.hospitals + args.wearables,
+        args.partition,
+        args.alpha,
+        args.labelled_fraction,
+        0,
+        WearableView(seed=partition),
+        args.wearable_labelled_fraction,
+        tuple(int(f) for f in args.server_folds.split(",")),
+    )
     records = Path(tempfile.mkdtemp(prefix="lh-device-")) / "records.pt"
     torch.save({f.name: getattr(local, f.name) for f in fields(local) if f.name != "teacher_cache"}, records)
     out = {}
@@ -241,19 +269,33 @@ def device_cost(args, teachers: dict, partition: int) -> dict:
                     if i >= 5:
                         times.append(time.process_time() - t0)
             row["inference_ms_per_window"] = 1000 * float(np.median(times))
-        probe = {"records": str(records), "teacher": path, "method": args.method if path else DEFAULT_METHOD,
-                 "epochs": args.local_epochs}
-        done = subprocess.run([sys.executable, "-c", _ROUND_PROBE, json.dumps(probe)], capture_output=True,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        probe = {
+            "records": str(records),
+            "teacher": path,
+            "method": args.method if path else DEFAULT_METHOD,
+            "epochs": args.local_epochs,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _ROUND_PROBE, json.dumps(probe)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         if done.returncode:
             raise RuntimeError(f"device-cost probe for {name} failed: {done.stderr[-2000:]}")
         r = json.loads(done.stdout.strip().splitlines()[-1])
         windows = r["records"] * args.local_epochs
-        row.update({"records": r["records"], "local_epochs": args.local_epochs,
-                    "baseline_rss_mb": round(r["before_rss_mb"], 1), "peak_rss_mb": round(r["peak_rss_mb"], 1),
-                    "round_rss_mb": round(r["peak_rss_mb"] - r["before_rss_mb"], 1),
-                    "first_round_s_per_window": r["first_round_cpu_s"] / windows,
-                    "later_round_s_per_window": r["later_round_cpu_s"] / windows})
+        row.update(
+            {
+                "records": r["records"],
+                "local_epochs": args.local_epochs,
+                "baseline_rss_mb": round(r["before_rss_mb"], 1),
+                "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                "round_rss_mb": round(r["peak_rss_mb"] - r["before_rss_mb"], 1),
+                "first_round_s_per_window": r["first_round_cpu_s"] / windows,
+                "later_round_s_per_window": r["later_round_cpu_s"] / windows,
+            }
+        )
         out[name] = row
         print(f"  device cost {name}: {row}", flush=True)
     return out
@@ -284,15 +326,34 @@ def run_one(job: dict) -> dict:
     total = a["hospitals"] + a["wearables"]
     ids = members(fed, a["hospitals"], a["wearables"])
     _, with_teacher, weighting = FEDERATIONS[fed]
-    cfg = FedConfig(data=a["data"], task="superdiagnostic", clients=total, wearables=a["wearables"],
-                    rounds=a["rounds"], partition=a["partition"], alpha=a["alpha"],
-                    labelled_fraction=a["labelled_fraction"], wearable_labelled_fraction=a["wearable_labelled_fraction"],
-                    method=a["method"], local_epochs=a["local_epochs"], teacher=job["teacher"], seed=seed,
-                    device="cpu", min_clients=len(ids), fraction_train=1.0, server_folds=a["server_folds"],
-                    wearable_teacher=job["wearable_teacher"] if with_teacher else "", wearable_weighting=weighting)
+    cfg = FedConfig(
+        data=a["data"],
+        task="superdiagnostic",
+        clients=total,
+        wearables=a["wearables"],
+        rounds=a["rounds"],
+        partition=a["partition"],
+        alpha=a["alpha"],
+        labelled_fraction=a["labelled_fraction"],
+        wearable_labelled_fraction=a["wearable_labelled_fraction"],
+        method=a["method"],
+        local_epochs=a["local_epochs"],
+        teacher=job["teacher"],
+        seed=seed,
+        device="cpu",
+        min_clients=len(ids),
+        fraction_train=1.0,
+        server_folds=a["server_folds"],
+        wearable_teacher=job["wearable_teacher"] if with_teacher else "",
+        wearable_weighting=weighting,
+    )
     with tempfile.TemporaryDirectory(prefix="lh-wearables-") as tmp:
-        grid = LocalGrid(client_app, node_ids=[1000 + i for i in ids], cache_root=Path(tmp) / "nodes",
-                         node_configs={1000 + i: {"partition-id": i, "num-partitions": total} for i in ids})
+        grid = LocalGrid(
+            client_app,
+            node_ids=[1000 + i for i in ids],
+            cache_root=Path(tmp) / "nodes",
+            node_configs={1000 + i: {"partition-id": i, "num-partitions": total} for i in ids},
+        )
         grid.traffic = _NoTraffic()  # an hour of messages is not kept (the audit test keeps them)
         opts = ServerOptions(run_dir=Path(tmp) / "runs", name=f"{fed}-s{seed}")
         t0 = time.perf_counter()
@@ -301,8 +362,10 @@ def run_one(job: dict) -> dict:
             shown = run_federation(grid, cfg, opts)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         if shown["run"]["status"] != "completed" or len(shown["rounds"]) != a["rounds"]:
-            raise RuntimeError(f"{fed} seed {seed}: run {shown['run']['id']} ended {shown['run']['status']} after "
-                               f"{len(shown['rounds'])} rounds: {shown['run'].get('error')}")
+            raise RuntimeError(
+                f"{fed} seed {seed}: run {shown['run']['id']} ended {shown['run']['status']} after "
+                f"{len(shown['rounds'])} rounds: {shown['run'].get('error')}"
+            )
         model, meta = load_checkpoint(opts.run_dir / shown["run"]["id"] / "global_student.pt")
     data = resolve_data(Path(a["data"]))
     _, y = data.labels("superdiagnostic")
@@ -313,21 +376,39 @@ def run_one(job: dict) -> dict:
     # wearable-degraded lead I: thresholds tuned on fold 9 as wearables record it, the same view for every federation
     worn_val = predict(model, wearable_signals(data.x(val, leads="I"), data.fs, WearableView(seed=seed)), cpu_dev)
     worn_thr = tune_thresholds(y[val], worn_val)
-    worn_probs = predict(model, wearable_signals(data.x(test, leads="I"), data.fs, WearableView(seed=10_000 + seed)),
-                         cpu_dev)
-    rounds = [{"round": r["number"], **{k: r["central_metrics"][k] for k in
-                                         ("macro_f1", "macro_auc", "wearable_macro_f1", "wearable_macro_auc")},
-               "participants": len(r["participants"]), "failures": r["n_failures"],
-               "wearable_share": r["train_metrics"].get("wearable/share"),
-               "wearable_kd": r["train_metrics"].get("wearable/kd")}
-              for r in shown["rounds"]]
-    return {"federation": fed, "seed": seed, "run_id": shown["run"]["id"], "clients": len(ids),
-            "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
-            "wearable_teacher": job["wearable_teacher"] if with_teacher else "",
-            "fold9_final": rounds[-1], "rounds": rounds,
-            "test": summarise(y[test], test_probs, clean_thr), "test_wearable": summarise(y[test], worn_probs, worn_thr),
-            "test_probs": test_probs.round(5).tolist(), "thresholds": clean_thr.tolist(),
-            "worn_probs": worn_probs.round(5).tolist(), "worn_thresholds": worn_thr.tolist()}
+    worn_probs = predict(
+        model, wearable_signals(data.x(test, leads="I"), data.fs, WearableView(seed=10_000 + seed)), cpu_dev
+    )
+    rounds = [
+        {
+            "round": r["number"],
+            **{
+                k: r["central_metrics"][k] for k in ("macro_f1", "macro_auc", "wearable_macro_f1", "wearable_macro_auc")
+            },
+            "participants": len(r["participants"]),
+            "failures": r["n_failures"],
+            "wearable_share": r["train_metrics"].get("wearable/share"),
+            "wearable_kd": r["train_metrics"].get("wearable/kd"),
+        }
+        for r in shown["rounds"]
+    ]
+    return {
+        "federation": fed,
+        "seed": seed,
+        "run_id": shown["run"]["id"],
+        "clients": len(ids),
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu, 1),
+        "wearable_teacher": job["wearable_teacher"] if with_teacher else "",
+        "fold9_final": rounds[-1],
+        "rounds": rounds,
+        "test": summarise(y[test], test_probs, clean_thr),
+        "test_wearable": summarise(y[test], worn_probs, worn_thr),
+        "test_probs": test_probs.round(5).tolist(),
+        "thresholds": clean_thr.tolist(),
+        "worn_probs": worn_probs.round(5).tolist(),
+        "worn_thresholds": worn_thr.tolist(),
+    }
 
 
 class _NoTraffic(list):
@@ -350,23 +431,32 @@ def _load_runs(path: Path) -> list[dict]:
 
 def _mean_std(values: list[float]) -> dict:
     arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-            "values": [round(float(v), 4) for v in arr]}
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+        "values": [round(float(v), 4) for v in arr],
+    }
 
 
-def build_report(runs: list[dict], data, teachers: dict, cost: dict | None, settings: dict, commands: list[str],
-                 notes: list[str]) -> dict:
+def build_report(
+    runs: list[dict], data, teachers: dict, cost: dict | None, settings: dict, commands: list[str], notes: list[str]
+) -> dict:
     rows = sorted({r["federation"] for r in runs}, key=list(FEDERATIONS).index)
     _, y = data.labels("superdiagnostic")
     y_test = y[data.rows("superdiagnostic", folds=[8])]
     table, deltas = {}, {}
     for fed in rows:
         mine = sorted((r for r in runs if r["federation"] == fed), key=lambda r: r["seed"])
-        table[fed] = {"seeds": [r["seed"] for r in mine], "clients": mine[0]["clients"],
-                      "minutes": float(np.mean([r["seconds"] for r in mine])) / 60,
-                      **{f"{view}_{k}": _mean_std([r[field][k] for r in mine])
-                         for view, field in (("clean", "test"), ("wearable", "test_wearable"))
-                         for k in ("macro_auc", "macro_f1")}}
+        table[fed] = {
+            "seeds": [r["seed"] for r in mine],
+            "clients": mine[0]["clients"],
+            "minutes": float(np.mean([r["seconds"] for r in mine])) / 60,
+            **{
+                f"{view}_{k}": _mean_std([r[field][k] for r in mine])
+                for view, field in (("clean", "test"), ("wearable", "test_wearable"))
+                for k in ("macro_auc", "macro_f1")
+            },
+        }
     base = [r for r in runs if r["federation"] == BASELINE]
     for fed in rows:
         if fed == BASELINE or not base:
@@ -375,15 +465,28 @@ def build_report(runs: list[dict], data, teachers: dict, cost: dict | None, sett
         deltas[fed] = {
             "clean": paired_bootstrap(y_test, mine, base),
             "wearable": paired_bootstrap(
-                y_test, [{"seed": r["seed"], "test_probs": r["worn_probs"], "thresholds": r["worn_thresholds"]}
-                         for r in mine],
-                [{"seed": r["seed"], "test_probs": r["worn_probs"], "thresholds": r["worn_thresholds"]} for r in base])}
-    slim = [{k: v for k, v in r.items() if k not in ("test_probs", "worn_probs", "thresholds", "worn_thresholds")}
-            for r in runs]
-    return {"commands": commands, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-            "test_records": int(len(y_test)),
-            "settings": settings, "teachers": teachers, "device_cost": cost, "table": table,
-            "vs_hospital_only": deltas, "runs": slim, "notes": notes}
+                y_test,
+                [{"seed": r["seed"], "test_probs": r["worn_probs"], "thresholds": r["worn_thresholds"]} for r in mine],
+                [{"seed": r["seed"], "test_probs": r["worn_probs"], "thresholds": r["worn_thresholds"]} for r in base],
+            ),
+        }
+    slim = [
+        {k: v for k, v in r.items() if k not in ("test_probs", "worn_probs", "thresholds", "worn_thresholds")}
+        for r in runs
+    ]
+    return {
+        "commands": commands,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "test_records": int(len(y_test)),
+        "settings": settings,
+        "teachers": teachers,
+        "device_cost": cost,
+        "table": table,
+        "vs_hospital_only": deltas,
+        "runs": slim,
+        "notes": notes,
+    }
 
 
 def _fmt(cell: dict) -> str:
@@ -436,60 +539,91 @@ def render(report: dict) -> str:
         "| --- | --- | ---: | ---: | ---: |",
     ]
     a = t["archive"]["lead_one"]
-    lines.append(f"| 12-lead archive teacher (no lead dropout), other leads zero | {t['archive']['train_folds']} | "
-                 f"{a['clean']['macro_auc']:.3f} | {a['wearable']['macro_auc']:.3f} | "
-                 f"{a['twelve_leads']['macro_auc']:.3f} |")
+    lines.append(
+        f"| 12-lead archive teacher (no lead dropout), other leads zero | {t['archive']['train_folds']} | "
+        f"{a['clean']['macro_auc']:.3f} | {a['wearable']['macro_auc']:.3f} | "
+        f"{a['twelve_leads']['macro_auc']:.3f} |"
+    )
     for kind, c in t["candidates"].items():
         twelve = f"{c['lead_one']['twelve_leads']['macro_auc']:.3f}" if "twelve_leads" in c["lead_one"] else "–"
         mark = " **(chosen)**" if kind == t["chosen"] else ""
-        lines.append(f"| `{kind}`{mark} | {c['train_folds']} | {c['lead_one']['clean']['macro_auc']:.3f} | "
-                     f"{c['lead_one']['wearable']['macro_auc']:.3f} | {twelve} |")
-    lines += ["", f"Chosen by the mean of the two lead-I AUCs on fold 9: `{t['chosen']}`. The `+teacher` rows ship "
-              "it to every wearable.", ""]
+        lines.append(
+            f"| `{kind}`{mark} | {c['train_folds']} | {c['lead_one']['clean']['macro_auc']:.3f} | "
+            f"{c['lead_one']['wearable']['macro_auc']:.3f} | {twelve} |"
+        )
+    lines += [
+        "",
+        f"Chosen by the mean of the two lead-I AUCs on fold 9: `{t['chosen']}`. The `+teacher` rows ship "
+        "it to every wearable.",
+        "",
+    ]
     if report.get("device_cost"):
-        lines += ["## Device cost of each wearable-teacher option (one CPU core)", "",
-                  "| option | bytes shipped (once) | parameters | inference per 10-s window | local round: peak RSS "
-                  "(of which before the round) | CPU per 10-s window of training, first round / later rounds |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "## Device cost of each wearable-teacher option (one CPU core)",
+            "",
+            "| option | bytes shipped (once) | parameters | inference per 10-s window | local round: peak RSS "
+            "(of which before the round) | CPU per 10-s window of training, first round / later rounds |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for name, r in report["device_cost"].items():
             shipped = f"{r['bytes'] / 2**20:.1f} MiB" if "bytes" in r else "0"
             params = f"{r['parameters'] / 1e6:.2f} M" if "parameters" in r else "–"
             infer = f"{r['inference_ms_per_window']:.1f} ms" if "inference_ms_per_window" in r else "–"
-            lines.append(f"| {name} | {shipped} | {params} | {infer} | {r['peak_rss_mb']:.0f} MB "
-                         f"({r['baseline_rss_mb']:.0f} MB; round +{r['round_rss_mb']:.0f} MB) | "
-                         f"{1000 * r['first_round_s_per_window']:.1f} ms / {1000 * r['later_round_s_per_window']:.1f} ms |")
+            lines.append(
+                f"| {name} | {shipped} | {params} | {infer} | {r['peak_rss_mb']:.0f} MB "
+                f"({r['baseline_rss_mb']:.0f} MB; round +{r['round_rss_mb']:.0f} MB) | "
+                f"{1000 * r['first_round_s_per_window']:.1f} ms / {1000 * r['later_round_s_per_window']:.1f} ms |"
+            )
         any_row = next(iter(report["device_cost"].values()))
-        lines += ["", f"Local round: one wearable's records ({any_row['records']} windows, {any_row['local_epochs']} "
-                  "local epochs, the run's method), in a fresh Python process that holds only those records, the "
-                  "teacher and the student, torch on one thread. RSS is the whole process's (the Python + torch "
-                  "runtime included; a phone would run an inference/training runtime of its own), its size just "
-                  "before the round in brackets. Times are CPU seconds (inference: batch 1, median of 50). The "
-                  "first round includes the view bank (the teacher on 8 views of every record), later rounds reuse "
-                  "it.", ""]
-    lines += ["## Federations (fold 8, final round)", "",
-              "| federation | clients | macro AUC, clean lead I | Δ AUC clean vs hospital-only | macro AUC, "
-              "wearable lead I | Δ AUC wearable | macro F1 clean | macro F1 wearable | min/run |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"Local round: one wearable's records ({any_row['records']} windows, {any_row['local_epochs']} "
+            "local epochs, the run's method), in a fresh Python process that holds only those records, the "
+            "teacher and the student, torch on one thread. RSS is the whole process's (the Python + torch "
+            "runtime included; a phone would run an inference/training runtime of its own), its size just "
+            "before the round in brackets. Times are CPU seconds (inference: batch 1, median of 50). The "
+            "first round includes the view bank (the teacher on 8 views of every record), later rounds reuse "
+            "it.",
+            "",
+        ]
+    lines += [
+        "## Federations (fold 8, final round)",
+        "",
+        "| federation | clients | macro AUC, clean lead I | Δ AUC clean vs hospital-only | macro AUC, "
+        "wearable lead I | Δ AUC wearable | macro F1 clean | macro F1 wearable | min/run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for fed, row in report["table"].items():
         d = report["vs_hospital_only"].get(fed, {})
-        lines.append(f"| {fed} | {row['clients']} | {_fmt(row['clean_macro_auc'])} | "
-                     f"{_delta(d.get('clean', {}), 'macro_auc')} | {_fmt(row['wearable_macro_auc'])} | "
-                     f"{_delta(d.get('wearable', {}), 'macro_auc')} | {_fmt(row['clean_macro_f1'])} | "
-                     f"{_fmt(row['wearable_macro_f1'])} | {row['minutes']:.1f} |")
+        lines.append(
+            f"| {fed} | {row['clients']} | {_fmt(row['clean_macro_auc'])} | "
+            f"{_delta(d.get('clean', {}), 'macro_auc')} | {_fmt(row['wearable_macro_auc'])} | "
+            f"{_delta(d.get('wearable', {}), 'macro_auc')} | {_fmt(row['clean_macro_f1'])} | "
+            f"{_fmt(row['wearable_macro_f1'])} | {row['minutes']:.1f} |"
+        )
     lines += ["", "Δ F1 vs hospital-only (clean / wearable lead I):", ""]
     for fed, d in report["vs_hospital_only"].items():
         lines.append(f"- {fed}: {_delta(d['clean'], 'macro_f1')} / {_delta(d['wearable'], 'macro_f1')}")
-    lines += ["", "Per run (fold 8 final round; fold-9 final in brackets; the wearables' share per round where "
-              "the server chose it):", ""]
+    lines += [
+        "",
+        "Per run (fold 8 final round; fold-9 final in brackets; the wearables' share per round where "
+        "the server chose it):",
+        "",
+    ]
     for r in sorted(report["runs"], key=lambda r: (list(FEDERATIONS).index(r["federation"]), r["seed"])):
         f9 = r["fold9_final"]
         shares = [x["wearable_share"] for x in r["rounds"] if x.get("wearable_share") is not None]
-        share = (" shares " + ",".join(f"{v:.2f}" for v in shares)) if FEDERATIONS[r["federation"]][2] == \
-            "validated" else ""
-        lines.append(f"- {r['federation']}, seed {r['seed']} (run {r['run_id']}): AUC {r['test']['macro_auc']:.3f} "
-                     f"clean / {r['test_wearable']['macro_auc']:.3f} wearable, F1 {r['test']['macro_f1']:.3f} / "
-                     f"{r['test_wearable']['macro_f1']:.3f} [fold 9 AUC {f9['macro_auc']:.3f}]; "
-                     f"{r['seconds'] / 60:.1f} min{share}")
+        share = (
+            (" shares " + ",".join(f"{v:.2f}" for v in shares))
+            if FEDERATIONS[r["federation"]][2] == "validated"
+            else ""
+        )
+        lines.append(
+            f"- {r['federation']}, seed {r['seed']} (run {r['run_id']}): AUC {r['test']['macro_auc']:.3f} "
+            f"clean / {r['test_wearable']['macro_auc']:.3f} wearable, F1 {r['test']['macro_f1']:.3f} / "
+            f"{r['test_wearable']['macro_f1']:.3f} [fold 9 AUC {f9['macro_auc']:.3f}]; "
+            f"{r['seconds'] / 60:.1f} min{share}"
+        )
     lines += ["", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
 
@@ -499,8 +633,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default="../shared/data/ptbxl")
     parser.add_argument("--server-folds", default="1,2")
     parser.add_argument("--teacher", default="", help="the 12-lead archive teacher (default: trained into --work)")
-    parser.add_argument("--wearable-teachers", default="lead-dropout,assistant",
-                        help="candidates (liteheart_core.wearable.WEARABLE_TEACHER_KINDS), trained into --work")
+    parser.add_argument(
+        "--wearable-teachers",
+        default="lead-dropout,assistant",
+        help="candidates (liteheart_core.wearable.WEARABLE_TEACHER_KINDS), trained into --work",
+    )
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--hospitals", type=int, default=3)
     parser.add_argument("--wearables", type=int, default=12)
@@ -537,9 +674,11 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = resolve_data(Path(args.data))
-    settings = {k: v for k, v in vars(args).items() if k not in ("jobs", "out", "note", "report_only", "seeds",
-                                                                 "federations", "no_device_cost",
-                                                                 "redo_device_cost")}
+    settings = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("jobs", "out", "note", "report_only", "seeds", "federations", "no_device_cost", "redo_device_cost")
+    }
     state_path = work / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if state.get("settings") and state["settings"] != settings:
@@ -563,14 +702,24 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_device_cost and (args.redo_device_cost or not cost_path.is_file()):
             cost_path.write_text(json.dumps(device_cost(args, teachers, partition=args.hospitals), indent=2))
         done = {(r["federation"], r["seed"]) for r in _load_runs(runs_path)}
-        jobs = [{"args": vars(args), "federation": fed, "seed": seed, "teacher": teachers["archive"]["path"],
-                 "wearable_teacher": teachers["candidates"][teachers["chosen"]]["path"]}
-                for seed in seeds for fed in federations if (fed, seed) not in done]
+        jobs = [
+            {
+                "args": vars(args),
+                "federation": fed,
+                "seed": seed,
+                "teacher": teachers["archive"]["path"],
+                "wearable_teacher": teachers["candidates"][teachers["chosen"]]["path"],
+            }
+            for seed in seeds
+            for fed in federations
+            if (fed, seed) not in done
+        ]
         print(f"{len(jobs)} runs to do ({len(done)} already in {runs_path})", flush=True)
         import multiprocessing
 
-        with ProcessPoolExecutor(max_workers=max(1, args.jobs),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=max(1, args.jobs), mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             futures = {pool.submit(run_one, job): job for job in jobs}
             for fut in as_completed(futures):
                 job = futures[fut]
@@ -580,15 +729,17 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"FAILED {job['federation']} seed {job['seed']}: {type(exc).__name__}: {exc}", flush=True)
                     continue
                 _append(runs_path, row)
-                print(f"{row['federation']} seed {row['seed']}: fold-8 AUC {row['test']['macro_auc']:.3f} clean, "
-                      f"{row['test_wearable']['macro_auc']:.3f} wearable ({row['seconds'] / 60:.1f} min)", flush=True)
+                print(
+                    f"{row['federation']} seed {row['seed']}: fold-8 AUC {row['test']['macro_auc']:.3f} clean, "
+                    f"{row['test_wearable']['macro_auc']:.3f} wearable ({row['seconds'] / 60:.1f} min)",
+                    flush=True,
+                )
         state_path.write_text(json.dumps(state, indent=2))
     runs = _load_runs(runs_path)
     if not runs:
         sys.exit("no runs yet")
     cost = json.loads(cost_path.read_text()) if cost_path.is_file() else None
-    report = build_report(runs, data, teachers, cost, settings, state["commands"],
-                          state["notes"])
+    report = build_report(runs, data, teachers, cost, settings, state["commands"], state["notes"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "wearable_benchmark.json").write_text(json.dumps(report, indent=2))

@@ -73,21 +73,52 @@ class Sampler:
 
 
 def _scores(registry_dir: Path, env: dict) -> dict:
-    listed = subprocess.run([sys.executable, "-m", "server.cli", "runs", "list", "--run-dir", str(registry_dir),
-                             "--json"], env=env, capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "server.cli", "runs", "list", "--run-dir", str(registry_dir), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     run = json.loads(listed.stdout)[0]
-    shown = subprocess.run([sys.executable, "-m", "server.cli", "runs", "show", run["id"], "--run-dir",
-                            str(registry_dir), "--json"], env=env, capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "server.cli", "runs", "show", run["id"], "--run-dir", str(registry_dir), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     last = json.loads(shown.stdout)["rounds"][-1]["central_metrics"]
-    return {"run_id": run["id"], "status": run["status"], "rounds": run["rounds"],
-            "macro_f1": round(last["macro_f1"], 4), "macro_auc": round(last["macro_auc"], 4)}
+    return {
+        "run_id": run["id"],
+        "status": run["status"],
+        "rounds": run["rounds"],
+        "macro_f1": round(last["macro_f1"], 4),
+        "macro_auc": round(last["macro_auc"], 4),
+    }
 
 
 def run_sim(work: Path, args: argparse.Namespace, env: dict) -> dict:
-    cmd = [sys.executable, "-m", "simulations.cli", "run", "--clients", str(args.clients), "--rounds",
-           str(args.rounds), "--device", "cpu", "--run-dir", str(work / "runs"), "--method", args.method,
-           "--local-epochs", str(args.local_epochs), "--data", args.data] + (
-        ["--teacher", str(args.teacher)] if args.teacher else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "run",
+        "--clients",
+        str(args.clients),
+        "--rounds",
+        str(args.rounds),
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(work / "runs"),
+        "--method",
+        args.method,
+        "--local-epochs",
+        str(args.local_epochs),
+        "--data",
+        args.data,
+    ] + (["--teacher", str(args.teacher)] if args.teacher else [])
     start = time.perf_counter()
     with Sampler() as sampler:
         proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -101,17 +132,39 @@ def run_sim(work: Path, args: argparse.Namespace, env: dict) -> dict:
 
 def run_flwr(work: Path, args: argparse.Namespace, env: dict) -> dict:
     http, control = free_port(), free_port()
-    env = {**env, "FLWR_HOME": str(work / "flwr-home"), "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
-           "FLWR_LOCAL_CONTROL_API_PORT": str(control), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    env = {
+        **env,
+        "FLWR_HOME": str(work / "flwr-home"),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(control),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    }
     home = work / "flwr-home" / "local-superlink"
     home.mkdir(parents=True)
     start = time.perf_counter()
     with Sampler() as sampler:
         # the SuperLink `flwr run` starts on first use (same command), started here to time and measure it
-        link = subprocess.Popen([flower_exe("flower-superlink"), "--insecure", "--simulation", "--isolation",
-                                 "subprocess", "--control-api-address", f"127.0.0.1:{control}", "--host",
-                                 "127.0.0.1", "--port", str(http), "--database", str(home / "state.db")],
-                                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        link = subprocess.Popen(
+            [
+                flower_exe("flower-superlink"),
+                "--insecure",
+                "--simulation",
+                "--isolation",
+                "subprocess",
+                "--control-api-address",
+                f"127.0.0.1:{control}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(http),
+                "--database",
+                str(home / "state.db"),
+            ],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         sampler.roots.append(link.pid)
         try:
             while True:
@@ -121,21 +174,36 @@ def run_flwr(work: Path, args: argparse.Namespace, env: dict) -> dict:
                 except OSError:
                     time.sleep(0.2)
             ready = time.perf_counter() - start
-            done = subprocess.run([flower_exe("flwr"), "run", str(REPO), "--run-config",
-                                   f"clients={args.clients} rounds={args.rounds} device='cpu' method='{args.method}' "
-                                   f"local-epochs={args.local_epochs} data='{args.data}'"
-                                   + (f" teacher='{args.teacher}'" if args.teacher else ""),
-                                   "--federation-config", f"num-supernodes={args.clients} client-resources-num-cpus=1 "
-                                   "init-args-log-to-driver=false", "--stream"],
-                                  cwd=work, env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    flower_exe("flwr"),
+                    "run",
+                    str(REPO),
+                    "--run-config",
+                    f"clients={args.clients} rounds={args.rounds} device='cpu' method='{args.method}' "
+                    f"local-epochs={args.local_epochs} data='{args.data}'"
+                    + (f" teacher='{args.teacher}'" if args.teacher else ""),
+                    "--federation-config",
+                    f"num-supernodes={args.clients} client-resources-num-cpus=1 init-args-log-to-driver=false",
+                    "--stream",
+                ],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - start
         finally:
             link.terminate()
             link.wait(timeout=60)
     if done.returncode:
         raise RuntimeError(f"flwr run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-    return {"wall_s": round(wall, 1), "superlink_ready_s": round(ready, 1), "peak_rss_mb": round(sampler.peak / 2**20),
-            **_scores(work / "runs", env)}
+    return {
+        "wall_s": round(wall, 1),
+        "superlink_ready_s": round(ready, 1),
+        "peak_rss_mb": round(sampler.peak / 2**20),
+        **_scores(work / "runs", env),
+    }
 
 
 def main() -> None:
@@ -148,32 +216,54 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, default=None, help="a teacher checkpoint (default: cached/trained)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "runtimes")
     args = parser.parse_args()
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lh-runtimes-") as tmp:
         (Path(tmp) / "sim").mkdir()
         (Path(tmp) / "flwr").mkdir()
         sim = run_sim(Path(tmp) / "sim", args, env)
         flwr = run_flwr(Path(tmp) / "flwr", args, env)
-    doc = {"clients": args.clients, "rounds": args.rounds, "cpus": os.cpu_count(), "python": platform.python_version(),
-           "load_before": load_before, "load_after": os.getloadavg(), "liteheart_sim_run": sim, "flwr_run": flwr}
+    doc = {
+        "clients": args.clients,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "liteheart_sim_run": sim,
+        "flwr_run": flwr,
+    }
     args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    rows = [("", "liteheart-sim run", "flwr run ."),
-            ("runtime", "run_simulation (in-process)", "local SuperLink, simulation mode"),
-            ("wall time (s)", sim["wall_s"], flwr["wall_s"]),
-            ("of which SuperLink start-up (s)", "-", flwr["superlink_ready_s"]),
-            ("peak memory, all processes (MiB)", sim["peak_rss_mb"], flwr["peak_rss_mb"]),
-            ("final macro F1 / AUC", f"{sim['macro_f1']} / {sim['macro_auc']}", f"{flwr['macro_f1']} / {flwr['macro_auc']}")]
-    table = "\n".join(f"| {' | '.join(map(str, r))} |" for r in rows[:1]) + "\n| --- | --- | --- |\n" + \
-        "\n".join(f"| {' | '.join(map(str, r))} |" for r in rows[1:])
+    rows = [
+        ("", "liteheart-sim run", "flwr run ."),
+        ("runtime", "run_simulation (in-process)", "local SuperLink, simulation mode"),
+        ("wall time (s)", sim["wall_s"], flwr["wall_s"]),
+        ("of which SuperLink start-up (s)", "-", flwr["superlink_ready_s"]),
+        ("peak memory, all processes (MiB)", sim["peak_rss_mb"], flwr["peak_rss_mb"]),
+        (
+            "final macro F1 / AUC",
+            f"{sim['macro_f1']} / {sim['macro_auc']}",
+            f"{flwr['macro_f1']} / {flwr['macro_auc']}",
+        ),
+    ]
+    table = (
+        "\n".join(f"| {' | '.join(map(str, r))} |" for r in rows[:1])
+        + "\n| --- | --- | --- |\n"
+        + "\n".join(f"| {' | '.join(map(str, r))} |" for r in rows[1:])
+    )
     args.out.with_suffix(".md").write_text(
         f"# `liteheart-sim run` vs `flwr run .`\n\nThe same federation ({args.clients} clients, {args.rounds} rounds, "
         f"method {args.method}, {args.local_epochs} local epochs, data {args.data}, teacher "
         f"{args.teacher or 'cached'}, CPU) run both ways, one after the other, on a {os.cpu_count()}-core "
         f"machine shared with other jobs (1-min load average {load_before[0]:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after); "
-        f"`python -m simulations.compare_runtimes {' '.join(sys.argv[1:])}`.\n\n{table}\n")
+        f"`python -m simulations.compare_runtimes {' '.join(sys.argv[1:])}`.\n\n{table}\n"
+    )
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -12,10 +12,10 @@ hostile by rewriting its replies.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -24,6 +24,7 @@ from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
 
 def wire(msg: Message) -> Message:
     """The message as the other side receives it: serialised and parsed back."""
@@ -50,10 +51,19 @@ class LocalGrid(Grid):
     def __post_init__(self) -> None:
         n = len(self.node_ids)
         configs = self.node_configs or {}
-        self.contexts = {node: Context(run_id=1, node_id=node, state=RecordDict(), run_config={},
-                                       node_config={"cache-dir": str(self.cache_root / f"node-{node}"),
-                                                    **configs.get(node, {"partition-id": i, "num-partitions": n})})
-                         for i, node in enumerate(self.node_ids)}
+        self.contexts = {
+            node: Context(
+                run_id=1,
+                node_id=node,
+                state=RecordDict(),
+                run_config={},
+                node_config={
+                    "cache-dir": str(self.cache_root / f"node-{node}"),
+                    **configs.get(node, {"partition-id": i, "num-partitions": n}),
+                },
+            )
+            for i, node in enumerate(self.node_ids)
+        }
         self._run = Run.create_empty(1)
 
     def set_run(self, run: Run) -> None:
@@ -63,8 +73,9 @@ class LocalGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:

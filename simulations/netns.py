@@ -43,8 +43,9 @@ class NetnsUnavailable(RuntimeError):
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=IP_TIMEOUT_S,
-                          stdin=subprocess.DEVNULL, check=False)
+    done = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=IP_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False
+    )
     if check and done.returncode != 0:
         raise RuntimeError(f"`{' '.join(argv)}` failed ({done.returncode}): {done.stderr.strip()}")
     return done
@@ -133,8 +134,21 @@ class Testbed:
             _run("ip", "netns", "add", host.netns)
             self.hosts[name] = host
         # both ends are created where they live: nothing passes through the machine's own namespace
-        _run("ip", "-n", self.switch, "link", "add", host.port, "type", "veth", "peer", "name", "eth0",
-             "netns", host.netns)
+        _run(
+            "ip",
+            "-n",
+            self.switch,
+            "link",
+            "add",
+            host.port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            host.netns,
+        )
         _run("ip", "-n", self.switch, "link", "set", host.port, "master", "br0")
         _run("ip", "-n", self.switch, "link", "set", host.port, "up")
         _run("ip", "-n", host.netns, "link", "set", "lo", "up")  # the SuperNode's Runtime API is on loopback
@@ -156,8 +170,9 @@ class Testbed:
         if self._netem is None:
             _run("ip", "-n", self.switch, "link", "add", "nq0", "type", "veth", "peer", "name", "nq1")
             try:
-                done = _run("tc", "-n", self.switch, "qdisc", "add", "dev", "nq0", "root", "netem", "delay", "1ms",
-                            check=False)
+                done = _run(
+                    "tc", "-n", self.switch, "qdisc", "add", "dev", "nq0", "root", "netem", "delay", "1ms", check=False
+                )
                 self._netem = done.returncode == 0
             finally:
                 _run("ip", "-n", self.switch, "link", "del", "nq0", check=False)
@@ -232,8 +247,14 @@ class Service:
         logs.mkdir(parents=True, exist_ok=True)
         self.out, self.err = logs / f"{name}.out", logs / f"{name}.err"
         with self.out.open("ab") as out, self.err.open("ab") as err:
-            self.proc = subprocess.Popen(host.argv(argv) if host else argv, stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=err, env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                host.argv(argv) if host else argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
         self.pgid = self.proc.pid  # `ip netns exec` execs the command: same pid, same group
 
     def text(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -58,26 +58,33 @@ def analyse(record: Path, checkpoint: Path) -> dict:
         raise CheckpointError(f"{checkpoint} carries no preparation settings (prep_settings)")
     prepared = prepare_record(record, meta["prep_settings"], int(meta["length"]))
     if prepared.fs != float(meta["fs"]):
-        raise CheckpointError(f"{checkpoint}: its preparation settings give {prepared.fs:g} Hz but the model "
-                              f"expects {meta['fs']} Hz")
+        raise CheckpointError(
+            f"{checkpoint}: its preparation settings give {prepared.fs:g} Hz but the model expects {meta['fs']} Hz"
+        )
     window = prepared.window
     # what preparation caches for training: region_codes(window) = delineate(detect_r_peaks(window)), padding masked
     peaks = detect_r_peaks(window, prepared.fs)
     regions = delineate(peaks, window.shape[1], prepared.fs)
-    regions[prepared.valid:] = PAD
+    regions[prepared.valid :] = PAD
     peaks = peaks[peaks < prepared.valid]
     with torch.no_grad():
         x = torch.as_tensor(window[lead_indices(meta["leads"])][None])
         probs = torch.sigmoid(net(x)).numpy()[0]
-    return {"prepared": prepared, "regions": regions, "r_peaks": peaks, "heart_rate": heart_rate(peaks, prepared.fs),
-            "probs": probs, "meta": meta}
+    return {
+        "prepared": prepared,
+        "regions": regions,
+        "r_peaks": peaks,
+        "heart_rate": heart_rate(peaks, prepared.fs),
+        "probs": probs,
+        "meta": meta,
+    }
 
 
 def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
     """Draw :func:`analyse`'s result into one PNG."""
+    from matplotlib.artist import Artist
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.artist import Artist
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -91,10 +98,13 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(8, 2, height_ratios=[1] * 6 + [2.6, 2.4])
     hr = result["heart_rate"]
-    fig.suptitle(f"record {prep.record}: {prep.source_seconds:.1f} s at {prep.source_fs:g} Hz -> "
-                 f"{window.shape[1] / fs:g}-s window at {fs:g} Hz; {len(result['r_peaks'])} beats"
-                 + (f" (~{hr:.0f} bpm)" if np.isfinite(hr) else "")
-                 + (f"; model {checkpoint_name}" if checkpoint_name else ""), fontsize=12)
+    fig.suptitle(
+        f"record {prep.record}: {prep.source_seconds:.1f} s at {prep.source_fs:g} Hz -> "
+        f"{window.shape[1] / fs:g}-s window at {fs:g} Hz; {len(result['r_peaks'])} beats"
+        + (f" (~{hr:.0f} bpm)" if np.isfinite(hr) else "")
+        + (f"; model {checkpoint_name}" if checkpoint_name else ""),
+        fontsize=12,
+    )
     first = None
     for i, lead in enumerate(STANDARD_LEADS):
         ax = fig.add_subplot(grid[i % 6, i // 6], sharex=first)
@@ -136,16 +146,23 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
     bars.hlines(thr, xs - 0.38, xs + 0.38, color="black", linewidth=2)
     for x, p in zip(xs, probs):
         bars.text(float(x), min(p + 0.03, 0.97), f"{p:.2f}", ha="center", va="bottom", fontsize=9)
-    bars.set_xticks(xs, classes, fontsize=9 if len(classes) <= 12 else 7,
-                    rotation=0 if len(classes) <= 12 else 45)
+    bars.set_xticks(xs, classes, fontsize=9 if len(classes) <= 12 else 7, rotation=0 if len(classes) <= 12 else 45)
     bars.set_ylim(0, 1.05)
     bars.set_ylabel("probability")
-    bars.set_title(f"{meta.get('kind', 'model')} ({meta.get('method') or meta.get('kind')}, leads "
-                   f"{','.join(meta['leads'])}): per-class probabilities", fontsize=11)
-    bars.legend(handles=[Patch(color="#d62728", label="at or above threshold"),
-                         Patch(color="#1f77b4", label="below threshold"),
-                         Line2D([], [], color="black", linewidth=2, label="threshold")],
-                loc="upper right", fontsize=9)
+    bars.set_title(
+        f"{meta.get('kind', 'model')} ({meta.get('method') or meta.get('kind')}, leads "
+        f"{','.join(meta['leads'])}): per-class probabilities",
+        fontsize=11,
+    )
+    bars.legend(
+        handles=[
+            Patch(color="#d62728", label="at or above threshold"),
+            Patch(color="#1f77b4", label="below threshold"),
+            Line2D([], [], color="black", linewidth=2, label="threshold"),
+        ],
+        loc="upper right",
+        fontsize=9,
+    )
     bars.grid(True, axis="y", alpha=0.25)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, facecolor="white")
@@ -155,7 +172,7 @@ def draw(result: dict, path: Path, checkpoint_name: str = "") -> Path:
 def plot_record_cmd(
     record: Annotated[Path, typer.Argument(help="A WFDB record (with or without .hea/.dat/.mat).")],
     model: Annotated[Path, typer.Option("--model", help="A student or teacher checkpoint.")],
-    to: Annotated[Optional[Path], typer.Option("--out", help="PNG to write (default: <record>.png here).")] = None,
+    to: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: <record>.png here).")] = None,
 ) -> None:
     """Plot one record as the model sees it: 12 leads, lead I with P/QRS/T regions, per-class probabilities."""
     from liteheart_core.checkpoint import CheckpointError

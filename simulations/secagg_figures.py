@@ -20,8 +20,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 from typing import TYPE_CHECKING, Annotated, Any, cast
+from unittest import mock
 
 import numpy as np
 import typer
@@ -82,8 +82,10 @@ def server_spies(received: list, replies: list) -> Iterator[None]:
         return start(self, cast("Grid", GridSpy(grid, replies)), **kw)  # GridSpy forwards what a Grid does
 
     # the two methods spied on for the length of one figure's run
-    with mock.patch.object(secagg.LegacySecAggFedAvg, "aggregate_fit", spy_aggregate_fit), \
-            mock.patch.object(secagg.SecAggFedAvg, "start", spy_start):
+    with (
+        mock.patch.object(secagg.LegacySecAggFedAvg, "aggregate_fit", spy_aggregate_fit),
+        mock.patch.object(secagg.SecAggFedAvg, "start", spy_start),
+    ):
         yield
 
 
@@ -98,8 +100,9 @@ def measure(cfg: Any, opts: Any, workdir: Path) -> dict:
 
     updates_dir = workdir / "updates"
     updates_dir.mkdir(parents=True, exist_ok=True)
-    client_app = ClientApp(client_fn=client_fn, mods=[teacher_query_mod, secaggplus_mod,
-                                                      record_updates_mod(str(updates_dir))])
+    client_app = ClientApp(
+        client_fn=client_fn, mods=[teacher_query_mod, secaggplus_mod, record_updates_mod(str(updates_dir))]
+    )
     received: list[list[list[np.ndarray]]] = []
     replies: list = []
     grid = LocalGrid(client_app, list(range(301, 301 + cfg.clients)), workdir / "nodes")
@@ -120,42 +123,68 @@ def measure(cfg: Any, opts: Any, workdir: Path) -> dict:
         # the mean may be off by 3 levels over the sum of the weights' fractions of max-weight
         bound = 3 * step / (sum(weights) / cfg.secagg_max_weight) + 1e-6 * float(np.abs(mean).max())
         to_mean = float(np.abs(got - mean).max())
-        rounds.append({
-            "round": number, "clients": len(updates), "fitres_received": len(per_round),
-            "fitres_identical": all(all(np.array_equal(a, b) for a, b in zip(per_round[0], other))
-                                    for other in per_round[1:]),
-            "max_abs_to_mean": to_mean, "bound": bound,
-            "min_max_abs_to_single": min(float(np.abs(got - u).max()) for u in updates),
-            "min_l2_to_single_over_l2_to_mean": min(float(np.linalg.norm(got - u) / np.linalg.norm(got - mean))
-                                                    for u in updates),
-        })
+        rounds.append(
+            {
+                "round": number,
+                "clients": len(updates),
+                "fitres_received": len(per_round),
+                "fitres_identical": all(
+                    all(np.array_equal(a, b) for a, b in zip(per_round[0], other)) for other in per_round[1:]
+                ),
+                "max_abs_to_mean": to_mean,
+                "bound": bound,
+                "min_max_abs_to_single": min(float(np.abs(got - u).max()) for u in updates),
+                "min_l2_to_single_over_l2_to_mean": min(
+                    float(np.linalg.norm(got - u) / np.linalg.norm(got - mean)) for u in updates
+                ),
+            }
+        )
     arrays_in_replies = sum(sum(len(a) for a in r.content.array_records.values()) for r in replies if r.has_content())
-    return {"result": result, "rounds": rounds, "train_replies": len(replies), "arrays_in_replies": arrays_in_replies,
-            "stages": STAGES}
+    return {
+        "result": result,
+        "rounds": rounds,
+        "train_replies": len(replies),
+        "arrays_in_replies": arrays_in_replies,
+        "stages": STAGES,
+    }
 
 
 def write_report(figures: dict, cfg: Any, out: Path) -> tuple[Path, Path]:
     """``out``.md and ``out``.json: the settings and each round's figures."""
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in cfg.to_dict().items() if k.startswith("secagg") or k in ("clients", "rounds")}
-    doc = {"command": "python -m simulations.secagg_figures " + " ".join(sys.argv[1:]), "settings": settings,
-           "rounds": figures["rounds"], "train_replies": figures["train_replies"],
-           "arrays_in_train_replies": figures["arrays_in_replies"]}
+    doc = {
+        "command": "python -m simulations.secagg_figures " + " ".join(sys.argv[1:]),
+        "settings": settings,
+        "rounds": figures["rounds"],
+        "train_replies": figures["train_replies"],
+        "arrays_in_train_replies": figures["arrays_in_replies"],
+    }
     out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
-    lines = ["# SecAgg+: what the server's strategy receives", "",
-             f"Written by `{doc['command'].strip()}`. {settings['clients']} clients, {settings['rounds']} rounds, "
-             f"clipping range {settings['secagg-clipping-range']}, quantisation range "
-             f"{settings['secagg-quantization-range']}, max weight {settings['secagg-max-weight']}.", "",
-             "| round | FitRes received (all the same aggregate) | max abs distance to the true weighted mean | "
-             "quantisation bound | distance to the nearest single update (max abs) | nearest single update / "
-             "mean (L2 distance ratio) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# SecAgg+: what the server's strategy receives",
+        "",
+        f"Written by `{doc['command'].strip()}`. {settings['clients']} clients, {settings['rounds']} rounds, "
+        f"clipping range {settings['secagg-clipping-range']}, quantisation range "
+        f"{settings['secagg-quantization-range']}, max weight {settings['secagg-max-weight']}.",
+        "",
+        "| round | FitRes received (all the same aggregate) | max abs distance to the true weighted mean | "
+        "quantisation bound | distance to the nearest single update (max abs) | nearest single update / "
+        "mean (L2 distance ratio) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in figures["rounds"]:
-        lines.append(f"| {r['round']} | {r['fitres_received']} ({'yes' if r['fitres_identical'] else 'NO'}) | "
-                     f"{r['max_abs_to_mean']:.2e} | {r['bound']:.2e} | {r['min_max_abs_to_single']:.2e} | "
-                     f"{r['min_l2_to_single_over_l2_to_mean']:.0f} |")
-    lines += ["", f"Train replies that reached the server: {figures['train_replies']} "
-              f"({figures['stages']} SecAgg+ stages x clients x rounds); arrays in them: "
-              f"{figures['arrays_in_replies']} (the masked vectors travel as bytes)."]
+        lines.append(
+            f"| {r['round']} | {r['fitres_received']} ({'yes' if r['fitres_identical'] else 'NO'}) | "
+            f"{r['max_abs_to_mean']:.2e} | {r['bound']:.2e} | {r['min_max_abs_to_single']:.2e} | "
+            f"{r['min_l2_to_single_over_l2_to_mean']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Train replies that reached the server: {figures['train_replies']} "
+        f"({figures['stages']} SecAgg+ stages x clients x rounds); arrays in them: "
+        f"{figures['arrays_in_replies']} (the masked vectors travel as bytes).",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return out.with_suffix(".md"), out.with_suffix(".json")
 
@@ -165,7 +194,8 @@ def main(
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 2,
     records: Annotated[int, typer.Option(help="Synthetic records of the embedded set.")] = 200,
     out: Annotated[Path, typer.Option(help="Report path without suffix (.md and .json are written).")] = Path(
-        "results/secagg"),
+        "results/secagg"
+    ),
 ) -> None:
     """Measure SecAgg+ on a small simulated federation and write the figures."""
     import os
@@ -175,9 +205,19 @@ def main(
 
     work = Path(tempfile.mkdtemp(prefix="lh-secagg-"))
     os.environ.setdefault("LITEHEART_CACHE", str(work / "cache"))
-    cfg = FedConfig(data="synth", synth_records=records, clients=clients, min_clients=clients, rounds=rounds,
-                    local_epochs=1, teacher_epochs=1, device="cpu", secagg=True, secagg_max_weight=100,
-                    secagg_clipping_range=4.0)
+    cfg = FedConfig(
+        data="synth",
+        synth_records=records,
+        clients=clients,
+        min_clients=clients,
+        rounds=rounds,
+        local_epochs=1,
+        teacher_epochs=1,
+        device="cpu",
+        secagg=True,
+        secagg_max_weight=100,
+        secagg_clipping_range=4.0,
+    )
     figures = measure(cfg, ServerOptions(run_dir=work / "runs"), work)
     md, js = write_report(figures, cfg, out)
     print(f"wrote {md} and {js}")

@@ -29,8 +29,6 @@ Writes ``results/streaming.{md,json}``. Not part of the test suite.
 
 from __future__ import annotations
 
-from typing import Any
-
 import argparse
 import copy
 import json
@@ -41,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +72,9 @@ def _score(model, x: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> dict[
     return {"macro_f1": s["macro_f1"], "macro_auc": s["macro_auc"], "n": int(len(x))}
 
 
-def _client_streams(data, task: str, n_clients: int, scheme: str, n_chunks: int, holdout: float,
-                    limit: int = 0) -> list[dict]:
+def _client_streams(
+    data, task: str, n_clients: int, scheme: str, n_chunks: int, holdout: float, limit: int = 0
+) -> list[dict]:
     """Each client's rows in ecg_id order, cut into chunks, with held-out patients' rows apart."""
     from liteheart_core.data.partition import partition
     from liteheart_core.data.splits import SPLITS
@@ -119,18 +119,30 @@ def _examine_all(data_root: Path, data, clients: list[dict], task: str) -> tuple
     return out, time.perf_counter() - t0
 
 
-def run_one(data, clients, examined, teacher, targets_of, target_rows, cfg_dict: dict, seed: int, replay: int,
-            rounds_per_chunk: int, local_epochs: int, workdir: Path) -> dict:
+def run_one(
+    data,
+    clients,
+    examined,
+    teacher,
+    targets_of,
+    target_rows,
+    cfg_dict: dict,
+    seed: int,
+    replay: int,
+    rounds_per_chunk: int,
+    local_epochs: int,
+    workdir: Path,
+) -> dict:
     """One streaming run (one seed, one replay size); returns its scores and bookkeeping."""
     import torch
 
     from client.store import RecordStore
+    from liteheart_core.config import FedConfig
     from liteheart_core.continual import (
         ClassBalancedReservoir,
         TeacherTargets,
         continual_round,
     )
-    from liteheart_core.config import FedConfig
     from liteheart_core.federated import (
         global_evaluation,
         student_for,
@@ -142,10 +154,14 @@ def run_one(data, clients, examined, teacher, targets_of, target_rows, cfg_dict:
     cfg = train_config(FedConfig.from_dict({**cfg_dict, "seed": seed}))
     torch.manual_seed(seed)
     global_model = student_for(classes)
-    stores = [RecordStore(workdir / f"client{k}-seed{seed}-replay{replay}.sqlite", task=task,
-                          prep=data.meta["settings"]) for k in range(len(clients))]
-    buffers = [ClassBalancedReservoir(replay, len(classes), seed=seed * 1000 + k) if replay > 0 else None
-               for k in range(len(clients))]
+    stores = [
+        RecordStore(workdir / f"client{k}-seed{seed}-replay{replay}.sqlite", task=task, prep=data.meta["settings"])
+        for k in range(len(clients))
+    ]
+    buffers = [
+        ClassBalancedReservoir(replay, len(classes), seed=seed * 1000 + k) if replay > 0 else None
+        for k in range(len(clients))
+    ]
     key_of: list[dict[int, int]] = [{} for _ in clients]  # store key -> dataset row
     n_chunks = len(clients[0]["chunks"])
     eval_rows = [np.concatenate([c["chunks"][j]["eval"] for c in clients]) for j in range(n_chunks)]
@@ -156,8 +172,11 @@ def run_one(data, clients, examined, teacher, targets_of, target_rows, cfg_dict:
         g, thr = global_evaluation(model, data, task, lead=cfg.student_lead, device="cpu")
         held = [_score(model, data.x(r, leads=cfg.student_lead), y[r], thr) for r in eval_rows]
         seen = [_score(model, data.x(r, leads=cfg.student_lead), y[r], thr) for r in train_rows]
-        return {"fold9": {"macro_f1": g["macro_f1"], "macro_auc": g["macro_auc"]}, "held_out": held,
-                "train_records": seen}
+        return {
+            "fold9": {"macro_f1": g["macro_f1"], "macro_auc": g["macro_auc"]},
+            "held_out": held,
+            "train_records": seen,
+        }
 
     t0 = time.perf_counter()
     evals = {"init": evaluate(global_model)}
@@ -180,41 +199,70 @@ def run_one(data, clients, examined, teacher, targets_of, target_rows, cfg_dict:
                 if targets is None:
                     targets = targets_of[k] = TeacherTargets(teacher, student, cfg)
                 _check_keys(target_rows[k], key_of[k])
-                out = continual_round(stores[k], buffers[k], student, teacher, cfg, server_round,
-                                      epochs=local_epochs, new_uses=rounds_per_chunk, replay_ratio=1.0,
-                                      replay_max=replay, name=client["name"], targets=targets)
+                out = continual_round(
+                    stores[k],
+                    buffers[k],
+                    student,
+                    teacher,
+                    cfg,
+                    server_round,
+                    epochs=local_epochs,
+                    new_uses=rounds_per_chunk,
+                    replay_ratio=1.0,
+                    replay_max=replay,
+                    name=client["name"],
+                    targets=targets,
+                )
                 if out is None:
                     continue
                 states.append(out.state)
                 weights.append(out.metrics["num-examples"])
-                reports.append({"client": k, "new": len(out.plan.new), "replay": len(out.plan.replay),
-                                "loss": out.metrics.get("total", float("nan")),
-                                "seconds": out.metrics["train-seconds"]})
+                reports.append(
+                    {
+                        "client": k,
+                        "new": len(out.plan.new),
+                        "replay": len(out.plan.replay),
+                        "loss": out.metrics.get("total", float("nan")),
+                        "seconds": out.metrics["train-seconds"],
+                    }
+                )
             global_model.load_state_dict(_fedavg(states, weights))
             rounds.append({"round": server_round, "chunk": j, "clients": reports})
         evals[f"after_chunk_{j}"] = evaluate(global_model)
-        print(f"  seed {seed} replay {replay}: chunk {j + 1}/{n_chunks} fold-9 F1 "
-              f"{evals[f'after_chunk_{j}']['fold9']['macro_f1']:.3f} AUC "
-              f"{evals[f'after_chunk_{j}']['fold9']['macro_auc']:.3f} ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
+        print(
+            f"  seed {seed} replay {replay}: chunk {j + 1}/{n_chunks} fold-9 F1 "
+            f"{evals[f'after_chunk_{j}']['fold9']['macro_f1']:.3f} AUC "
+            f"{evals[f'after_chunk_{j}']['fold9']['macro_auc']:.3f} ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     for k, buf in enumerate(buffers):
         if buf is not None:
             stores[k].set_state("replay", buf.state())
     infos = [s.info() for s in stores]
     for s in stores:
         s.close()
-    return {"seed": seed, "replay": replay, "evals": evals, "rounds": rounds, "flagged_records": flagged,
-            "buffer_sizes": [len(b) if b is not None else 0 for b in buffers],
-            "store_uses": [i["uses"] for i in infos], "store_usable": [i["usable"] for i in infos],
-            "seconds": time.perf_counter() - t0, **_continual_metrics(evals, n_chunks)}
+    return {
+        "seed": seed,
+        "replay": replay,
+        "evals": evals,
+        "rounds": rounds,
+        "flagged_records": flagged,
+        "buffer_sizes": [len(b) if b is not None else 0 for b in buffers],
+        "store_uses": [i["uses"] for i in infos],
+        "store_usable": [i["usable"] for i in infos],
+        "seconds": time.perf_counter() - t0,
+        **_continual_metrics(evals, n_chunks),
+    }
 
 
 def _check_keys(seen: dict[int, int], key_of: dict[int, int]) -> None:
     """Shared teacher targets are keyed by store key: every run must give a row the same key."""
     for key, row in key_of.items():
         if seen.setdefault(key, row) != row:
-            raise RuntimeError(f"store key {key} is dataset row {row} in this run but {seen[key]} before; "
-                               "teacher targets cannot be shared")
+            raise RuntimeError(
+                f"store key {key} is dataset row {row} in this run but {seen[key]} before; "
+                "teacher targets cannot be shared"
+            )
 
 
 def _continual_metrics(evals: dict, n: int) -> dict:
@@ -225,14 +273,19 @@ def _continual_metrics(evals: dict, n: int) -> dict:
             r = np.array([[evals[f"after_chunk_{i}"][part][j][metric] for j in range(n)] for i in range(n)])
             init = np.array([evals["init"][part][j][metric] for j in range(n)])
             forgetting = [float(r[j, j] - r[n - 1, j]) for j in range(n - 1)]
-            max_forgetting = [float(np.max(r[j:n - 1, j]) - r[n - 1, j]) for j in range(n - 1)]
+            max_forgetting = [float(np.max(r[j : n - 1, j]) - r[n - 1, j]) for j in range(n - 1)]
             forward = [float(r[j - 1, j] - init[j]) for j in range(1, n)]
             key = metric if part == "held_out" else f"{part}_{metric}"
-            out[key] = {"R": r.tolist(), "init": init.tolist(), "forgetting": forgetting,
-                        "mean_forgetting": float(np.mean(forgetting)) if forgetting else float("nan"),
-                        "max_forgetting": max_forgetting, "forward_transfer": forward,
-                        "mean_forward_transfer": float(np.mean(forward)) if forward else float("nan"),
-                        "final_mean_over_chunks": float(np.mean(r[n - 1]))}
+            out[key] = {
+                "R": r.tolist(),
+                "init": init.tolist(),
+                "forgetting": forgetting,
+                "mean_forgetting": float(np.mean(forgetting)) if forgetting else float("nan"),
+                "max_forgetting": max_forgetting,
+                "forward_transfer": forward,
+                "mean_forward_transfer": float(np.mean(forward)) if forward else float("nan"),
+                "final_mean_over_chunks": float(np.mean(r[n - 1])),
+            }
     return out
 
 
@@ -249,43 +302,58 @@ def _report(report: dict) -> str:
     runs = report["runs"]
     replays = sorted({r["replay"] for r in runs})
     n = report["settings"]["chunks"]
-    lines = ["# Continual on-device learning: streaming PTB-XL with and without replay", "",
-             f"Command: `{report['command']}`", "",
-             f"Data: {report['data']['path']} (PTB-XL, {report['data']['records']} records, fingerprint "
-             f"`{report['data']['fingerprint'][:16]}`), task {report['settings']['task']}; streams from folds 1-8, "
-             "fold 9 for thresholds and the global score.", "",
-             f"Machine: {report['machine']}; torch threads {report['settings']['threads']}. "
-             f"Wall time {report['seconds']:.0f} s (ingest-pipeline pass {report['timing']['examine_s']:.0f} s, "
-             f"runs {report['timing']['runs_s']:.0f} s). The 2 cores were shared with other jobs during the run "
-             f"(load average {report['timing']['load_avg']}).", "",
-             f"Teacher: `{report['settings']['teacher']}` (12-lead, trained on real PTB-XL folds 1-8, its fold-9 "
-             f"macro F1 {report['settings']['teacher_f1']:.3f}).", "",
-             "## Setting", "",
-             f"- {report['settings']['clients']} clients, `{report['settings']['partition']}` partition "
-             f"(patient-disjoint): " + "; ".join(f"{c['name']}: {c['train']} training + {c['eval']} held-out records"
-                                                 for c in report["clients"]) + ".",
-             f"- Each client's records in `ecg_id` order (a proxy for time), cut into {n} chunks; one patient in "
-             f"{round(1 / report['settings']['holdout'])} per client held out (never trains) to score the chunks.",
-             f"- Every chunk's records enter each client's SQLite record store through the ingest pipeline (quality "
-             f"gate, preparation, one transaction each); records flagged by the gate: "
-             f"{runs[0]['flagged_records']} of {sum(c['train'] for c in report['clients'])}.",
-             f"- {report['settings']['rounds_per_chunk']} rounds per chunk; per round each client trains "
-             f"{report['settings']['local_epochs']} local epoch of method `{report['settings']['method']}` "
-             "(all training records labelled) on its new records (a record is new for the rounds of its own chunk) "
-             "plus, with replay, a class-balanced reservoir sample as large as the new set (at most the buffer "
-             "size); FedAvg weighted by examples. Replay therefore also means more gradient steps per round.",
-             "- Federated loop in-process over the Flower-free functions (`liteheart_core.continual`, "
-             "`liteheart_core.federated.local_round`), not Flower's simulation engine.",
-             f"- Seeds {report['settings']['seeds']} (student initialisation, batches, reservoir); the partition and "
-             "hold-out are fixed (seed 0). Both replay settings use the same seeds.", "",
-             "Definitions: R[i][j] is the global student's score on chunk j's held-out records after learning chunk i "
-             "(F1 at thresholds tuned on fold 9). Forgetting of chunk j = R[j][j] - R[last][j] (positive = forgot). "
-             "Forward transfer to chunk j = R[j-1][j] - R[init][j], with R[init] the untrained student of the same "
-             "seed (GEM's random-initialisation baseline). Numbers are means over seeds, per-seed values in brackets.",
-             "", "## Global fold-9 score after each chunk", "",
-             "| after chunk | " + " | ".join(f"F1, replay {r}" for r in replays) + " | "
-             + " | ".join(f"AUC, replay {r}" for r in replays) + " |",
-             "| --- |" + " --- |" * (2 * len(replays))]
+    lines = [
+        "# Continual on-device learning: streaming PTB-XL with and without replay",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Data: {report['data']['path']} (PTB-XL, {report['data']['records']} records, fingerprint "
+        f"`{report['data']['fingerprint'][:16]}`), task {report['settings']['task']}; streams from folds 1-8, "
+        "fold 9 for thresholds and the global score.",
+        "",
+        f"Machine: {report['machine']}; torch threads {report['settings']['threads']}. "
+        f"Wall time {report['seconds']:.0f} s (ingest-pipeline pass {report['timing']['examine_s']:.0f} s, "
+        f"runs {report['timing']['runs_s']:.0f} s). The 2 cores were shared with other jobs during the run "
+        f"(load average {report['timing']['load_avg']}).",
+        "",
+        f"Teacher: `{report['settings']['teacher']}` (12-lead, trained on real PTB-XL folds 1-8, its fold-9 "
+        f"macro F1 {report['settings']['teacher_f1']:.3f}).",
+        "",
+        "## Setting",
+        "",
+        f"- {report['settings']['clients']} clients, `{report['settings']['partition']}` partition "
+        f"(patient-disjoint): "
+        + "; ".join(f"{c['name']}: {c['train']} training + {c['eval']} held-out records" for c in report["clients"])
+        + ".",
+        f"- Each client's records in `ecg_id` order (a proxy for time), cut into {n} chunks; one patient in "
+        f"{round(1 / report['settings']['holdout'])} per client held out (never trains) to score the chunks.",
+        f"- Every chunk's records enter each client's SQLite record store through the ingest pipeline (quality "
+        f"gate, preparation, one transaction each); records flagged by the gate: "
+        f"{runs[0]['flagged_records']} of {sum(c['train'] for c in report['clients'])}.",
+        f"- {report['settings']['rounds_per_chunk']} rounds per chunk; per round each client trains "
+        f"{report['settings']['local_epochs']} local epoch of method `{report['settings']['method']}` "
+        "(all training records labelled) on its new records (a record is new for the rounds of its own chunk) "
+        "plus, with replay, a class-balanced reservoir sample as large as the new set (at most the buffer "
+        "size); FedAvg weighted by examples. Replay therefore also means more gradient steps per round.",
+        "- Federated loop in-process over the Flower-free functions (`liteheart_core.continual`, "
+        "`liteheart_core.federated.local_round`), not Flower's simulation engine.",
+        f"- Seeds {report['settings']['seeds']} (student initialisation, batches, reservoir); the partition and "
+        "hold-out are fixed (seed 0). Both replay settings use the same seeds.",
+        "",
+        "Definitions: R[i][j] is the global student's score on chunk j's held-out records after learning chunk i "
+        "(F1 at thresholds tuned on fold 9). Forgetting of chunk j = R[j][j] - R[last][j] (positive = forgot). "
+        "Forward transfer to chunk j = R[j-1][j] - R[init][j], with R[init] the untrained student of the same "
+        "seed (GEM's random-initialisation baseline). Numbers are means over seeds, per-seed values in brackets.",
+        "",
+        "## Global fold-9 score after each chunk",
+        "",
+        "| after chunk | "
+        + " | ".join(f"F1, replay {r}" for r in replays)
+        + " | "
+        + " | ".join(f"AUC, replay {r}" for r in replays)
+        + " |",
+        "| --- |" + " --- |" * (2 * len(replays)),
+    ]
     keys = ["init"] + [f"after_chunk_{i}" for i in range(n)]
     for key in keys:
         label = "untrained" if key == "init" else str(int(key.rsplit("_", 1)[1]) + 1)
@@ -298,38 +366,59 @@ def _report(report: dict) -> str:
         lines += ["", f"## Held-out chunk scores ({name}): R[i][j]", ""]
         for r in replays:
             sel = [x for x in runs if x["replay"] == r]
-            lines += [f"Replay {r}:", "", "| after chunk | " + " | ".join(f"chunk {j + 1}" for j in range(n)) + " |",
-                      "| --- |" + " --- |" * n]
-            lines.append("| untrained | " + " | ".join(_fmt([x[metric]["init"][j] for x in sel]) for j in range(n)) + " |")
+            lines += [
+                f"Replay {r}:",
+                "",
+                "| after chunk | " + " | ".join(f"chunk {j + 1}" for j in range(n)) + " |",
+                "| --- |" + " --- |" * n,
+            ]
+            lines.append(
+                "| untrained | " + " | ".join(_fmt([x[metric]["init"][j] for x in sel]) for j in range(n)) + " |"
+            )
             for i in range(n):
-                lines.append(f"| {i + 1} | " + " | ".join(_fmt([x[metric]["R"][i][j] for x in sel])
-                                                          for j in range(n)) + " |")
+                lines.append(
+                    f"| {i + 1} | " + " | ".join(_fmt([x[metric]["R"][i][j] for x in sel]) for j in range(n)) + " |"
+                )
             lines.append("")
-    lines += ["## Forgetting and forward transfer", "",
-              "| replay | metric | forgetting per chunk (1..n-1) | mean forgetting | forward transfer per chunk (2..n) "
-              "| mean forward transfer | mean over chunks at the end |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "## Forgetting and forward transfer",
+        "",
+        "| replay | metric | forgetting per chunk (1..n-1) | mean forgetting | forward transfer per chunk (2..n) "
+        "| mean forward transfer | mean over chunks at the end |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in replays:
         sel = [x for x in runs if x["replay"] == r]
         for metric in ("macro_auc", "macro_f1"):
             f = " / ".join(_fmt([x[metric]["forgetting"][j] for x in sel]) for j in range(n - 1))
             t = " / ".join(_fmt([x[metric]["forward_transfer"][j] for x in sel]) for j in range(n - 1))
-            lines.append(f"| {r} | {metric} | {f} | {_fmt([x[metric]['mean_forgetting'] for x in sel])} | {t} | "
-                         f"{_fmt([x[metric]['mean_forward_transfer'] for x in sel])} | "
-                         f"{_fmt([x[metric]['final_mean_over_chunks'] for x in sel])} |")
-    lines += ["", "The same on each chunk's own training records (what the clients trained on, scored by the global model):",
-              "", "| replay | metric | mean forgetting | mean forward transfer | mean over chunks at the end |",
-              "| --- | --- | --- | --- | --- |"]
+            lines.append(
+                f"| {r} | {metric} | {f} | {_fmt([x[metric]['mean_forgetting'] for x in sel])} | {t} | "
+                f"{_fmt([x[metric]['mean_forward_transfer'] for x in sel])} | "
+                f"{_fmt([x[metric]['final_mean_over_chunks'] for x in sel])} |"
+            )
+    lines += [
+        "",
+        "The same on each chunk's own training records (what the clients trained on, scored by the global model):",
+        "",
+        "| replay | metric | mean forgetting | mean forward transfer | mean over chunks at the end |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in replays:
         sel = [x for x in runs if x["replay"] == r]
         for metric in ("macro_auc", "macro_f1"):
             key = f"train_records_{metric}"
-            lines.append(f"| {r} | {metric} | {_fmt([x[key]['mean_forgetting'] for x in sel])} | "
-                         f"{_fmt([x[key]['mean_forward_transfer'] for x in sel])} | "
-                         f"{_fmt([x[key]['final_mean_over_chunks'] for x in sel])} |")
+            lines.append(
+                f"| {r} | {metric} | {_fmt([x[key]['mean_forgetting'] for x in sel])} | "
+                f"{_fmt([x[key]['mean_forward_transfer'] for x in sel])} | "
+                f"{_fmt([x[key]['final_mean_over_chunks'] for x in sel])} |"
+            )
     lines += ["", "## Bookkeeping", ""]
     for x in runs:
-        lines.append(f"- seed {x['seed']}, replay {x['replay']}: {x['seconds']:.0f} s; store uses per client "
-                     f"{x['store_uses']}; replay buffer sizes {x['buffer_sizes']}")
+        lines.append(
+            f"- seed {x['seed']}, replay {x['replay']}: {x['seconds']:.0f} s; store uses per client "
+            f"{x['store_uses']}; replay buffer sizes {x['buffer_sizes']}"
+        )
     lines += [""] + [f"Note: {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -370,8 +459,14 @@ def main(argv: list[str] | None = None) -> None:
     if list(meta["classes"]) != list(classes):
         sys.exit(f"teacher classes {meta['classes']} differ from the task's {classes}")
     clients = _client_streams(data, args.task, args.clients, args.partition, args.chunks, args.holdout, args.limit)
-    print("clients: " + "; ".join(f"{c['name']} {sum(len(ch['train']) for ch in c['chunks'])}+"
-                                   f"{sum(len(ch['eval']) for ch in c['chunks'])}" for c in clients), flush=True)
+    print(
+        "clients: "
+        + "; ".join(
+            f"{c['name']} {sum(len(ch['train']) for ch in c['chunks'])}+{sum(len(ch['eval']) for ch in c['chunks'])}"
+            for c in clients
+        ),
+        flush=True,
+    )
     examined, examine_s = _examine_all(root, data, clients, args.task)
     print(f"ingest pipeline on {len(examined)} records: {examine_s:.0f} s", flush=True)
     _check_same_arrays(data, examined)
@@ -385,28 +480,61 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="liteheart-streaming-") as tmp:
         for seed in seeds:
             for replay in replays:
-                runs.append(run_one(data, clients, examined, teacher, targets_of, target_rows, cfg, seed, replay,
-                                    args.rounds_per_chunk, args.local_epochs, Path(tmp)))
+                runs.append(
+                    run_one(
+                        data,
+                        clients,
+                        examined,
+                        teacher,
+                        targets_of,
+                        target_rows,
+                        cfg,
+                        seed,
+                        replay,
+                        args.rounds_per_chunk,
+                        args.local_epochs,
+                        Path(tmp),
+                    )
+                )
     runs_s = time.perf_counter() - t_runs
-    command = "python -m simulations.streaming " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                        else sys.argv[1:]))
+    command = "python -m simulations.streaming " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     report = {
-        "command": command, "machine": machine(),
+        "command": command,
+        "machine": machine(),
         "data": {"path": str(args.data), "records": int(data.meta["records"]), "fingerprint": data.fingerprint},
-        "settings": {"partition": args.partition, "clients": args.clients, "chunks": args.chunks,
-                     "rounds_per_chunk": args.rounds_per_chunk, "replays": replays, "seeds": seeds,
-                     "method": args.method, "local_epochs": args.local_epochs, "holdout": args.holdout,
-                     "task": args.task, "threads": args.threads, "teacher": args.teacher,
-                     "teacher_f1": float(meta.get("val_metrics", {}).get("macro_f1", float("nan"))),
-                     "federated_loop": "in-process (Flower-free functions), FedAvg weighted by examples",
-                     "replay_rule": "sample ceil(1.0 * new) from the buffer, at most the buffer size",
-                     "new_rule": "a record is new while used fewer than rounds-per-chunk times"},
-        "clients": [{"name": c["name"], "train": int(sum(len(ch["train"]) for ch in c["chunks"])),
-                     "eval": int(sum(len(ch["eval"]) for ch in c["chunks"])),
-                     "chunks": [{"train": int(len(ch["train"])), "eval": int(len(ch["eval"]))} for ch in c["chunks"]]}
-                    for c in clients],
+        "settings": {
+            "partition": args.partition,
+            "clients": args.clients,
+            "chunks": args.chunks,
+            "rounds_per_chunk": args.rounds_per_chunk,
+            "replays": replays,
+            "seeds": seeds,
+            "method": args.method,
+            "local_epochs": args.local_epochs,
+            "holdout": args.holdout,
+            "task": args.task,
+            "threads": args.threads,
+            "teacher": args.teacher,
+            "teacher_f1": float(meta.get("val_metrics", {}).get("macro_f1", float("nan"))),
+            "federated_loop": "in-process (Flower-free functions), FedAvg weighted by examples",
+            "replay_rule": "sample ceil(1.0 * new) from the buffer, at most the buffer size",
+            "new_rule": "a record is new while used fewer than rounds-per-chunk times",
+        },
+        "clients": [
+            {
+                "name": c["name"],
+                "train": int(sum(len(ch["train"]) for ch in c["chunks"])),
+                "eval": int(sum(len(ch["eval"]) for ch in c["chunks"])),
+                "chunks": [{"train": int(len(ch["train"])), "eval": int(len(ch["eval"]))} for ch in c["chunks"]],
+            }
+            for c in clients
+        ],
         "timing": {"examine_s": examine_s, "runs_s": runs_s, "load_avg": " ".join(f"{v:.1f}" for v in os.getloadavg())},
-        "seconds": time.perf_counter() - t_start, "runs": runs, "notes": args.note,
+        "seconds": time.perf_counter() - t_start,
+        "runs": runs,
+        "notes": args.note,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

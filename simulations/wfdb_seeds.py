@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +26,25 @@ def ecg_signal(n_leads: int, n: int, fs: float) -> np.ndarray:
     return sig + 0.01 * np.sin(np.arange(n)[:, None] * (1 + np.arange(n_leads)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def base_record(kind: str) -> tuple[str, dict[str, bytes]]:
     """A small valid record: its name and ``{file name: bytes}`` (header first)."""
     folder = Path(tempfile.mkdtemp(prefix="lh-fuzz-base-"))
     n_leads = 1 if kind == "lead1" else 12
     fmt = {"fmt212": "212", "fmt80": "80"}.get(kind, "16")
     gain = 50.0 if fmt == "80" else 1000.0
-    wfdb.wrsamp("rec", fs=100, units=["mV"] * n_leads, sig_name=LEADS_12[:n_leads], p_signal=ecg_signal(n_leads, 300, 100),
-                fmt=[fmt] * n_leads, adc_gain=[gain] * n_leads, baseline=[0] * n_leads, write_dir=str(folder),
-                comments=["Age: 61", "Sex: Female", "Dx: 426783006"])
+    wfdb.wrsamp(
+        "rec",
+        fs=100,
+        units=["mV"] * n_leads,
+        sig_name=LEADS_12[:n_leads],
+        p_signal=ecg_signal(n_leads, 300, 100),
+        fmt=[fmt] * n_leads,
+        adc_gain=[gain] * n_leads,
+        baseline=[0] * n_leads,
+        write_dir=str(folder),
+        comments=["Age: 61", "Sex: Female", "Dx: 426783006"],
+    )
     files = {"rec.hea": (folder / "rec.hea").read_bytes(), "rec.dat": (folder / "rec.dat").read_bytes()}
     shutil.rmtree(folder, ignore_errors=True)
     return "rec", files

@@ -47,11 +47,29 @@ def ecg_like(n_leads: int, n: int, fs: float, seed: int = 0, hr: float = 70.0) -
 
 
 # Tiny networks keep CPU tests fast; the real configs are exercised by tests/models and the benchmarks.
-TINY_TEACHER = {"kind": "xresnet1d", "widths": [8, 16, 16, 16], "depths": [1, 1, 1, 1], "kernel_size": 5,
-                "stem_width": 8, "norm": "batch", "dropout": 0.0, "block": "basic", "stem_convs": 1}
-TINY_STUDENT = {"kind": "student", "widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1], "kernel_size": 5,
-                "stem_width": 8, "norm": "group", "dropout": 0.0, "block": "separable", "stem_convs": 1,
-                "norm_groups": 4}
+TINY_TEACHER = {
+    "kind": "xresnet1d",
+    "widths": [8, 16, 16, 16],
+    "depths": [1, 1, 1, 1],
+    "kernel_size": 5,
+    "stem_width": 8,
+    "norm": "batch",
+    "dropout": 0.0,
+    "block": "basic",
+    "stem_convs": 1,
+}
+TINY_STUDENT = {
+    "kind": "student",
+    "widths": [8, 8, 16, 16],
+    "depths": [1, 1, 1, 1],
+    "kernel_size": 5,
+    "stem_width": 8,
+    "norm": "group",
+    "dropout": 0.0,
+    "block": "separable",
+    "stem_convs": 1,
+    "norm_groups": 4,
+}
 
 
 def prepared_synth_site(root: Path, n: int = 120) -> Path:
@@ -64,8 +82,9 @@ def prepared_synth_site(root: Path, n: int = 120) -> Path:
 
     runner = CliRunner()
     synth = runner.invoke(app, ["data", "synth", "--out", str(root / "raw"), "--n", str(n)])
-    prepared = runner.invoke(app, ["data", "prepare", "ptbxl", str(root / "raw"), "--out", str(root / "prep"),
-                                   "--workers", "1", "--json"])
+    prepared = runner.invoke(
+        app, ["data", "prepare", "ptbxl", str(root / "raw"), "--out", str(root / "prep"), "--workers", "1", "--json"]
+    )
     assert synth.exit_code == 0 and prepared.exit_code == 0, synth.output + prepared.output
     return Path(json.loads(prepared.stdout)["path"])
 
@@ -100,8 +119,9 @@ def tiny_wearable_teacher(synth_data, tmp_path_factory: pytest.TempPathFactory) 
     from liteheart_core.checkpoint import save_checkpoint
     from liteheart_core.train import TrainConfig, checkpoint_meta, train
 
-    cfg = TrainConfig(method="teacher", epochs=3, batch_size=32, lr=3e-3, device="cpu", net=TINY_TEACHER,
-                      lead_dropout=0.5, seed=1)
+    cfg = TrainConfig(
+        method="teacher", epochs=3, batch_size=32, lr=3e-3, device="cpu", net=TINY_TEACHER, lead_dropout=0.5, seed=1
+    )
     result = train(synth_data, cfg)
     path = tmp_path_factory.mktemp("ck") / "wearable_teacher.pt"
     save_checkpoint(path, result.model, checkpoint_meta(synth_data, cfg, result))

@@ -23,8 +23,11 @@ def test_every_student_method_of_the_table_is_accepted(method: str) -> None:
 
 @pytest.mark.parametrize("method", ["bogus", "teacher", "LiteHeart", "liteheart ", ""])
 def test_a_method_outside_the_table_is_refused_with_the_known_ones(method: str) -> None:
-    with pytest.raises(ValueError, match=rf"method {method!r} is not a method a client can train; expected one of "
-                                         r"supervised, kd, .*liteheart"):
+    with pytest.raises(
+        ValueError,
+        match=rf"method {method!r} is not a method a client can train; expected one of "
+        r"supervised, kd, .*liteheart",
+    ):
         FedConfig.from_dict({"method": method})
 
 
@@ -35,8 +38,10 @@ def test_server_start_and_a_scenario_refuse_an_unknown_method_before_anything_st
     scenario = tmp_path / "bogus.toml"
     scenario.write_text('method = "bogus"\nclients = 2\nrounds = 1\n')
 
-    start = runner.invoke(server_app, ["start", "--data", "synth", "--method", "bogus", "--run-dir",
-                                       str(tmp_path / "runs"), "--port", "1"])
+    start = runner.invoke(
+        server_app,
+        ["start", "--data", "synth", "--method", "bogus", "--run-dir", str(tmp_path / "runs"), "--port", "1"],
+    )
     sim = runner.invoke(sim_app, ["run", "--scenario", str(scenario), "--run-dir", str(tmp_path / "sim")])
 
     for result in (start, sim):
@@ -45,8 +50,9 @@ def test_server_start_and_a_scenario_refuse_an_unknown_method_before_anything_st
     assert not (tmp_path / "runs" / ".flwr").exists() and not (tmp_path / "sim").exists()
 
 
-def test_sim_run_with_a_bogus_method_fails_at_once_listing_the_methods(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sim_run_with_a_bogus_method_fails_at_once_listing_the_methods(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare: an empty cache, where a teacher trained (or a dataset prepared) for the run would land
     from liteheart_core.methods import STUDENT_METHODS
     from simulations.cli import app as sim_app

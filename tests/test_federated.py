@@ -45,16 +45,28 @@ def install_teacher(ctx: Context, teacher_path: Path) -> str:
     state = {k: v.detach() for k, v in teacher.state_dict().items()}
     digest = state_hash(state)
     small = {k: meta[k] for k in ("classes", "leads", "n_leads", "fs", "length", "net_config", "task")}
-    msg = Message(RecordDict({"config": ConfigRecord({"action": "teacher-install", "teacher-hash": digest,
-                                                      "teacher-meta": json.dumps(small)}),
-                              "teacher": ArrayRecord(state)}), dst_node_id=7, message_type="query")
+    msg = Message(
+        RecordDict(
+            {
+                "config": ConfigRecord(
+                    {"action": "teacher-install", "teacher-hash": digest, "teacher-meta": json.dumps(small)}
+                ),
+                "teacher": ArrayRecord(state),
+            }
+        ),
+        dst_node_id=7,
+        message_type="query",
+    )
     query(msg, ctx)
     return digest
 
 
 def check(ctx: Context, digest: str) -> int:
-    msg = Message(RecordDict({"config": ConfigRecord({"action": "teacher-check", "teacher-hash": digest})}),
-                  dst_node_id=7, message_type="query")
+    msg = Message(
+        RecordDict({"config": ConfigRecord({"action": "teacher-check", "teacher-hash": digest})}),
+        dst_node_id=7,
+        message_type="query",
+    )
     return int(query(msg, ctx).content["status"]["has-teacher"])
 
 
@@ -66,9 +78,16 @@ def test_teacher_is_cached_by_hash_and_verified(tmp_path: Path, synth_data, tiny
     before = check(ctx, digest)
     install_teacher(ctx, tiny_teacher)
     after = check(ctx, digest)
-    bad = Message(RecordDict({"config": ConfigRecord({"action": "teacher-install", "teacher-hash": "0" * 64,
-                                                      "teacher-meta": "{}"}),
-                              "teacher": ArrayRecord(teacher.state_dict())}), dst_node_id=7, message_type="query")
+    bad = Message(
+        RecordDict(
+            {
+                "config": ConfigRecord({"action": "teacher-install", "teacher-hash": "0" * 64, "teacher-meta": "{}"}),
+                "teacher": ArrayRecord(teacher.state_dict()),
+            }
+        ),
+        dst_node_id=7,
+        message_type="query",
+    )
 
     assert (before, after) == (0, 1)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{digest}.pt"]
@@ -77,8 +96,9 @@ def test_teacher_is_cached_by_hash_and_verified(tmp_path: Path, synth_data, tiny
 
 
 @pytest.mark.parametrize("partition", [None, (1, 3)])
-def test_train_handler_returns_weights_and_every_metric(partition, tmp_path: Path, synth_data,
-                                                        tiny_teacher: Path) -> None:
+def test_train_handler_returns_weights_and_every_metric(
+    partition, tmp_path: Path, synth_data, tiny_teacher: Path
+) -> None:
     ctx = node_context(tmp_path, synth_data.root, partition)
     digest = install_teacher(ctx, tiny_teacher)
     cfg = FedConfig(data=str(synth_data.root), local_epochs=1, batch_size=16, device="cpu", clients=3)
@@ -86,8 +106,9 @@ def test_train_handler_returns_weights_and_every_metric(partition, tmp_path: Pat
     student = student_for(synth_data.tasks["superdiagnostic"])
     config = round_config(cfg, digest, student.cfg.to_dict())
     config["server-round"] = 1
-    msg = Message(RecordDict({"arrays": ArrayRecord(student.state_dict()), "config": config}), dst_node_id=7,
-                  message_type="train")
+    msg = Message(
+        RecordDict({"arrays": ArrayRecord(student.state_dict()), "config": config}), dst_node_id=7, message_type="train"
+    )
 
     reply = train(msg, ctx)
 
@@ -115,8 +136,9 @@ def test_a_resumed_run_continues_the_nodes_distillation_heads(tmp_path: Path, sy
     def round_of(ctx: Context, number: int, arrays: dict) -> dict:
         config = round_config(cfg, digest, student.cfg.to_dict(), run_id="abc123")
         config["server-round"] = number
-        msg = Message(RecordDict({"arrays": ArrayRecord(arrays), "config": config}), dst_node_id=7,
-                      message_type="train")
+        msg = Message(
+            RecordDict({"arrays": ArrayRecord(arrays), "config": config}), dst_node_id=7, message_type="train"
+        )
         return train(msg, ctx).content["arrays"].to_torch_state_dict()
 
     first = node(RecordDict())
@@ -139,8 +161,9 @@ def test_train_handler_refuses_without_teacher(tmp_path: Path, synth_data) -> No
     student = student_for(synth_data.tasks["superdiagnostic"])
     config = round_config(FedConfig(data=str(synth_data.root), device="cpu"), "a" * 64, student.cfg.to_dict())
     config["server-round"] = 1
-    msg = Message(RecordDict({"arrays": ArrayRecord(student.state_dict()), "config": config}), dst_node_id=7,
-                  message_type="train")
+    msg = Message(
+        RecordDict({"arrays": ArrayRecord(student.state_dict()), "config": config}), dst_node_id=7, message_type="train"
+    )
 
     with pytest.raises(ValueError, match="teacher has not been installed"):
         train(msg, ctx)
@@ -162,9 +185,11 @@ def test_hostile_updates_are_rejected_with_reasons() -> None:
 
 
 def test_round_metrics_are_example_weighted_over_successful_clients() -> None:
-    reports = [{"status": "ok", "num_examples": 30, "metrics": {"total": 1.0, "kd": 2.0}},
-               {"status": "ok", "num_examples": 10, "metrics": {"total": 3.0, "kd": 4.0}},
-               {"status": "failed", "num_examples": 0, "metrics": {}, "reason": "x"}]
+    reports = [
+        {"status": "ok", "num_examples": 30, "metrics": {"total": 1.0, "kd": 2.0}},
+        {"status": "ok", "num_examples": 10, "metrics": {"total": 3.0, "kd": 4.0}},
+        {"status": "failed", "num_examples": 0, "metrics": {}, "reason": "x"},
+    ]
 
     agg = _aggregate_from_reports(reports)
 
@@ -187,13 +212,35 @@ def test_run_config_rejects_unknown_keys_and_bad_values(tmp_path: Path) -> None:
 
 def test_simulation_cli_end_to_end(tmp_path: Path, synth_data, tiny_teacher: Path) -> None:
     env = {**os.environ, "LITEHEART_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "simulations.cli", "run", "--data", str(synth_data.root), "--teacher",
-           str(tiny_teacher), "--clients", "3", "--rounds", "2", "--local-epochs", "1", "--device", "cpu",
-           "--run-dir", str(tmp_path / "runs"), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "run",
+        "--data",
+        str(synth_data.root),
+        "--teacher",
+        str(tiny_teacher),
+        "--clients",
+        "3",
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--json",
+    ]
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    listed = subprocess.run([sys.executable, "-m", "server.cli", "runs", "list", "--run-dir",
-                             str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "server.cli", "runs", "list", "--run-dir", str(tmp_path / "runs"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from liteheart_core.cli.processes import flower_exe, free_port
 from liteheart_core.config import FedConfig
 from server.app import options_from_project_config
 from server.project import PROJECT_OPTIONS, config_table, project_run_config
-from liteheart_core.cli.processes import flower_exe, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,9 @@ def test_the_pyproject_table_is_fedconfigs_defaults() -> None:
     app = doc["tool"]["flwr"]["app"]
 
     assert app["components"] == {"serverapp": "server.app:app", "clientapp": "client.app:app"}
-    assert app["config"] == project_run_config(), ("[tool.flwr.app.config] of pyproject.toml disagrees with "
-                                                   "FedConfig's defaults: run `python -m server.project`")
+    assert app["config"] == project_run_config(), (
+        "[tool.flwr.app.config] of pyproject.toml disagrees with FedConfig's defaults: run `python -m server.project`"
+    )
     assert config_table() in (REPO / "pyproject.toml").read_text()  # the generated text itself, byte for byte
     science = {k: v for k, v in app["config"].items() if k not in PROJECT_OPTIONS}
     assert FedConfig.from_dict(science) == FedConfig()
@@ -39,15 +40,19 @@ def test_the_pyproject_table_is_fedconfigs_defaults() -> None:
 def test_flwr_run_overrides_get_the_same_checks_as_the_cli(tmp_path: Path) -> None:
     base = project_run_config()
 
-    cfg, opts = options_from_project_config({**base, "clients": 3, "rounds": 2, "min-clients": 5,
-                                             "run-dir": str(tmp_path), "resume": "abc123"})
+    cfg, opts = options_from_project_config(
+        {**base, "clients": 3, "rounds": 2, "min-clients": 5, "run-dir": str(tmp_path), "resume": "abc123"}
+    )
 
     assert (cfg.clients, cfg.rounds, cfg.min_clients) == (3, 2, 3)  # min-clients capped, as liteheart-sim run does
     assert opts.run_dir == tmp_path and opts.resume and opts.run_id == "abc123" and opts.share_data
-    for bad, message in [({"clients": 0}, "clients must be >= 1"), ({"partition": "random"}, "partition must be"),
-                         ({"data": str(tmp_path / "nowhere")}, "does not exist"),
-                         ({"teacher": str(tmp_path / "t.pt")}, "does not exist"),
-                         ({"rounds": "many"}, "is not a int")]:
+    for bad, message in [
+        ({"clients": 0}, "clients must be >= 1"),
+        ({"partition": "random"}, "partition must be"),
+        ({"data": str(tmp_path / "nowhere")}, "does not exist"),
+        ({"teacher": str(tmp_path / "t.pt")}, "does not exist"),
+        ({"rounds": "many"}, "is not a int"),
+    ]:
         with pytest.raises(ValueError, match=message):
             options_from_project_config({**base, **bad})
 
@@ -126,48 +131,100 @@ def fresh_checkout(dest: Path) -> Path:
 # round starts the client actors, each importing torch); the fixtures' setup counts against the limit too
 @pytest.mark.timeout(1500)
 def test_flwr_run_in_a_fresh_checkout_completes_a_federation_listed_by_the_registry(
-        tmp_path: Path, synth_data, tiny_teacher: Path) -> None:
+    tmp_path: Path, synth_data, tiny_teacher: Path
+) -> None:
     # Prepare: a checkout, Flower's home and the local SuperLink's ports of this test's own
     checkout = fresh_checkout(tmp_path / "checkout")
     work = tmp_path / "work"
     work.mkdir()
     http_port, control_port = free_port(), free_port()
-    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "LITEHEART_CACHE": str(tmp_path / "cache"),
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port), "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
-           "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr-home"),
+        "LITEHEART_CACHE": str(tmp_path / "cache"),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     # the local SuperLink `flwr run` would start itself (same command), started here because Flower gives it
     # 15 s to answer, which a loaded 2-core CI machine can miss; `flwr run` finds it on its port and uses it
     home = tmp_path / "flwr-home" / "local-superlink"
     home.mkdir(parents=True)
-    link = subprocess.Popen([flower_exe("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
-                             "--control-api-address", f"127.0.0.1:{control_port}", "--host", "127.0.0.1",
-                             "--port", str(http_port), "--database", str(home / "state.db")],
-                            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=(home / "superlink.log").open("w"))
-    overrides = (f"clients=2 rounds=2 local-epochs=1 method='kd' device='cpu' data='{synth_data.root}' "
-                 f"teacher='{tiny_teacher}'")
+    link = subprocess.Popen(
+        [
+            flower_exe("flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--control-api-address",
+            f"127.0.0.1:{control_port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(http_port),
+            "--database",
+            str(home / "state.db"),
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(home / "superlink.log").open("w"),
+    )
+    overrides = (
+        f"clients=2 rounds=2 local-epochs=1 method='kd' device='cpu' data='{synth_data.root}' teacher='{tiny_teacher}'"
+    )
     flwr = flower_exe("flwr")
 
     # Execute: Flower's own CLI, as a Flower user types it, from a folder of its own (the runs land there)
     try:
         _wait_healthy(http_port, link)
-        done = subprocess.run([str(flwr), "run", str(checkout), "--run-config", overrides, "--federation-config",
-                               "num-supernodes=2 client-resources-num-cpus=1 init-args-log-to-driver=false",
-                               "--stream"], cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+        done = subprocess.run(
+            [
+                str(flwr),
+                "run",
+                str(checkout),
+                "--run-config",
+                overrides,
+                "--federation-config",
+                "num-supernodes=2 client-resources-num-cpus=1 init-args-log-to-driver=false",
+                "--stream",
+            ],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
     finally:
         for pid in {link.pid, *_superlinks(http_port)}:
             _stop_tree(pid)
         link.wait(timeout=30)
-    listed = subprocess.run([sys.executable, "-m", "server.cli", "runs", "list", "--json"], cwd=work, env=env,
-                            capture_output=True, text=True, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "server.cli", "runs", "list", "--json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     # Assert: the run is in the registry of the folder it was started from, completed, with both rounds
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert listed.returncode == 0, listed.stderr[-2000:]
     runs = json.loads(listed.stdout)
     assert len(runs) == 1 and runs[0]["status"] == "completed" and runs[0]["rounds"] == 2, runs
-    shown = subprocess.run([sys.executable, "-m", "server.cli", "runs", "show", runs[0]["id"], "--json"], cwd=work,
-                           env=env, capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "server.cli", "runs", "show", runs[0]["id"], "--json"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     detail = json.loads(shown.stdout)
     assert detail["run"]["config"]["fed"]["clients"] == 2 and detail["run"]["config"]["fed"]["method"] == "kd"
     assert all(len(r["participants"]) == 2 for r in detail["rounds"])

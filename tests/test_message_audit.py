@@ -24,9 +24,9 @@ from liteheart_core.config import FedConfig
 from liteheart_core.federated import state_hash, student_for
 from server.app import options_from_run_config
 from server.bundle import write_server_settings
-from server.superlink import Deployment
 from server.orchestrate import run_federation
 from server.settings import SETTINGS_ENV, server_settings, split_settings
+from server.superlink import Deployment
 from simulations.local_grid import LocalGrid, server_identity
 
 NODES = [201, 202, 203]
@@ -58,15 +58,33 @@ def strings(msg: Message) -> list[str]:
 
 
 @pytest.mark.parametrize("wearable_teacher", [False, True], ids=["no-wearable-teacher", "wearable-teacher"])
-def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher: Path, tiny_wearable_teacher: Path,
-                                                       tmp_path: Path, wearable_teacher: bool) -> None:
-    given = FedConfig(data=str(synth_data.root), teacher=str(tiny_teacher), clients=len(NODES), rounds=2,
-                      local_epochs=1, batch_size=16, labelled_fraction=0.5, device="cpu",
-                      method="liteheart-v2" if wearable_teacher else "liteheart", wearables=1,
-                      wearable_teacher=str(tiny_wearable_teacher) if wearable_teacher else "")
+def test_only_model_arrays_metrics_and_settings_travel(
+    synth_data, tiny_teacher: Path, tiny_wearable_teacher: Path, tmp_path: Path, wearable_teacher: bool
+) -> None:
+    given = FedConfig(
+        data=str(synth_data.root),
+        teacher=str(tiny_teacher),
+        clients=len(NODES),
+        rounds=2,
+        local_epochs=1,
+        batch_size=16,
+        labelled_fraction=0.5,
+        device="cpu",
+        method="liteheart-v2" if wearable_teacher else "liteheart",
+        wearables=1,
+        wearable_teacher=str(tiny_wearable_teacher) if wearable_teacher else "",
+    )
     run_dir, db_url = tmp_path / "runs", f"sqlite:///{tmp_path / 'registry-s3cret.sqlite'}"
-    public, private = split_settings({**given.to_dict(), "run-dir": str(run_dir), "db-url": db_url,
-                                      "run-id": "audit1", "resume": False, "run-name": ""})
+    public, private = split_settings(
+        {
+            **given.to_dict(),
+            "run-dir": str(run_dir),
+            "db-url": db_url,
+            "run-id": "audit1",
+            "resume": False,
+            "run-name": "",
+        }
+    )
     settings = write_server_settings(Deployment(run_dir=run_dir, port=9092), private)
     cfg, opts = options_from_run_config(server_settings(public, {SETTINGS_ENV: str(settings)}))
     teacher, _ = load_checkpoint(tiny_teacher)
@@ -74,8 +92,10 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
     worn = {k: v.detach() for k, v in load_checkpoint(tiny_wearable_teacher)[0].state_dict().items()}
     student = student_for(synth_data.tasks[cfg.task], cfg.student_lead)
     # deployed nodes: each names its own copy of the data (here the same folder, so any echo of it would show)
-    nodes = {node: {"data": str(synth_data.root), "partition-id": i, "num-partitions": len(NODES)}
-             for i, node in enumerate(NODES)}
+    nodes = {
+        node: {"data": str(synth_data.root), "partition-id": i, "num-partitions": len(NODES)}
+        for i, node in enumerate(NODES)
+    }
     grid = LocalGrid(app, NODES, tmp_path / "nodes", node_configs=nodes)
 
     shown = run_federation(grid, cfg, opts)
@@ -94,9 +114,14 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
             action_of[msg.metadata.message_id] = str(content["config"]["action"]) if mtype == "query" else mtype
         action = action_of[msg.metadata.message_id if direction == "down" else msg.metadata.reply_to_message_id]
         kinds[(direction, action)] = kinds.get((direction, action), 0) + 1
-        expected = {("down", "train"): {"arrays", "config"}, ("up", "train"): {"arrays", "metrics"},
-                    ("down", "teacher-check"): {"config"}, ("up", "teacher-check"): {"status"},
-                    ("down", "teacher-install"): {"config", "teacher"}, ("up", "teacher-install"): {"status"}}
+        expected = {
+            ("down", "train"): {"arrays", "config"},
+            ("up", "train"): {"arrays", "metrics"},
+            ("down", "teacher-check"): {"config"},
+            ("up", "teacher-check"): {"status"},
+            ("down", "teacher-install"): {"config", "teacher"},
+            ("up", "teacher-install"): {"status"},
+        }
         assert set(content) == expected[(direction, action)], (direction, action, set(content))
         for name, record in content.items():
             if isinstance(record, ArrayRecord):
@@ -131,16 +156,31 @@ def test_only_model_arrays_metrics_and_settings_travel(synth_data, tiny_teacher:
     # record's lead I and V2 (per-record standardised, so never the zeros of a fresh bias) are searched for
     rows = np.arange(len(synth_data.index))
     x = np.asarray(synth_data.x(rows), dtype=np.float32)
-    probes = [x[i, lead, window // 2:window // 2 + 8].tobytes() for i in range(len(x)) for lead in (0, 7)]
+    probes = [x[i, lead, window // 2 : window // 2 + 8].tobytes() for i in range(len(x)) for lead in (0, 7)]
     assert not any(p in blob for p in probes if p.count(0) < len(p))
 
     # no record id as a file name or path, no file of the prepared data, no patient folder in any text; no
     # server path or registry URL anywhere in a message's bytes
-    names = [f"{int(r):05d}_lr" for r in synth_data.index["record"]] + ["records100", "records500", "signals.npy",
-                                                                          "labels_", "regions.npy", "index.csv"]
-    server_only = [str(synth_data.root), synth_data.root.name, str(tiny_teacher), tiny_teacher.name,
-                   str(tiny_wearable_teacher), tiny_wearable_teacher.name, str(run_dir), str(tmp_path), "s3cret",
-                   "sqlite:"]
+    names = [f"{int(r):05d}_lr" for r in synth_data.index["record"]] + [
+        "records100",
+        "records500",
+        "signals.npy",
+        "labels_",
+        "regions.npy",
+        "index.csv",
+    ]
+    server_only = [
+        str(synth_data.root),
+        synth_data.root.name,
+        str(tiny_teacher),
+        tiny_teacher.name,
+        str(tiny_wearable_teacher),
+        tiny_wearable_teacher.name,
+        str(run_dir),
+        str(tmp_path),
+        "s3cret",
+        "sqlite:",
+    ]
     for direction, msg in grid.traffic:
         texts = strings(msg)
         assert not [t for t in texts for n in names if n in t], direction

@@ -35,8 +35,8 @@ from liteheart_core.train import _objective, make_trainable
 from server import dp
 from server.orchestrate import ServerOptions, round_config, run_federation
 from server.strategy import strategy_for
-from tests.conftest import TINY_STUDENT, TINY_TEACHER
 from simulations.local_grid import LocalGrid
+from tests.conftest import TINY_STUDENT, TINY_TEACHER
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,31 +62,42 @@ def one_thread():
 # ---------------------------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("keys, message", [
-    ({"dp": "dp-sgd", "dp-epsilon": -1.0}, "dp-epsilon must be a finite number > 0, got -1.0"),
-    ({"dp": "dp-sgd", "dp-epsilon": math.inf}, "dp-epsilon must be a finite number > 0"),
-    ({"dp": "dp-sgd", "dp-epsilon": math.nan}, "dp-epsilon must be a finite number > 0"),
-    ({"dp": "dp-sgd"}, "needs exactly one of dp-epsilon"),
-    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-noise-multiplier": 1.0}, "needs exactly one of dp-epsilon"),
-    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-delta": 1.0}, "dp-delta must be in (0, 1)"),
-    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-delta": -1e-5}, "dp-delta must be a finite number > 0"),
-    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-max-grad-norm": -1.0}, "dp-max-grad-norm must be a finite number"),
-    ({"dp": "laplace"}, "dp must be one of none, client, server, dp-sgd, got 'laplace'"),
-    ({"dp-epsilon": 3.0}, "dp-epsilon given but dp = none"),
-    ({"dp": "server", "dp-noise-multiplier": 1.0}, "dp = server needs dp-clip-norm > 0"),
-    ({"dp": "client", "dp-noise-multiplier": 1.0, "dp-clip-norm": 1.0, "dp-max-grad-norm": 1.0},
-     "dp-max-grad-norm bounds one record's gradient"),
-    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-clip-norm": 1.0}, "dp-sgd uses dp-max-grad-norm"),
-    ({"dp": "server", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "strategy": "fedmedian"},
-     "works with strategy fedavg or fedprox"),
-    ({"dp": "server", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "strategy": "krum", "clients": 8},
-     "krum does not average"),
-    ({"dp": "client", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "wearables": 1, "wearable-weight": 2.0},
-     "wearable-weight must stay 1"),
-    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "wearables": 1}, "wearables would train without it"),
-    ({"dp": "dp-sgd", "dp-epsilon": 3.0, "method": "liteheart-v2"}, "does not have: use method kd"),
-    ({"dp": "client", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "secagg": True}, "secagg"),  # (secagg's check)
-])
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ({"dp": "dp-sgd", "dp-epsilon": -1.0}, "dp-epsilon must be a finite number > 0, got -1.0"),
+        ({"dp": "dp-sgd", "dp-epsilon": math.inf}, "dp-epsilon must be a finite number > 0"),
+        ({"dp": "dp-sgd", "dp-epsilon": math.nan}, "dp-epsilon must be a finite number > 0"),
+        ({"dp": "dp-sgd"}, "needs exactly one of dp-epsilon"),
+        ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-noise-multiplier": 1.0}, "needs exactly one of dp-epsilon"),
+        ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-delta": 1.0}, "dp-delta must be in (0, 1)"),
+        ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-delta": -1e-5}, "dp-delta must be a finite number > 0"),
+        ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-max-grad-norm": -1.0}, "dp-max-grad-norm must be a finite number"),
+        ({"dp": "laplace"}, "dp must be one of none, client, server, dp-sgd, got 'laplace'"),
+        ({"dp-epsilon": 3.0}, "dp-epsilon given but dp = none"),
+        ({"dp": "server", "dp-noise-multiplier": 1.0}, "dp = server needs dp-clip-norm > 0"),
+        (
+            {"dp": "client", "dp-noise-multiplier": 1.0, "dp-clip-norm": 1.0, "dp-max-grad-norm": 1.0},
+            "dp-max-grad-norm bounds one record's gradient",
+        ),
+        ({"dp": "dp-sgd", "dp-epsilon": 3.0, "dp-clip-norm": 1.0}, "dp-sgd uses dp-max-grad-norm"),
+        (
+            {"dp": "server", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "strategy": "fedmedian"},
+            "works with strategy fedavg or fedprox",
+        ),
+        (
+            {"dp": "server", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "strategy": "krum", "clients": 8},
+            "krum does not average",
+        ),
+        (
+            {"dp": "client", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "wearables": 1, "wearable-weight": 2.0},
+            "wearable-weight must stay 1",
+        ),
+        ({"dp": "dp-sgd", "dp-epsilon": 3.0, "wearables": 1}, "wearables would train without it"),
+        ({"dp": "dp-sgd", "dp-epsilon": 3.0, "method": "liteheart-v2"}, "does not have: use method kd"),
+        ({"dp": "client", "dp-epsilon": 3.0, "dp-clip-norm": 1.0, "secagg": True}, "secagg"),  # (secagg's check)
+    ],
+)
 def test_config_refuses_bad_dp_settings_with_the_reason(keys: dict, message: str) -> None:
     with pytest.raises(ValueError, match="bad run config: " + ".*" + _escape(message)):
         FedConfig.from_dict(keys)
@@ -101,15 +112,24 @@ def _escape(text: str) -> str:
 def test_config_accepts_each_dp_mode_and_none_keeps_the_model_card_quiet() -> None:
     from server.artifacts import privacy_summary
 
-    runs = [FedConfig.from_dict(k) for k in (
-        {"dp": "dp-sgd", "dp-epsilon": 3.0, "method": "kd"},
-        {"dp": "dp-sgd", "dp-noise-multiplier": 1.1, "dp-delta": 1e-6, "method": "liteheart"},
-        {"dp": "server", "dp-noise-multiplier": 1.0, "dp-clip-norm": 2.0, "strategy": "fedprox"},
-        {"dp": "client", "dp-epsilon": 8.0, "dp-clip-norm": 2.0}, {})]
+    runs = [
+        FedConfig.from_dict(k)
+        for k in (
+            {"dp": "dp-sgd", "dp-epsilon": 3.0, "method": "kd"},
+            {"dp": "dp-sgd", "dp-noise-multiplier": 1.1, "dp-delta": 1e-6, "method": "liteheart"},
+            {"dp": "server", "dp-noise-multiplier": 1.0, "dp-clip-norm": 2.0, "strategy": "fedprox"},
+            {"dp": "client", "dp-epsilon": 8.0, "dp-clip-norm": 2.0},
+            {},
+        )
+    ]
 
     # the DP keys alone (the model card reads any key named like dp/epsilon/delta/noise/clip)
-    states = [privacy_summary({"fed": {k: v for k, v in c.to_dict().items() if k.startswith("dp")}},
-                              [])["differential_privacy"] for c in runs]
+    states = [
+        privacy_summary({"fed": {k: v for k, v in c.to_dict().items() if k.startswith("dp")}}, [])[
+            "differential_privacy"
+        ]
+        for c in runs
+    ]
 
     assert states == ["on", "on", "on", "on", "none"]
 
@@ -137,8 +157,9 @@ def test_accountant_matches_the_gaussian_mechanism_by_hand() -> None:
 
 
 def test_epsilon_grows_with_rounds_and_falls_with_noise() -> None:
-    account = ClientLevelDP.resolve(clip_norm=1.0, noise_multiplier=1.0, target_epsilon=0.0, delta=1e-5,
-                                    sampled=4, population=8, rounds=10)
+    account = ClientLevelDP.resolve(
+        clip_norm=1.0, noise_multiplier=1.0, target_epsilon=0.0, delta=1e-5, sampled=4, population=8, rounds=10
+    )
 
     per_round = [account.epsilon(r) for r in range(11)]
     noisier = [rdp_epsilon([(z, 0.5, 10)], 1e-5) for z in (0.8, 1.0, 2.0, 4.0)]
@@ -172,8 +193,20 @@ def _singleton_grads(tr, cfg, i: int, seed: int) -> tuple[float, list[torch.Tens
     """The gradient of ``_objective`` (the code of ordinary training) on a batch holding record ``i`` alone."""
     sl = slice(i, i + 1)
     gen = torch.Generator().manual_seed(seed)
-    loss, _ = _objective(cfg, tr.model, tr.teacher, tr.distiller, tr.x[sl], tr.y[sl], tr.mask[sl], tr.codes[sl],
-                         tr.t_logits[sl], [f[sl] if f is not None else None for f in tr.t_feats], gen, 100.0)
+    loss, _ = _objective(
+        cfg,
+        tr.model,
+        tr.teacher,
+        tr.distiller,
+        tr.x[sl],
+        tr.y[sl],
+        tr.mask[sl],
+        tr.codes[sl],
+        tr.t_logits[sl],
+        [f[sl] if f is not None else None for f in tr.t_feats],
+        gen,
+        100.0,
+    )
     params = [p for _, p in _named(tr)]
     return float(loss.detach()), list(torch.autograd.grad(loss, params))
 
@@ -234,8 +267,9 @@ def test_dp_sgd_rounds_give_finite_weights_and_a_growing_epsilon(dp_client) -> N
     before = {k: v.clone() for k, v in net.state_dict().items()}
     ledger, spent, dstate = None, [], None
     for server_round in (1, 2):
-        state, metrics, dstate, ledger = dp_sgd_local_round(net, teacher, local, cfg, 1, server_round, dpc, ledger,
-                                                            distiller_state=dstate)
+        state, metrics, dstate, ledger = dp_sgd_local_round(
+            net, teacher, local, cfg, 1, server_round, dpc, ledger, distiller_state=dstate
+        )
         spent.append(metrics["dp-epsilon"])
         net.load_state_dict(state)
 
@@ -261,7 +295,8 @@ def test_dp_sgd_noise_has_the_accountants_scale(dp_client, monkeypatch: pytest.M
     q, steps = privacy.sampling_plan(local.n_train, cfg.batch_size, 1)
     # the multiplier, computed here from Opacus's accountant directly (not through noise_for_epsilon)
     z = given.get("noise_multiplier") or opacus.accountants.utils.get_noise_multiplier(
-        target_epsilon=2.0, target_delta=dpc.delta, sample_rate=q, steps=steps * 3, accountant="rdp")
+        target_epsilon=2.0, target_delta=dpc.delta, sample_rate=q, steps=steps * 3, accountant="rdp"
+    )
     sums: list[dict[str, torch.Tensor]] = []
     grads: list[dict[int, torch.Tensor]] = []
     real_clip = privacy.clip_and_sum
@@ -296,8 +331,13 @@ def test_dp_sgd_noise_has_the_accountants_scale(dp_client, monkeypatch: pytest.M
     # no empty Poisson batch at this rate, so every step's clipped sum was recorded
     assert len(grads) == len(sums) == steps and named
     batch = q * local.n_train
-    noise = torch.cat([(step_grads[id(p)] * batch - summed[k]).flatten()
-                       for step_grads, summed in zip(grads, sums) for k, p in named.items()])
+    noise = torch.cat(
+        [
+            (step_grads[id(p)] * batch - summed[k]).flatten()
+            for step_grads, summed in zip(grads, sums)
+            for k, p in named.items()
+        ]
+    )
     noise_all = noise.double()
     expected = z * dpc.max_grad_norm
     assert noise_all.numel() > 5_000  # tolerances below are >= 4 standard errors at this size
@@ -330,24 +370,39 @@ class Replies:
         step = self.steps[context.node_id]
         if step == "raise":
             raise RuntimeError("the node crashed")
-        state = {k: torch.as_tensor(v.numpy() + (np.nan if step == "nan" else step))
-                 for k, v in msg.content["arrays"].items()}
+        state = {
+            k: torch.as_tensor(v.numpy() + (np.nan if step == "nan" else step))
+            for k, v in msg.content["arrays"].items()
+        }
         metrics = MetricRecord({"num-examples": 10.0 * context.node_id, "total": 1.0})
         return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
 
 
 def _one_round(tmp_path: Path, mode: str, steps: dict, noise: float, clip: float = 1.0):
-    cfg = FedConfig.from_dict({"clients": len(NODES), "min-clients": len(NODES), "dp": mode, "method": "supervised",
-                               "dp-noise-multiplier": noise, "dp-clip-norm": clip})
+    cfg = FedConfig.from_dict(
+        {
+            "clients": len(NODES),
+            "min-clients": len(NODES),
+            "dp": mode,
+            "method": "supervised",
+            "dp-noise-multiplier": noise,
+            "dp-clip-norm": clip,
+        }
+    )
     strategy = strategy_for(cfg)
     strategy.setup(ArrayRecord({}), "0" * 64, {}, 60.0, max_update_norm=cfg.max_update_norm)
     wrapped, account = dp.wrap(strategy, cfg)
     student = student_for(["NORM", "MI"], "I", TINY_STUDENT)
     start = {k: v.detach().numpy().copy() for k, v in student.state_dict().items()}
     out = {}
-    wrapped.start(grid=LocalGrid(Replies(steps).app, NODES, tmp_path), initial_arrays=ArrayRecord(student.state_dict()),
-                  num_rounds=1, timeout=60, train_config=round_config(cfg, "0" * 64, student.cfg.to_dict()),
-                  evaluate_fn=lambda rnd, arrays: out.update({rnd: arrays}))
+    wrapped.start(
+        grid=LocalGrid(Replies(steps).app, NODES, tmp_path),
+        initial_arrays=ArrayRecord(student.state_dict()),
+        num_rounds=1,
+        timeout=60,
+        train_config=round_config(cfg, "0" * 64, student.cfg.to_dict()),
+        evaluate_fn=lambda rnd, arrays: out.update({rnd: arrays}),
+    )
     moved = [out[1][k].numpy() - start[k] for k in start]
     return strategy, wrapped, account, moved
 
@@ -385,15 +440,22 @@ def test_noise_is_calibrated_to_the_updates_averaged_and_stays_finite(tmp_path: 
 
 def test_client_side_clipping_mod_clips_and_the_server_rejects_unclipped_updates(tmp_path: Path) -> None:
     sent = ArrayRecord({"w": torch.zeros(100)})
-    msg = Message(RecordDict({"arrays": sent, "config": ConfigRecord({KEY_CLIPPING_NORM: 0.5})}), dst_node_id=7,
-                  message_type="train")
+    msg = Message(
+        RecordDict({"arrays": sent, "config": ConfigRecord({KEY_CLIPPING_NORM: 0.5})}),
+        dst_node_id=7,
+        message_type="train",
+    )
     ctx = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
 
     def reply_to(m: Message, c: Context) -> Message:
-        return Message(RecordDict({"arrays": ArrayRecord({"w": torch.ones(100)}),
-                                   "metrics": MetricRecord({"num-examples": 1.0})}), reply_to=m)
-    plain = Message(RecordDict({"arrays": sent, "config": ConfigRecord({"dp": "none"})}), dst_node_id=7,
-                    message_type="train")
+        return Message(
+            RecordDict({"arrays": ArrayRecord({"w": torch.ones(100)}), "metrics": MetricRecord({"num-examples": 1.0})}),
+            reply_to=m,
+        )
+
+    plain = Message(
+        RecordDict({"arrays": sent, "config": ConfigRecord({"dp": "none"})}), dst_node_id=7, message_type="train"
+    )
 
     clipped = dp_clipping_mod(msg, ctx, reply_to).content["arrays"]
     untouched = dp_clipping_mod(plain, ctx, reply_to).content["arrays"]
@@ -406,19 +468,32 @@ def test_client_side_clipping_mod_clips_and_the_server_rejects_unclipped_updates
 
     def skip_mod(node: int, request: Message, reply: Message) -> Message:
         if node == 202 and not reply.has_error():
-            reply.content["arrays"] = ArrayRecord({k: torch.as_tensor(v.numpy() + 0.05)
-                                                   for k, v in request.content["arrays"].items()})
+            reply.content["arrays"] = ArrayRecord(
+                {k: torch.as_tensor(v.numpy() + 0.05) for k, v in request.content["arrays"].items()}
+            )
         return reply
 
-    cfg = FedConfig.from_dict({"clients": 4, "min-clients": 4, "dp": "client", "method": "supervised",
-                               "dp-noise-multiplier": 1e-6, "dp-clip-norm": 1.0})
+    cfg = FedConfig.from_dict(
+        {
+            "clients": 4,
+            "min-clients": 4,
+            "dp": "client",
+            "method": "supervised",
+            "dp-noise-multiplier": 1e-6,
+            "dp-clip-norm": 1.0,
+        }
+    )
     strategy = strategy_for(cfg)
     strategy.setup(ArrayRecord({}), "0" * 64, {}, 60.0, max_update_norm=cfg.max_update_norm)
     wrapped, _ = dp.wrap(strategy, cfg)
     student = student_for(["NORM", "MI"], "I", TINY_STUDENT)
-    wrapped.start(grid=LocalGrid(forged.app, NODES, tmp_path, tamper=skip_mod),
-                  initial_arrays=ArrayRecord(student.state_dict()), num_rounds=1, timeout=60,
-                  train_config=round_config(cfg, "0" * 64, student.cfg.to_dict()))
+    wrapped.start(
+        grid=LocalGrid(forged.app, NODES, tmp_path, tamper=skip_mod),
+        initial_arrays=ArrayRecord(student.state_dict()),
+        num_rounds=1,
+        timeout=60,
+        train_config=round_config(cfg, "0" * 64, student.cfg.to_dict()),
+    )
     status = {r["node_id"]: (r["status"], r["reason"] or "") for r in strategy.reports}
     assert [n for n, (s, _) in status.items() if s != "ok"] == ["202"]
     assert "exceeds the limit" in status["202"][1]
@@ -427,14 +502,27 @@ def test_client_side_clipping_mod_clips_and_the_server_rejects_unclipped_updates
 # ---------------------------------------------------------------------------------------------- registry
 
 
-@pytest.mark.parametrize("keys", [
-    {"dp": "dp-sgd", "dp-epsilon": 4.0, "method": "kd"},
-    {"dp": "client", "dp-noise-multiplier": 1.0, "dp-clip-norm": 5.0, "method": "supervised"},
-])
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"dp": "dp-sgd", "dp-epsilon": 4.0, "method": "kd"},
+        {"dp": "client", "dp-noise-multiplier": 1.0, "dp-clip-norm": 5.0, "method": "supervised"},
+    ],
+)
 def test_epsilon_is_recorded_per_round_in_the_registry(keys: dict, synth_data, tiny_teacher, tmp_path: Path) -> None:
-    cfg = FedConfig.from_dict({"data": str(synth_data.root), "teacher": str(tiny_teacher), "clients": 2,
-                               "rounds": 2, "local-epochs": 1, "batch-size": 16, "labelled-fraction": 0.5,
-                               "device": "cpu", **keys})
+    cfg = FedConfig.from_dict(
+        {
+            "data": str(synth_data.root),
+            "teacher": str(tiny_teacher),
+            "clients": 2,
+            "rounds": 2,
+            "local-epochs": 1,
+            "batch-size": 16,
+            "labelled-fraction": 0.5,
+            "device": "cpu",
+            **keys,
+        }
+    )
     grid = LocalGrid(app, [301, 302], tmp_path / "nodes")
 
     shown = run_federation(grid, cfg, ServerOptions(run_dir=tmp_path / "runs"))

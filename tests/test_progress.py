@@ -28,10 +28,12 @@ def test_federated_benchmark_follows_the_round_lines_of_a_run(tmp_path: Path) ->
     from simulations.benchmark_federated import run_with_progress
 
     script = tmp_path / "fake_run.py"
-    script.write_text("import sys\n"
-                      "for i in (1, 2):\n"
-                      "    print(f'round {i:3d}/2: global macro F1 0.5', file=sys.stderr)\n"
-                      "print('{\"run_id\": \"x\"}')\n")
+    script.write_text(
+        "import sys\n"
+        "for i in (1, 2):\n"
+        "    print(f'round {i:3d}/2: global macro F1 0.5', file=sys.stderr)\n"
+        'print(\'{"run_id": "x"}\')\n'
+    )
 
     code, stdout, stderr = run_with_progress([sys.executable, str(script)], 2)
 

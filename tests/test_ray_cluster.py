@@ -60,26 +60,94 @@ def two_node_cluster():
     temp = tempfile.mkdtemp(prefix="lhray", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     gcs = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
-              "--object-store-memory", str(100 * 2**20), "--disable-usage-stats",
-              *_ports("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-                      "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
+    common = [
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        "1",
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        str(100 * 2**20),
+        "--disable-usage-stats",
+        *_ports(
+            "node-manager-port",
+            "object-manager-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+        ),
+    ]
     low = free_port()
     try:
-        head = subprocess.run([str(RAY), "start", "--head", "--port", str(gcs), "--temp-dir", temp,
-                               "--include-dashboard", "false", "--ray-client-server-port", str(free_port()),
-                               "--resources", json.dumps({"lh-head": 1}), "--min-worker-port", str(low),
-                               "--max-worker-port", str(low + 40), *common],
-                              env=env, capture_output=True, text=True, timeout=180)
+        head = subprocess.run(
+            [
+                str(RAY),
+                "start",
+                "--head",
+                "--port",
+                str(gcs),
+                "--temp-dir",
+                temp,
+                "--include-dashboard",
+                "false",
+                "--ray-client-server-port",
+                str(free_port()),
+                "--resources",
+                json.dumps({"lh-head": 1}),
+                "--min-worker-port",
+                str(low),
+                "--max-worker-port",
+                str(low + 40),
+                *common,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
-        common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
-                  "--object-store-memory", str(100 * 2**20), "--disable-usage-stats",
-                  *_ports("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-                          "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")]
-        second = subprocess.run([str(RAY), "start", "--address", f"127.0.0.1:{gcs}", "--temp-dir", temp,
-                                 "--resources", json.dumps({"lh-second": 1}), "--min-worker-port", str(low + 41),
-                                 "--max-worker-port", str(low + 80), *common],
-                                env=env, capture_output=True, text=True, timeout=180)
+        common = [
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "1",
+            "--num-gpus",
+            "0",
+            "--object-store-memory",
+            str(100 * 2**20),
+            "--disable-usage-stats",
+            *_ports(
+                "node-manager-port",
+                "object-manager-port",
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "metrics-export-port",
+            ),
+        ]
+        second = subprocess.run(
+            [
+                str(RAY),
+                "start",
+                "--address",
+                f"127.0.0.1:{gcs}",
+                "--temp-dir",
+                temp,
+                "--resources",
+                json.dumps({"lh-second": 1}),
+                "--min-worker-port",
+                str(low + 41),
+                "--max-worker-port",
+                str(low + 80),
+                *common,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
         yield f"127.0.0.1:{gcs}", temp
     finally:
@@ -102,18 +170,44 @@ print(json.dumps({"nodes": sorted(names.values()), "actors": [names.get(a["Addre
 # round starts the client actors, each importing torch); the fixtures' setup counts against the limit too
 @pytest.mark.timeout(1500)
 def test_a_federation_on_a_two_node_ray_cluster_places_clients_on_both_nodes(
-        two_node_cluster, tmp_path: Path, synth_data, tiny_teacher: Path) -> None:
+    two_node_cluster, tmp_path: Path, synth_data, tiny_teacher: Path
+) -> None:
     # Prepare: the cluster is up; the clients' data and teacher are on storage both nodes see (one machine)
     address, _ = two_node_cluster
     env = {**os.environ, "LITEHEART_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
-    cmd = [sys.executable, "-m", "simulations.cli", "run", "--ray-address", address, "--client-cpus", "1",
-           "--data", str(synth_data.root), "--teacher", str(tiny_teacher), "--method", "kd", "--clients", "2",
-           "--rounds", "2", "--local-epochs", "1", "--device", "cpu", "--run-dir", str(tmp_path / "runs"), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "run",
+        "--ray-address",
+        address,
+        "--client-cpus",
+        "1",
+        "--data",
+        str(synth_data.root),
+        "--teacher",
+        str(tiny_teacher),
+        "--method",
+        "kd",
+        "--clients",
+        "2",
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--json",
+    ]
 
     # Execute
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-    placed = subprocess.run([sys.executable, "-c", PLACEMENT, address], capture_output=True, text=True, env=env,
-                            timeout=120)
+    placed = subprocess.run(
+        [sys.executable, "-c", PLACEMENT, address], capture_output=True, text=True, env=env, timeout=120
+    )
 
     # Assert: the run completed with both clients each round, and Ray put a client actor on each node
     assert done.returncode == 0, done.stderr[-3000:]

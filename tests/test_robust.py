@@ -28,14 +28,22 @@ from liteheart_core.config import FedConfig
 from liteheart_core.federated import global_evaluation, state_hash, student_for
 from server.orchestrate import ServerOptions, round_config, run_federation
 from server.strategy import strategy_for
-from tests.conftest import TINY_STUDENT
 from simulations.local_grid import LocalGrid, server_identity
+from tests.conftest import TINY_STUDENT
 
 NODES = [101, 102, 103, 104, 105]
 HOSTILE = 105
 # fast learning on 5 x ~26 records: the honest run's macro AUC climbs from 0.47 to ~0.69 in 3 rounds
-SETTINGS = {"clients": 5, "rounds": 3, "method": "supervised", "labelled-fraction": 0.5, "local-epochs": 2,
-            "batch-size": 8, "lr": 3e-2, "device": "cpu"}
+SETTINGS = {
+    "clients": 5,
+    "rounds": 3,
+    "method": "supervised",
+    "labelled-fraction": 0.5,
+    "local-epochs": 2,
+    "batch-size": 8,
+    "lr": 3e-2,
+    "device": "cpu",
+}
 # how far a robust run's final macro F1 may sit from the honest FedAvg run's (0.473). Measured: median and
 # trimmed mean within 0.02, Krum within 0.035 (it keeps one client's update a round); FedAvg under the
 # scaled attack 0.369
@@ -69,8 +77,12 @@ def corrupt(mode: str | None):
         out = {}
         for key in mine:
             g, w = sent[key].numpy(), mine[key].numpy()
-            bad = {"scaled": g + 100 * (w - g), "flipped": g - 10 * (w - g), "heavy": g - 3 * (w - g),
-                   "nan": np.full_like(w, np.nan)}[mode]
+            bad = {
+                "scaled": g + 100 * (w - g),
+                "flipped": g - 10 * (w - g),
+                "heavy": g - 3 * (w - g),
+                "nan": np.full_like(w, np.nan),
+            }[mode]
             out[key] = Array(bad.astype(w.dtype))
         reply.content["arrays"] = ArrayRecord(out)
         if mode == "heavy":
@@ -107,13 +119,20 @@ def federate(synth_data, teacher_path: Path, tmp: Path, strategy: str, mode: str
             reports.append([dict(r) for r in chosen.reports])
         last["arrays"] = arrays
 
-    chosen.start(grid=grid, initial_arrays=ArrayRecord(student.state_dict()), num_rounds=cfg.rounds, timeout=60,
-                 train_config=round_config(cfg, state_hash(tstate), student.cfg.to_dict()), evaluate_fn=evaluate)
+    chosen.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(student.state_dict()),
+        num_rounds=cfg.rounds,
+        timeout=60,
+        train_config=round_config(cfg, state_hash(tstate), student.cfg.to_dict()),
+        evaluate_fn=evaluate,
+    )
     net = student_for(classes, cfg.student_lead, TINY_STUDENT)
     net.load_state_dict(last["arrays"].to_torch_state_dict())
     metrics, _ = global_evaluation(net, synth_data, cfg.task, cfg.student_lead, "cpu", folds=ALL_FOLDS)
-    return Outcome(metrics["macro_f1"], metrics["macro_auc"], {k: v.numpy() for k, v in last["arrays"].items()},
-                   reports)
+    return Outcome(
+        metrics["macro_f1"], metrics["macro_auc"], {k: v.numpy() for k, v in last["arrays"].items()}, reports
+    )
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +168,7 @@ def test_fedavg_fails_every_attack(mode: str, honest: Outcome, synth_data, tiny_
     assert run.f1 < honest.f1 - F1_TOLERANCE, (run.f1, honest.f1)
 
 
-def test_a_nan_update_is_rejected_before_aggregation(honest: Outcome, synth_data, tiny_teacher,
-                                                     tmp_path: Path) -> None:
+def test_a_nan_update_is_rejected_before_aggregation(honest: Outcome, synth_data, tiny_teacher, tmp_path: Path) -> None:
     run = federate(synth_data, tiny_teacher, tmp_path, "fedavg", "nan")
 
     assert_nan_node_rejected(run)  # so even FedAvg averages the 4 honest updates only
@@ -160,8 +178,9 @@ def test_a_nan_update_is_rejected_before_aggregation(honest: Outcome, synth_data
 
 @pytest.mark.parametrize("mode", ATTACKS)
 @pytest.mark.parametrize("strategy", ["fedmedian", "trimmed-mean", "krum"])
-def test_robust_strategy_keeps_the_model(strategy: str, mode: str, honest: Outcome, synth_data, tiny_teacher,
-                                         tmp_path: Path) -> None:
+def test_robust_strategy_keeps_the_model(
+    strategy: str, mode: str, honest: Outcome, synth_data, tiny_teacher, tmp_path: Path
+) -> None:
     run = federate(synth_data, tiny_teacher, tmp_path, strategy, mode)
 
     assert all(np.all(np.isfinite(a)) for a in run.arrays.values())
@@ -174,8 +193,16 @@ def test_robust_strategy_keeps_the_model(strategy: str, mode: str, honest: Outco
 
 
 def test_registry_keeps_rejections_and_krum_choices(synth_data, tiny_teacher, tmp_path: Path) -> None:
-    cfg = FedConfig.from_dict({**SETTINGS, "data": str(synth_data.root), "teacher": str(tiny_teacher),
-                               "strategy": "krum", "rounds": 1, "min-clients": 5})
+    cfg = FedConfig.from_dict(
+        {
+            **SETTINGS,
+            "data": str(synth_data.root),
+            "teacher": str(tiny_teacher),
+            "strategy": "krum",
+            "rounds": 1,
+            "min-clients": 5,
+        }
+    )
     grid = LocalGrid(app, NODES, tmp_path / "nodes", tamper=corrupt("nan"))
 
     shown = run_federation(grid, cfg, ServerOptions(run_dir=tmp_path / "runs"))
@@ -210,8 +237,13 @@ def test_forged_replies_are_rejected_with_reasons_and_the_round_completes(tmp_pa
 
     def reply(w: float = 1.0, arrays: dict | None = None, extra: dict | None = None, **m) -> RecordDict:
         arrays = arrays or {k: np.full_like(v, w) for k, v in ref.items()}
-        return RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-                           "metrics": MetricRecord({**metrics, **m}), **(extra or {})})
+        return RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                "metrics": MetricRecord({**metrics, **m}),
+                **(extra or {}),
+            }
+        )
 
     forged = {
         1: reply(1.0),
@@ -222,16 +254,22 @@ def test_forged_replies_are_rejected_with_reasons_and_the_round_completes(tmp_pa
         6: reply(total=[1.0, 2.0]),
         7: reply(arrays={"w": np.ones((3, 2)), "b": np.ones(2)}),  # float64
         8: reply(50.0),  # update norm 50 * sqrt(8) > max-update-norm 100
-        9: RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in ref.items()}),
-                       "metrics": MetricRecord({"total": 1.0})}),
+        9: RecordDict(
+            {"arrays": ArrayRecord({k: Array(v) for k, v in ref.items()}), "metrics": MetricRecord({"total": 1.0})}
+        ),
     }
     cfg = FedConfig(clients=9, min_clients=9, strategy="fedavg", max_update_norm=100.0, method="supervised")
     strategy = strategy_for(cfg)
     strategy.setup(ArrayRecord({}), "0" * 64, {}, 10.0, max_update_norm=cfg.max_update_norm)
     grid = LocalGrid(Forged(forged).app, list(forged), tmp_path)
 
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in ref.items()}),
-                            num_rounds=1, timeout=10, train_config=ConfigRecord({"method": "supervised"}))
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: Array(v) for k, v in ref.items()}),
+        num_rounds=1,
+        timeout=10,
+        train_config=ConfigRecord({"method": "supervised"}),
+    )
 
     reasons = {int(r["node_id"]): r["reason"] for r in strategy.reports}
     assert [n for n, r in sorted(reasons.items()) if r is None] == [1, 2]
@@ -245,9 +283,12 @@ def test_forged_replies_are_rejected_with_reasons_and_the_round_completes(tmp_pa
 
 
 def test_forged_teacher_check_answers_are_ignored(tmp_path: Path) -> None:
-    answers = {21: RecordDict({"status": MetricRecord({"has-teacher": 1})}), 22: RecordDict({}),
-               23: RecordDict({"status": ConfigRecord({"has-teacher": "yes"})}),
-               24: RecordDict({"status": MetricRecord({"has-teacher": [1, 1]})})}
+    answers = {
+        21: RecordDict({"status": MetricRecord({"has-teacher": 1})}),
+        22: RecordDict({}),
+        23: RecordDict({"status": ConfigRecord({"has-teacher": "yes"})}),
+        24: RecordDict({"status": MetricRecord({"has-teacher": [1, 1]})}),
+    }
     strategy = strategy_for(FedConfig(clients=4))
     strategy.setup(ArrayRecord({}), "0" * 64, {}, 10.0)
 

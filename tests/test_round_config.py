@@ -16,8 +16,18 @@ NET = {"width": 16}
 
 def test_a_client_reads_back_exactly_the_runs_settings() -> None:
     # Prepare: settings off every default, shared data (simulation)
-    cfg = FedConfig(data="synth", clients=6, wearables=2, labelled_fraction=0.7, method="kd", local_epochs=3,
-                    proximal_mu=0.1, strategy="fedprox", seed=5, wearable_degrade=False)
+    cfg = FedConfig(
+        data="synth",
+        clients=6,
+        wearables=2,
+        labelled_fraction=0.7,
+        method="kd",
+        local_epochs=3,
+        proximal_mu=0.1,
+        strategy="fedprox",
+        seed=5,
+        wearable_degrade=False,
+    )
     record = dict(round_config(cfg, "ab" * 32, NET, run_id="r1"))
     record["server-round"] = 4  # the strategy's
 
@@ -41,16 +51,19 @@ def test_the_servers_paths_never_travel_in_deployment() -> None:
     assert rc.data is None  # the node names its own data
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"method": "bogus"}, "method 'bogus' is not a method a client can train"),
-    ({"labelled-fraction": 1.5}, r"labelled-fraction must be in \[0, 1\]"),
-    ({"wearable-degrade": "maybe"}, "wearable-degrade = 'maybe' is not a bool"),
-    ({"no-such-key": 1}, "unknown run config key 'no-such-key'"),
-    ({"teacher": "/srv/teacher.pt"}, "teacher belongs to the server's machine"),
-    ({"client-threads": 0}, "client-threads must be >= 1"),
-    ({"server-round": 1.5}, "server-round = 1.5 is not a whole number"),
-    ({"student-net": "[1]"}, "student-net must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"method": "bogus"}, "method 'bogus' is not a method a client can train"),
+        ({"labelled-fraction": 1.5}, r"labelled-fraction must be in \[0, 1\]"),
+        ({"wearable-degrade": "maybe"}, "wearable-degrade = 'maybe' is not a bool"),
+        ({"no-such-key": 1}, "unknown run config key 'no-such-key'"),
+        ({"teacher": "/srv/teacher.pt"}, "teacher belongs to the server's machine"),
+        ({"client-threads": 0}, "client-threads must be >= 1"),
+        ({"server-round": 1.5}, "server-round = 1.5 is not a whole number"),
+        ({"student-net": "[1]"}, "student-net must be a JSON object"),
+    ],
+)
 def test_a_bad_round_config_is_refused_once_with_the_key(change: dict, message: str) -> None:
     record = {**round_config(FedConfig(), "ab" * 32, NET), **change}
 

@@ -12,8 +12,9 @@ from client.secagg_app import check_before_masking
 from liteheart_core.config import FedConfig
 
 
-def test_strategy_sees_only_the_secure_aggregate(tmp_path: Path, synth_data, tiny_teacher: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strategy_sees_only_the_secure_aggregate(
+    tmp_path: Path, synth_data, tiny_teacher: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The measurement of ``python -m simulations.secagg_figures`` (results/secagg.md), asserted on."""
     from liteheart_core.storage import Registry
     from server.orchestrate import ServerOptions
@@ -22,8 +23,18 @@ def test_strategy_sees_only_the_secure_aggregate(tmp_path: Path, synth_data, tin
     # Prepare: 3 clients, 2 rounds over the in-process grid; a client mod inside secaggplus_mod and spies on
     # the server record both sides
     monkeypatch.setenv("LITEHEART_CACHE", str(tmp_path / "cache"))
-    cfg = FedConfig(data=str(synth_data.root), teacher=str(tiny_teacher), clients=3, min_clients=3, rounds=2,
-                    local_epochs=1, device="cpu", secagg=True, secagg_max_weight=100, secagg_clipping_range=4.0)
+    cfg = FedConfig(
+        data=str(synth_data.root),
+        teacher=str(tiny_teacher),
+        clients=3,
+        min_clients=3,
+        rounds=2,
+        local_epochs=1,
+        device="cpu",
+        secagg=True,
+        secagg_max_weight=100,
+        secagg_clipping_range=4.0,
+    )
 
     # Execute
     figures = measure(cfg, ServerOptions(run_dir=tmp_path / "runs"), tmp_path)
@@ -54,18 +65,20 @@ def test_secagg_config_refuses_what_cannot_combine() -> None:
     dp = {"dp_noise_multiplier": 1.0, "dp_clip_norm": 1.0}
 
     assert (ok.secagg_shares, ok.secagg_threshold) == (3, 2)
-    for bad, why in [({"strategy": "krum", "clients": 5}, "krum must see every client's update"),
-                     ({"strategy": "fedmedian"}, "fedmedian must see every client's update"),
-                     ({"wearables": 1}, "cannot combine with wearables"),
-                     ({"dp": "server", **dp}, "cannot combine with dp = server"),
-                     ({"dp": "client", **dp}, "dp = client is not wired"),
-                     ({"clients": 1, "min_clients": 1}, "at least 2 clients per round"),
-                     ({"secagg_shares": 2}, "secagg-shares 2 must be"),
-                     ({"secagg_shares": 3, "secagg_threshold": 3}, "must be below secagg-shares"),
-                     ({"secagg_threshold": 1.5}, "secagg-threshold 1.5 must be"),
-                     ({"secagg_clipping_range": 0.0}, "secagg-clipping-range must be"),
-                     ({"secagg_quantization_range": 2 ** 31}, "would overflow"),
-                     ({"secagg_max_weight": 0}, "secagg-max-weight must be")]:
+    for bad, why in [
+        ({"strategy": "krum", "clients": 5}, "krum must see every client's update"),
+        ({"strategy": "fedmedian"}, "fedmedian must see every client's update"),
+        ({"wearables": 1}, "cannot combine with wearables"),
+        ({"dp": "server", **dp}, "cannot combine with dp = server"),
+        ({"dp": "client", **dp}, "dp = client is not wired"),
+        ({"clients": 1, "min_clients": 1}, "at least 2 clients per round"),
+        ({"secagg_shares": 2}, "secagg-shares 2 must be"),
+        ({"secagg_shares": 3, "secagg_threshold": 3}, "must be below secagg-shares"),
+        ({"secagg_threshold": 1.5}, "secagg-threshold 1.5 must be"),
+        ({"secagg_clipping_range": 0.0}, "secagg-clipping-range must be"),
+        ({"secagg_quantization_range": 2**31}, "would overflow"),
+        ({"secagg_max_weight": 0}, "secagg-max-weight must be"),
+    ]:
         with pytest.raises(ValueError, match=why):
             FedConfig(**{"secagg": True, "clients": 4, **bad})
     assert FedConfig(strategy="krum", clients=5).secagg is False  # nothing is checked without secagg

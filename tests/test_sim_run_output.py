@@ -20,11 +20,20 @@ from simulations.run_cmd import backend_config, partition_text
 def test_the_main_job_explains_itself_without_library_warnings(tmp_path: Path) -> None:
     # Prepare: the main job's command, made small (a 2-epoch teacher trained here, 2 clients, 2 rounds)
     scenario = tmp_path / "small.toml"
-    scenario.write_text("synth-records = 60\nteacher-epochs = 2\nlocal-epochs = 1\nmethod = \"kd\"\n")
+    scenario.write_text('synth-records = 60\nteacher-epochs = 2\nlocal-epochs = 1\nmethod = "kd"\n')
     env = {**os.environ, "LITEHEART_CACHE": str(tmp_path / "cache")}  # an empty cache: the teacher is trained
     exe = Path(sys.executable).with_name("liteheart-sim")
     cmd = ([str(exe)] if exe.is_file() else [sys.executable, "-m", "simulations.cli"]) + [
-        "run", "--scenario", str(scenario), "--clients", "2", "--rounds", "2", "--device", "cpu"]
+        "run",
+        "--scenario",
+        str(scenario),
+        "--clients",
+        "2",
+        "--rounds",
+        "2",
+        "--device",
+        "cpu",
+    ]
 
     # Execute: output to pipes, as in CI or a log file
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
@@ -42,12 +51,25 @@ def test_the_main_job_explains_itself_without_library_warnings(tmp_path: Path) -
         assert any(re.match(rf"round +{number}/2: global macro F1 \d\.\d{{3}}", line) for line in lines), lines
     assert any(line.startswith("evaluating the initial student") for line in lines)
     start = lines.index(next(line for line in lines if line.startswith("#  name")))
-    table = lines[start:lines.index(next(line for line in lines[start:] if line.split()[:1] == ["total"])) + 1]
+    table = lines[start : lines.index(next(line for line in lines[start:] if line.split()[:1] == ["total"])) + 1]
     assert len(table) == 6 and all(len(line) <= 80 for line in table), table
-    assert table[0].split() == ["#", "name", "records", "labelled", "patients", "NORM", "MI", "STTC", "CD", "HYP",
-                                "train", "val"]
-    run_id = re.search(r"^run (\w+) completed: global student macro F1 \d\.\d{3}, AUC \d\.\d{3}", done.stdout,
-                       re.MULTILINE).group(1)
+    assert table[0].split() == [
+        "#",
+        "name",
+        "records",
+        "labelled",
+        "patients",
+        "NORM",
+        "MI",
+        "STTC",
+        "CD",
+        "HYP",
+        "train",
+        "val",
+    ]
+    run_id = re.search(
+        r"^run (\w+) completed: global student macro F1 \d\.\d{3}, AUC \d\.\d{3}", done.stdout, re.MULTILINE
+    ).group(1)
     assert re.search(r"^  registry     sqlite:///\S*runs/registry\.sqlite$", done.stdout, re.MULTILINE), done.stdout
     assert f"checkpoints  runs/{run_id}/checkpoints" in done.stdout
     assert f"liteheart-server runs report {run_id} --out report-{run_id}" in done.stdout
@@ -57,12 +79,33 @@ def test_the_main_job_explains_itself_without_library_warnings(tmp_path: Path) -
 
 def test_the_partition_table_fits_80_columns_and_says_what_it_left_out() -> None:
     # Prepare: 12 wearable sites with 26 classes (the Challenge's), and 4 sites with PTB-XL's 5 superclasses
-    many = [{"client": i, "name": f"site Ningbo-{i}", "kind": "wearable", "records": 12345, "labelled": 3400,
-             "patients": 10500, **{f"C{j:02d}": 1000 + j for j in range(26)}, "train": 11000, "local val": 1345}
-            for i in range(12)]
-    few = [{"client": i, "name": f"iid {i}", "records": 123, "labelled": 34, "patients": 105,
-            **dict(zip(["NORM", "MI", "STTC", "CD", "HYP"], [52, 24, 38, 27, 18])), "train": 109, "local val": 14}
-           for i in range(4)]
+    many = [
+        {
+            "client": i,
+            "name": f"site Ningbo-{i}",
+            "kind": "wearable",
+            "records": 12345,
+            "labelled": 3400,
+            "patients": 10500,
+            **{f"C{j:02d}": 1000 + j for j in range(26)},
+            "train": 11000,
+            "local val": 1345,
+        }
+        for i in range(12)
+    ]
+    few = [
+        {
+            "client": i,
+            "name": f"iid {i}",
+            "records": 123,
+            "labelled": 34,
+            "patients": 105,
+            **dict(zip(["NORM", "MI", "STTC", "CD", "HYP"], [52, 24, 38, 27, 18])),
+            "train": 109,
+            "local val": 14,
+        }
+        for i in range(4)
+    ]
 
     # Execute
     wide, narrow = partition_text(many).splitlines(), partition_text(few).splitlines()
@@ -92,8 +135,11 @@ def test_progress_lines_count_down(capsys) -> None:
 
     assert lines[0].startswith("teacher epoch 1/2") and "left)" in lines[0] and "left" not in lines[1]
     assert lines[0].endswith("(about 0 s left)")  # as long as epoch 1 took (no time here)
-    assert [line.split("  (")[0] for line in lines if line.startswith("round ") and "/3" in line] == \
-        ["round 1/3", "round 2/3", "round 3/3"]
+    assert [line.split("  (")[0] for line in lines if line.startswith("round ") and "/3" in line] == [
+        "round 1/3",
+        "round 2/3",
+        "round 3/3",
+    ]
     assert "left)" in next(line for line in lines if line.startswith("round 2/3"))
 
 

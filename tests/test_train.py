@@ -44,20 +44,25 @@ def test_teacher_checkpoint_round_trip_scores_the_same(synth_data, tiny_teacher:
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "teacher"])
 def test_every_student_method_trains_and_logs_its_terms(method: str, synth_data, tiny_teacher: Path) -> None:
     teacher, _ = load_checkpoint(tiny_teacher)
-    cfg = TrainConfig(method=method, epochs=1, batch_size=32, labelled_fraction=0.3, device="cpu",
-                      net=TINY_STUDENT)
+    cfg = TrainConfig(method=method, epochs=1, batch_size=32, labelled_fraction=0.3, device="cpu", net=TINY_STUDENT)
 
     result = train(synth_data, cfg, teacher=None if method == "supervised" else teacher)
 
     logged = set(result.history[0])
-    expected = {"supervised": {"bce"}, "kd": {"bce", "kd"}, "fitnets": {"bce", "kd", "feature"},
-                "liteheart": {"bce", "kd", "feature", "evidence", "mi", "pseudo", "consistency"},
-                "liteheart-no-region": {"bce", "kd", "feature", "mi", "pseudo", "consistency"},
-                "liteheart-no-mi": {"bce", "kd", "feature", "evidence", "pseudo", "consistency"},
-                "liteheart-no-semi": {"bce", "kd", "feature", "evidence", "mi"},
-                "liteheart-v2": {"bce", "kd", "crd", "waves"}, "liteheart-v2-no-views": {"bce", "kd", "crd", "waves"},
-                "liteheart-v2-no-mix": {"bce", "kd", "crd", "waves"}, "liteheart-v2-no-crd": {"bce", "kd", "waves"},
-                "liteheart-v2-no-region": {"bce", "kd", "crd"}}[method]
+    expected = {
+        "supervised": {"bce"},
+        "kd": {"bce", "kd"},
+        "fitnets": {"bce", "kd", "feature"},
+        "liteheart": {"bce", "kd", "feature", "evidence", "mi", "pseudo", "consistency"},
+        "liteheart-no-region": {"bce", "kd", "feature", "mi", "pseudo", "consistency"},
+        "liteheart-no-mi": {"bce", "kd", "feature", "evidence", "pseudo", "consistency"},
+        "liteheart-no-semi": {"bce", "kd", "feature", "evidence", "mi"},
+        "liteheart-v2": {"bce", "kd", "crd", "waves"},
+        "liteheart-v2-no-views": {"bce", "kd", "crd", "waves"},
+        "liteheart-v2-no-mix": {"bce", "kd", "crd", "waves"},
+        "liteheart-v2-no-crd": {"bce", "kd", "waves"},
+        "liteheart-v2-no-region": {"bce", "kd", "crd"},
+    }[method]
     terms = {"bce", "kd", "feature", "evidence", "mi", "pseudo", "consistency", "crd", "waves"}
     assert logged & terms == expected
     assert all(np.isfinite(v) for v in result.history[0].values())
@@ -90,10 +95,38 @@ def test_cli_evaluate_scores_a_student_checkpoint(synth_data, tiny_teacher: Path
     save_checkpoint(ckpt, result.model, checkpoint_meta(synth_data, cfg, result))
     runner = CliRunner()
 
-    ok = runner.invoke(app, ["evaluate", "--model", str(ckpt), "--data", str(synth_data.root), "--split", "val",
-                             "--bootstrap", "50", "--device", "cpu", "--json"])
-    test = runner.invoke(app, ["evaluate", "--model", str(ckpt), "--data", str(synth_data.root), "--split", "test",
-                               "--bootstrap", "10", "--json"])
+    ok = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(ckpt),
+            "--data",
+            str(synth_data.root),
+            "--split",
+            "val",
+            "--bootstrap",
+            "50",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    test = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(ckpt),
+            "--data",
+            str(synth_data.root),
+            "--split",
+            "test",
+            "--bootstrap",
+            "10",
+            "--json",
+        ],
+    )
     bogus = runner.invoke(app, ["evaluate", "--model", str(ckpt), "--data", str(synth_data.root), "--split", "dev"])
     missing = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(synth_data.root)])
 

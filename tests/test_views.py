@@ -11,8 +11,17 @@ from liteheart_core.models import build_net
 from liteheart_core.train import METHOD_TABLE, TrainConfig, drop_leads, method_spec
 from liteheart_core.views import build_view_bank, cached_view_bank
 
-TINY_TEACHER = {"kind": "xresnet1d", "widths": (8, 16), "depths": (1, 1), "kernel_size": 5, "stem_width": 8,
-                "norm": "batch", "dropout": 0.0, "block": "basic", "stem_convs": 1}
+TINY_TEACHER = {
+    "kind": "xresnet1d",
+    "widths": (8, 16),
+    "depths": (1, 1),
+    "kernel_size": 5,
+    "stem_width": 8,
+    "norm": "batch",
+    "dropout": 0.0,
+    "block": "basic",
+    "stem_convs": 1,
+}
 
 
 def _lead_i_teacher(seed: int = 0):
@@ -103,7 +112,7 @@ def test_lead_dropout_never_drops_the_students_lead() -> None:
 
     out = drop_leads(x, 0.5, [0], torch.Generator().manual_seed(0))
 
-    dropped = (out[:, :, 0] == 0)
+    dropped = out[:, :, 0] == 0
     assert not dropped[:, 0].any()
     alone = dropped[:, 1:].all(1).float().mean().item()
     full = (~dropped[:, 1:]).all(1).float().mean().item()

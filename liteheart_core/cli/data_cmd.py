@@ -6,7 +6,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -47,8 +47,10 @@ def _progress(label: str, quiet: bool):
 def _print_summary(summary: dict) -> None:
     took = "reused cache" if summary["cached"] else f"{summary['seconds']} s"
     out.print(f"[bold]{summary['source']}[/] prepared at {summary['path']} ({took})")
-    out.print(f"records {summary['records']}, windows {summary['windows']}, skipped {summary['skipped']},"
-              f" {summary['fs']} Hz x {summary['length']} samples")
+    out.print(
+        f"records {summary['records']}, windows {summary['windows']}, skipped {summary['skipped']},"
+        f" {summary['fs']} Hz x {summary['length']} samples"
+    )
     for task, counts in summary["label_counts"].items():
         if task not in ("superdiagnostic", "challenge2021"):
             continue
@@ -70,17 +72,34 @@ def _print_summary(summary: dict) -> None:
 
 @data_app.command("prepare")
 def prepare_cmd(
-    kind: Annotated[Kind, typer.Argument(help="Layout of the folder: ptbxl, challenge, files (ECG files of any format, mixed), or auto.")],
-    path: Annotated[Path, typer.Argument(help="The dataset folder: PTB-XL, PhysioNet Challenge, or ECG files (WFDB, DICOM, HL7 aECG, GE MUSE/Philips XML, EDF, Apple Health CSV; recognised by content).")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where prepared arrays go (default: $LITEHEART_CACHE or ~/.cache/liteheart).")] = None,
+    kind: Annotated[
+        Kind,
+        typer.Argument(help="Layout of the folder: ptbxl, challenge, files (ECG files of any format, mixed), or auto."),
+    ],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="The dataset folder: PTB-XL, PhysioNet Challenge, or ECG files (WFDB, DICOM, HL7 aECG, GE MUSE/Philips XML, EDF, Apple Health CSV; recognised by content)."
+        ),
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where prepared arrays go (default: $LITEHEART_CACHE or ~/.cache/liteheart)."),
+    ] = None,
     fs: Annotated[int, typer.Option(help="Target sampling rate in Hz.")] = 100,
     window: Annotated[float, typer.Option(help="Window length in seconds.")] = 10.0,
-    long_records: Annotated[LongRecords, typer.Option(help="Longer records: one centred crop, or consecutive windows.")] = LongRecords.crop,
-    min_seconds: Annotated[float, typer.Option(help="Records shorter than this are skipped; others are zero-padded.")] = 2.0,
+    long_records: Annotated[
+        LongRecords, typer.Option(help="Longer records: one centred crop, or consecutive windows.")
+    ] = LongRecords.crop,
+    min_seconds: Annotated[
+        float, typer.Option(help="Records shorter than this are skipped; others are zero-padded.")
+    ] = 2.0,
     band: Annotated[str, typer.Option(help="Band-pass 'LOW,HIGH' in Hz, or 'none'.")] = "0.5,40",
     source_rate: Annotated[int, typer.Option(help="PTB-XL files to read: 100 (records100) or 500 (records500).")] = 100,
     regions: Annotated[bool, typer.Option(help="Detect beats and cache P/QRS/T regions.")] = True,
-    unknown_codes: Annotated[UnknownCodes, typer.Option(help="Challenge codes in no table: warn and keep, or skip the record.")] = UnknownCodes.warn,
+    unknown_codes: Annotated[
+        UnknownCodes, typer.Option(help="Challenge codes in no table: warn and keep, or skip the record.")
+    ] = UnknownCodes.warn,
     strict: Annotated[bool, typer.Option(help="Fail on the first bad record instead of skipping it.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -93,17 +112,31 @@ def prepare_cmd(
         bp = None if band.strip().lower() == "none" else tuple(float(v) for v in band.split(","))
         if bp is not None and len(bp) != 2:
             raise ValueError(f"--band needs LOW,HIGH, got {band!r}")
-        settings = PrepSettings(fs=fs, window_s=window, long_records=long_records.value, min_seconds=min_seconds,
-                                bandpass=bp, source_rate=source_rate, regions=regions,
-                                unknown_codes=unknown_codes.value)
+        settings = PrepSettings(
+            fs=fs,
+            window_s=window,
+            long_records=long_records.value,
+            min_seconds=min_seconds,
+            bandpass=bp,
+            source_rate=source_rate,
+            regions=regions,
+            unknown_codes=unknown_codes.value,
+        )
     except ValueError as exc:
         fail(str(exc))
     bar, callback = _progress("preparing", as_json)
     try:
         if bar:
             bar.start()
-        summary = prepare(path, out_dir or default_cache_dir(), kind=None if kind == Kind.auto else kind.value,
-                          settings=settings, strict=strict, workers=workers, progress=callback)
+        summary = prepare(
+            path,
+            out_dir or default_cache_dir(),
+            kind=None if kind == Kind.auto else kind.value,
+            settings=settings,
+            strict=strict,
+            workers=workers,
+            progress=callback,
+        )
     except (LayoutError, PreparationError, ValueError) as exc:
         fail(str(exc))
     finally:
@@ -142,7 +175,7 @@ def download_cmd(
     dataset: Annotated[str, typer.Argument(help="Dataset to fetch: ptbxl.")],
     to: Annotated[Path, typer.Option("--to", help="Destination folder (partial downloads resume).")],
     rate: Annotated[str, typer.Option(help="Records to fetch: 100, 500 or all.")] = "100",
-    base_url: Annotated[Optional[str], typer.Option(help="Mirror URL (default: PhysioNet).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Mirror URL (default: PhysioNet).")] = None,
     workers: Annotated[int, typer.Option(help="Parallel downloads.")] = 4,
 ) -> None:
     """Download PTB-XL from PhysioNet, verify SHA256SUMS.txt and resume partial files."""
@@ -163,12 +196,19 @@ def download_cmd(
 
     try:
         with bar:
-            report = download_ptbxl(to, base_url=base_url or PTBXL_URL,
-                                    rate=None if rate == "all" else int(rate), workers=workers, progress=progress)
+            report = download_ptbxl(
+                to,
+                base_url=base_url or PTBXL_URL,
+                rate=None if rate == "all" else int(rate),
+                workers=workers,
+                progress=progress,
+            )
     except DownloadError as exc:
         fail(str(exc))
-    out.print(f"{report.files_total} files in {to}: {report.files_downloaded} downloaded, "
-              f"{report.files_skipped} already verified, {len(report.resumed)} resumed")
+    out.print(
+        f"{report.files_total} files in {to}: {report.files_downloaded} downloaded, "
+        f"{report.files_skipped} already verified, {len(report.resumed)} resumed"
+    )
 
 
 @data_app.command("info")

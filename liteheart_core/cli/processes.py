@@ -60,8 +60,15 @@ def child_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update({"FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra or {})
     return env
 
@@ -72,7 +79,7 @@ def _stat(pid: int) -> tuple[int, int] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    fields = raw[raw.rfind(")") + 2 :].split()  # the command name may hold spaces and parentheses
     return int(fields[1]), int(fields[19])
 
 
@@ -167,7 +174,7 @@ def _running(pid: int, start: int) -> bool:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    fields = raw[raw.rfind(")") + 2:].split()
+    fields = raw[raw.rfind(")") + 2 :].split()
     return fields[0] != "Z" and int(fields[19]) == start
 
 

@@ -26,8 +26,9 @@ from liteheart_core.cli.console import err
 
 
 @contextmanager
-def step_progress(label: str, console: Console | None = None,
-                  disable: bool = False) -> Iterator[Callable[[int, int], None]]:
+def step_progress(
+    label: str, console: Console | None = None, disable: bool = False
+) -> Iterator[Callable[[int, int], None]]:
     """A ``progress(done, total)`` callback that draws a transient bar from its first call on.
 
     Parameters
@@ -37,8 +38,15 @@ def step_progress(label: str, console: Console | None = None,
     disable
         Draw nothing (e.g. ``--json`` output to a pipe).
     """
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=console or err, transient=True, disable=disable)
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console or err,
+        transient=True,
+        disable=disable,
+    )
     state: dict = {}
 
     def update(done: int, total: int) -> None:
@@ -55,14 +63,22 @@ def step_progress(label: str, console: Console | None = None,
 
 
 @contextmanager
-def job_progress(label: str, total: int, console: Console | None = None,
-                 disable: bool = False) -> Iterator[Callable[[str], None]]:
+def job_progress(
+    label: str, total: int, console: Console | None = None, disable: bool = False
+) -> Iterator[Callable[[str], None]]:
     """A bar over ``total`` jobs; the yielded ``done(description)`` advances it by one.
 
     Lines printed through the same console while it runs appear above the bar.
     """
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.description}"), console=console or err, disable=disable)
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console or err,
+        disable=disable,
+    )
     task = bar.add_task("", total=total)
 
     def done(description: str = "") -> None:
@@ -99,9 +115,16 @@ class RunProgress:
         self.console = console or err
         self.rounds = rounds
         self.live = self.console.is_terminal if live is None else live
-        self.bar = Progress(TextColumn("{task.fields[what]:<8}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                            TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.description}"),
-                            console=self.console, disable=not self.live)
+        self.bar = Progress(
+            TextColumn("{task.fields[what]:<8}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=self.console,
+            disable=not self.live,
+        )
         self.tasks: dict[str, TaskID] = {}
         self.started: dict[str, float] = {}
         self.ends: list[float] = []
@@ -159,5 +182,6 @@ class RunProgress:
         spans = [b - a for a, b in zip([self.started["rounds"], *self.ends], self.ends)]
         pace = sum(spans[1:]) / len(spans[1:]) if len(spans) > 1 else spans[0]
         left = _eta(pace * (self.rounds - number))
-        self.console.print(line + ("" if self.live or number >= self.rounds else f"  (about {left} left)"),
-                           highlight=False)
+        self.console.print(
+            line + ("" if self.live or number >= self.rounds else f"  (about {left} left)"), highlight=False
+        )

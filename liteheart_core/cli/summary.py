@@ -23,13 +23,25 @@ def finish_summary(run_dir: Path, db_url: str, result: dict[str, Any]) -> dict[s
         shown = registry.show_run(run_id)
     finally:
         registry.close()
-    rounds = [{"round": r["number"], "macro_f1": r["central_metrics"].get("macro_f1"),
-               "macro_auc": r["central_metrics"].get("macro_auc"), "loss": r["train_metrics"].get("total"),
-               "participants": len(r["participants"]), "failures": r["n_failures"],
-               **{k: r["train_metrics"][k] for k in ("epsilon", "delta") if k in r["train_metrics"]}}
-              for r in shown["rounds"]]
-    return {"run_id": run_id, "status": shown["run"]["status"], "error": shown["run"].get("error"),
-            "dp": (shown["run"].get("config") or {}).get("fed", {}).get("dp", "none"),
-            "rounds": rounds, "final": rounds[-1] if rounds else {},
-            "global_student": str(run_dir / run_id / "global_student.pt"),
-            "teacher_transfers": result.get("teacher_transfers")}
+    rounds = [
+        {
+            "round": r["number"],
+            "macro_f1": r["central_metrics"].get("macro_f1"),
+            "macro_auc": r["central_metrics"].get("macro_auc"),
+            "loss": r["train_metrics"].get("total"),
+            "participants": len(r["participants"]),
+            "failures": r["n_failures"],
+            **{k: r["train_metrics"][k] for k in ("epsilon", "delta") if k in r["train_metrics"]},
+        }
+        for r in shown["rounds"]
+    ]
+    return {
+        "run_id": run_id,
+        "status": shown["run"]["status"],
+        "error": shown["run"].get("error"),
+        "dp": (shown["run"].get("config") or {}).get("fed", {}).get("dp", "none"),
+        "rounds": rounds,
+        "final": rounds[-1] if rounds else {},
+        "global_student": str(run_dir / run_id / "global_student.pt"),
+        "teacher_transfers": result.get("teacher_transfers"),
+    }

@@ -76,8 +76,10 @@ def check_node_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """A node's private key as Flower's SuperNode reads it: OpenSSH format, EC, unencrypted."""
     data = _read(path, "node private key")
     if b"OPENSSH PRIVATE KEY" not in data:
-        raise CertError(f"node private key {path} is not an OpenSSH private key "
-                        "(expected '-----BEGIN OPENSSH PRIVATE KEY-----'; make one with `liteheart-server certs`)")
+        raise CertError(
+            f"node private key {path} is not an OpenSSH private key "
+            "(expected '-----BEGIN OPENSSH PRIVATE KEY-----'; make one with `liteheart-server certs`)"
+        )
     try:
         key = serialization.load_ssh_private_key(data, password=None)
     except TypeError:
@@ -105,8 +107,9 @@ def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
 
 def fingerprint(key: ec.EllipticCurvePublicKey) -> str:
     """The key's SHA256 fingerprint as ``ssh-keygen -l`` prints it."""
-    blob = base64.b64decode(key.public_bytes(serialization.Encoding.OpenSSH,
-                                             serialization.PublicFormat.OpenSSH).split()[1])
+    blob = base64.b64decode(
+        key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]
+    )
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
@@ -151,8 +154,10 @@ def auth_public_keys(folder: Path) -> list[Path]:
         raise CertError(f"--auth-keys {folder} is not a folder")
     paths = sorted(p.resolve() for p in folder.glob("*.pub"))
     if not paths:
-        raise CertError(f"--auth-keys {folder} holds no .pub files: no node could join "
-                        "(make node keys with `liteheart-server certs --out DIR --node NAME`)")
+        raise CertError(
+            f"--auth-keys {folder} holds no .pub files: no node could join "
+            "(make node keys with `liteheart-server certs --out DIR --node NAME`)"
+        )
     seen: dict[str, Path] = {}
     for path in paths:
         key_print = fingerprint(load_public_key(path))

@@ -154,8 +154,12 @@ def read_challenge_records(root: Path) -> tuple[list[RecordMeta], list[dict[str,
             continue
         bad = malformed_codes(codes)
         if bad:
-            problems.append({"record": name, "reason": "malformed SNOMED codes on the '# Dx:' line: "
-                                                       + ", ".join(repr(c) for c in bad)})
+            problems.append(
+                {
+                    "record": name,
+                    "reason": "malformed SNOMED codes on the '# Dx:' line: " + ", ".join(repr(c) for c in bad),
+                }
+            )
             continue
         age = _age(meta.get("age", ""))
         records.append(

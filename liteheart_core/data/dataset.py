@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -31,14 +31,19 @@ class PreparedData:
     index: pd.DataFrame
 
     @classmethod
-    def open(cls, root: Path) -> "PreparedData":
+    def open(cls, root: Path) -> PreparedData:
         root = Path(root)
         meta_path = root / "meta.json"
         if not meta_path.is_file():
             raise LayoutError(f"{root} is not a prepared dataset (meta.json is missing)")
         meta = json.loads(meta_path.read_text())
-        index = pd.read_csv(root / "index.csv", index_col="row", dtype={"record": str, "patient": str, "site": str},
-                            keep_default_na=False, na_values={"age": [""]})
+        index = pd.read_csv(
+            root / "index.csv",
+            index_col="row",
+            dtype={"record": str, "patient": str, "site": str},
+            keep_default_na=False,
+            na_values={"age": [""]},
+        )
         return cls(root=root, meta=meta, index=index)
 
     @cached_property
@@ -90,8 +95,12 @@ class PreparedData:
         return np.asarray(self.signals[np.ix_(rows, np.asarray(lead_indices(leads), dtype=np.int64))])
 
 
-def resolve_data(path: str | Path, cache_dir: Path | None = None, settings: PrepSettings | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> PreparedData:
+def resolve_data(
+    path: str | Path,
+    cache_dir: Path | None = None,
+    settings: PrepSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PreparedData:
     """Open a prepared dataset, preparing a raw PTB-XL/Challenge folder first when needed (``progress(done, total)``)."""
     path = Path(path)
     if not path.exists():

@@ -321,9 +321,7 @@ def _check_arguments(base_url: str, workers: int, retries: int, timeout: float, 
     return base_url if base_url.endswith("/") else base_url + "/"
 
 
-def _run_all(
-    entries: list[ChecksumEntry], ctx: _Context, workers: int
-) -> tuple[list[_Outcome], list[_FileFailed]]:
+def _run_all(entries: list[ChecksumEntry], ctx: _Context, workers: int) -> tuple[list[_Outcome], list[_FileFailed]]:
     """Download ``entries`` in a thread pool; collect outcomes and per-file failures."""
     outcomes: list[_Outcome] = []
     failures: list[_FileFailed] = []
@@ -342,9 +340,7 @@ def _run_all(
     return outcomes, failures
 
 
-def _collect(
-    future: Future[_Outcome], outcomes: list[_Outcome], failures: list[_FileFailed], ctx: _Context
-) -> None:
+def _collect(future: Future[_Outcome], outcomes: list[_Outcome], failures: list[_FileFailed], ctx: _Context) -> None:
     """File one finished future under outcomes or failures; a fatal failure stops the run."""
     if future.cancelled():
         return
@@ -505,9 +501,7 @@ def _content_length(response: http.client.HTTPResponse) -> int:
     return int(value) if value.isdigit() else 0
 
 
-def _stream(
-    response: http.client.HTTPResponse, part: Path, start: int, total: int, path: str, ctx: _Context
-) -> int:
+def _stream(response: http.client.HTTPResponse, part: Path, start: int, total: int, path: str, ctx: _Context) -> int:
     """Write the body to ``part`` (appending after ``start`` bytes); return bytes received."""
     received = 0
     with part.open("ab" if start else "wb") as sink:

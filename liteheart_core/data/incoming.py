@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from liteheart_core.data import challenge, ptbxl
-from liteheart_core.data.ptbxl import LayoutError
 from liteheart_core.data.formats import find_ecg_files, is_wfdb, read_ecg
 from liteheart_core.data.formats.labels import code_label
 from liteheart_core.data.prepare import PrepSettings, prepare_signal
+from liteheart_core.data.ptbxl import LayoutError
 from liteheart_core.data.signal import RawRecord
 
 _PTBXL_SEARCH_DEPTH = 4  # records100/00000/00001_lr.hea lies two folders below the database
@@ -152,8 +152,9 @@ def task_classes(task: str) -> list[str]:
         return list(ptbxl.SUPERCLASSES)
     if task == challenge.TASK:
         return list(challenge.dx_table().abbreviations)
-    raise ValueError(f"task {task!r} has no fixed class list; give the classes explicitly "
-                     f"(fixed: superdiagnostic, {challenge.TASK})")
+    raise ValueError(
+        f"task {task!r} has no fixed class list; give the classes explicitly (fixed: superdiagnostic, {challenge.TASK})"
+    )
 
 
 def _split_names(text: str) -> list[str]:
@@ -173,7 +174,7 @@ class LabelBook:
     from_csv: dict[str, np.ndarray]
 
     @classmethod
-    def create(cls, task: str, classes: list[str], csv_path: Path | None = None) -> "LabelBook":
+    def create(cls, task: str, classes: list[str], csv_path: Path | None = None) -> LabelBook:
         """A label book for ``task``; with ``csv_path``, a CSV of ``record`` plus either a
         ``labels`` column (class names separated by ``|``, ``,``, ``;`` or spaces) or one 0/1
         column per class.
@@ -235,8 +236,9 @@ def read_labels_csv(path: Path, classes: list[str]) -> dict[str, np.ndarray]:
             raise ValueError(f"labels file {path}: needs a 'record' column (has {', '.join(fields) or 'none'})")
         class_columns = [f for f in fields if f in col]
         if "labels" not in fields and not class_columns:
-            raise ValueError(f"labels file {path}: needs a 'labels' column or one column per class "
-                             f"({', '.join(classes)})")
+            raise ValueError(
+                f"labels file {path}: needs a 'labels' column or one column per class ({', '.join(classes)})"
+            )
         for line, row in enumerate(reader, start=2):
             rid = (row.get("record") or "").strip()
             if not rid:
@@ -245,15 +247,17 @@ def read_labels_csv(path: Path, classes: list[str]) -> dict[str, np.ndarray]:
             if "labels" in fields:
                 for name in _split_names(row.get("labels") or ""):
                     if name not in col:
-                        raise ValueError(f"labels file {path}, record {rid}: unknown class {name!r} "
-                                         f"(expected {', '.join(classes)})")
+                        raise ValueError(
+                            f"labels file {path}, record {rid}: unknown class {name!r} (expected {', '.join(classes)})"
+                        )
                     y[col[name]] = 1
             else:
                 for name in class_columns:
                     value = (row.get(name) or "0").strip()
                     if value not in ("0", "1", "0.0", "1.0", ""):
-                        raise ValueError(f"labels file {path}, record {rid}: column {name} must be 0 or 1, "
-                                         f"not {value!r}")
+                        raise ValueError(
+                            f"labels file {path}, record {rid}: column {name} must be 0 or 1, not {value!r}"
+                        )
                     y[col[name]] = 1 if value.startswith("1") else 0
             out[rid] = y
     return out
@@ -283,8 +287,12 @@ def _statements(root: Path) -> pd.DataFrame:
 def _ptbxl_codes(root: Path, stamp: tuple[int, int]) -> dict[str, tuple[str, ...]]:
     """``filename_lr``/``filename_hr`` -> SCP codes of a PTB-XL database (read again when ``stamp`` changes)."""
     try:
-        db = pd.read_csv(root / "ptbxl_database.csv", usecols=["ecg_id", "scp_codes", "filename_lr", "filename_hr"],
-                         dtype=str, keep_default_na=False)
+        db = pd.read_csv(
+            root / "ptbxl_database.csv",
+            usecols=["ecg_id", "scp_codes", "filename_lr", "filename_hr"],
+            dtype=str,
+            keep_default_na=False,
+        )
     except (ValueError, UnicodeDecodeError, OSError):  # pandas' parser errors are ValueErrors
         return {}  # a database that cannot be read labels nothing; `data prepare` names what is wrong with it
     out: dict[str, tuple[str, ...]] = {}

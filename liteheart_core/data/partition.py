@@ -10,8 +10,8 @@ import heapq
 import math
 import numbers
 from collections.abc import Sequence
-from typing import cast
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -66,9 +66,18 @@ class _Groups:
         return len(self.size)
 
 
-def partition(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, n_clients: int, scheme: str = "iid", *,
-              alpha: float = 0.5, labelled_fraction: float | Sequence[float] = 1.0, seed: int = 0,
-              min_records: int = 10) -> list[Partition]:
+def partition(
+    index: pd.DataFrame,
+    y: np.ndarray,
+    rows: np.ndarray,
+    n_clients: int,
+    scheme: str = "iid",
+    *,
+    alpha: float = 0.5,
+    labelled_fraction: float | Sequence[float] = 1.0,
+    seed: int = 0,
+    min_records: int = 10,
+) -> list[Partition]:
     """Split ``rows`` among ``n_clients`` clients without ever splitting a patient.
 
     Parameters
@@ -130,8 +139,10 @@ def partition(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, n_clients: i
     fractions = _check_args(scheme, n_clients, alpha, labelled_fraction, min_records)
     groups = _patient_groups(index, y, rows, with_site=scheme == "site")
     if len(groups) < n_clients:
-        raise ValueError(f"cannot give {n_clients} clients a patient each: the {len(rows)} rows hold only "
-                         f"{len(groups)} patient groups")
+        raise ValueError(
+            f"cannot give {n_clients} clients a patient each: the {len(rows)} rows hold only "
+            f"{len(groups)} patient groups"
+        )
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         assign = _deal_balanced(np.arange(len(groups)), groups.size, n_clients, rng)
@@ -144,8 +155,9 @@ def partition(index: pd.DataFrame, y: np.ndarray, rows: np.ndarray, n_clients: i
     return _build(index, y, groups, assign, names, fractions, seed)
 
 
-def _check_args(scheme: str, n_clients: int, alpha: float, labelled_fraction: float | Sequence[float],
-                min_records: int) -> list[float]:
+def _check_args(
+    scheme: str, n_clients: int, alpha: float, labelled_fraction: float | Sequence[float], min_records: int
+) -> list[float]:
     """Validate the arguments; returns one labelled fraction per client."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown partition scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
@@ -227,8 +239,9 @@ def _deal_in_order(order: np.ndarray, members: np.ndarray, size: np.ndarray, n_p
     return np.array([part_of[int(g)] for g in members], dtype=np.int64)
 
 
-def _site_assign(groups: _Groups, n_clients: int, min_records: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def _site_assign(
+    groups: _Groups, n_clients: int, min_records: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[str]]:
     """The ``site`` scheme: natural site clients, merged or split to exactly ``n_clients``.
 
     The exact rule is in the Notes of :func:`partition`.
@@ -373,8 +386,15 @@ def _top_up(assign: np.ndarray, size: np.ndarray, n_clients: int, floor: int, rn
     return assign
 
 
-def _build(index: pd.DataFrame, y: np.ndarray, groups: _Groups, assign: np.ndarray, names: list[str],
-           fractions: list[float], seed: int) -> list[Partition]:
+def _build(
+    index: pd.DataFrame,
+    y: np.ndarray,
+    groups: _Groups,
+    assign: np.ndarray,
+    names: list[str],
+    fractions: list[float],
+    seed: int,
+) -> list[Partition]:
     """Turn a client per patient group into Partitions with their labelled masks."""
     client_of_row = assign[groups.of_row]
     parts = []
@@ -397,8 +417,13 @@ def partition_table(parts: list[Partition], y: np.ndarray, classes: list[str]) -
     table = []
     for p in parts:
         hist = y[p.rows].sum(0) if len(p.rows) else np.zeros(len(classes), dtype=np.int64)
-        row = {"client": p.client, "name": p.name, "records": len(p.rows), "labelled": int(p.labelled.sum()),
-               "patients": p.patients}
+        row = {
+            "client": p.client,
+            "name": p.name,
+            "records": len(p.rows),
+            "labelled": int(p.labelled.sum()),
+            "patients": p.patients,
+        }
         row.update({c: int(n) for c, n in zip(classes, hist)})
         table.append(row)
     return table

@@ -17,10 +17,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,6 @@ import pandas as pd
 from liteheart_core.data import challenge, ptbxl
 from liteheart_core.data.formats import find_ecg_files, is_wfdb, read_ecg, recording_id
 from liteheart_core.data.formats.labels import code_tasks
-from liteheart_core.fields import coerce, typed_values
 from liteheart_core.data.ptbxl import LayoutError, RecordMeta
 from liteheart_core.data.signal import (
     STANDARD_LEADS,
@@ -40,6 +39,7 @@ from liteheart_core.data.signal import (
     resample,
     standardise,
 )
+from liteheart_core.fields import coerce, typed_values
 
 MAX_FS = 100_000  # Hz: no ECG is sampled faster; also bounds the arrays a setting can ask for
 MAX_WINDOW_S = 3600.0  # s: one hour per window at most
@@ -85,7 +85,7 @@ class PrepSettings:
         return int(round(self.fs * self.window_s))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PrepSettings":
+    def from_dict(cls, data: dict) -> PrepSettings:
         """Settings from a dict (a checkpoint's ``prep_settings``, a store's); bad keys and values name the key."""
         data = typed_values(cls, data, "preparation settings")
         if data.get("bandpass") is not None:
@@ -118,8 +118,9 @@ class _Result:
     source_id: str = ""
 
 
-def prepare_signal(raw: RawRecord, settings: PrepSettings, length: int | None = None,
-                   long_records: str | None = None) -> tuple[list[np.ndarray], list[int], list[int]]:
+def prepare_signal(
+    raw: RawRecord, settings: PrepSettings, length: int | None = None, long_records: str | None = None
+) -> tuple[list[np.ndarray], list[int], list[int]]:
     """One record's signal -> windows, the same way for batch preparation, ingest and single-record plots.
 
     Raises
@@ -134,8 +135,11 @@ def prepare_signal(raw: RawRecord, settings: PrepSettings, length: int | None = 
     if settings.bandpass is not None:
         low, high = settings.bandpass
         if not low < min(high, 0.45 * raw.fs):  # the filter's own limit: its high edge stays below Nyquist
-            raise RecordError(raw.record, f"sampling rate {raw.fs:g} Hz is too low for the {low:g}-{high:g} Hz "
-                                          f"band-pass (it needs more than {low / 0.45:.3g} Hz)")
+            raise RecordError(
+                raw.record,
+                f"sampling rate {raw.fs:g} Hz is too low for the {low:g}-{high:g} Hz "
+                f"band-pass (it needs more than {low / 0.45:.3g} Hz)",
+            )
         x = bandpass(x, raw.fs, *settings.bandpass)
     x = resample(x, raw.fs, settings.fs)
     if settings.standardise:
@@ -151,8 +155,9 @@ def _process(meta: RecordMeta, settings: PrepSettings) -> _Result:
         else:
             raw = read_wfdb(meta.path, meta.record)
         wins, starts, valid = prepare_signal(raw, settings)
-        return _Result(meta.record, wins, starts, valid, codes=raw.codes, patient=raw.patient, fmt=raw.fmt,
-                       source_id=raw.source_id)
+        return _Result(
+            meta.record, wins, starts, valid, codes=raw.codes, patient=raw.patient, fmt=raw.fmt, source_id=raw.source_id
+        )
     except RecordError as exc:
         return _Result(meta.record, error=exc.reason)
     except Exception as exc:  # never die half-way on one odd file
@@ -178,8 +183,10 @@ def detect_kind(root: Path) -> str:
             return "files"
         if found:
             return "challenge"
-    raise LayoutError(f"{root} is neither a PTB-XL folder (ptbxl_database.csv) nor a folder of WFDB records or "
-                      f"ECG files (DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV)")
+    raise LayoutError(
+        f"{root} is neither a PTB-XL folder (ptbxl_database.csv) nor a folder of WFDB records or "
+        f"ECG files (DICOM, HL7 aECG, MUSE/Philips XML, EDF, Apple Health CSV)"
+    )
 
 
 def _list_files(root: Path) -> list[RecordMeta]:
@@ -225,8 +232,9 @@ def fingerprint(kind: str, root: Path, records: Iterable[RecordMeta]) -> str:
 
 
 def cache_key(kind: str, data_fingerprint: str, settings: PrepSettings) -> str:
-    blob = json.dumps({"v": PREP_VERSION, "kind": kind, "data": data_fingerprint, "settings": asdict(settings)},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"v": PREP_VERSION, "kind": kind, "data": data_fingerprint, "settings": asdict(settings)}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -235,8 +243,9 @@ def _chunks(items: list, n: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _run_records(metas: list[RecordMeta], settings: PrepSettings, workers: int,
-                 progress: Callable[[int, int], None] | None) -> list[_Result]:
+def _run_records(
+    metas: list[RecordMeta], settings: PrepSettings, workers: int, progress: Callable[[int, int], None] | None
+) -> list[_Result]:
     chunks = _chunks(metas, workers)
     results: list[_Result] = []
     done = 0
@@ -345,8 +354,9 @@ def prepare(
         for r in results:
             if r.error is None:
                 m = by_id[r.record]
-                by_id[r.record] = replace(m, codes=m.codes + tuple(c for c in r.codes if c not in m.codes),
-                                          patient=r.patient or m.record)
+                by_id[r.record] = replace(
+                    m, codes=m.codes + tuple(c for c in r.codes if c not in m.codes), patient=r.patient or m.record
+                )
                 formats[r.record] = (r.fmt, r.source_id)
     skipped = problems + [{"record": r.record, "reason": r.error} for r in results if r.error]
     if strict and skipped:
@@ -354,8 +364,9 @@ def prepare(
         raise PreparationError(f"record {s['record']}: {s['reason']} (strict mode)")
     good = [r for r in results if r.error is None]
     if not good:
-        raise PreparationError(f"no usable record in {root}: " + "; ".join(
-            f"{s['record']}: {s['reason']}" for s in skipped[:5]))
+        raise PreparationError(
+            f"no usable record in {root}: " + "; ".join(f"{s['record']}: {s['reason']}" for s in skipped[:5])
+        )
 
     warnings = []
     if kind == "challenge":
@@ -368,9 +379,18 @@ def prepare(
     for r in good:
         m = by_id[r.record]
         for w, (start, valid) in enumerate(zip(r.starts, r.valid)):
-            row = {"record": m.record, "patient": m.patient, "fold": m.fold, "site": m.site,
-                   "age": m.age, "sex": m.sex, "window": w, "start": start, "valid": valid,
-                   "codes": "|".join(m.codes)}
+            row = {
+                "record": m.record,
+                "patient": m.patient,
+                "fold": m.fold,
+                "site": m.site,
+                "age": m.age,
+                "sex": m.sex,
+                "window": w,
+                "start": start,
+                "valid": valid,
+                "codes": "|".join(m.codes),
+            }
             if formats:  # kind "files": what the file is and its own id (DICOM SOP instance, aECG id, ...)
                 row["format"], row["source_id"] = formats[m.record]
             rows.append(row)
@@ -380,8 +400,9 @@ def prepare(
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    signals = np.lib.format.open_memmap(tmp / "signals.npy", mode="w+", dtype=np.float32,
-                                        shape=(len(rows), len(STANDARD_LEADS), settings.length))
+    signals = np.lib.format.open_memmap(
+        tmp / "signals.npy", mode="w+", dtype=np.float32, shape=(len(rows), len(STANDARD_LEADS), settings.length)
+    )
     i = 0
     for r in good:
         for win in r.windows:

@@ -153,7 +153,7 @@ def _without_prefix(message: str, rid: str) -> str:
     """A reason without the 'ptbxl_database.csv, ecg_id N: ' its record is already named by."""
     for prefix in (f"ptbxl_database.csv, ecg_id {rid}: ", f"ecg_id {rid}: "):
         if message.startswith(prefix):
-            return "ptbxl_database.csv: " + message[len(prefix):]
+            return "ptbxl_database.csv: " + message[len(prefix) :]
     return message
 
 

@@ -67,6 +67,13 @@ def prepare_record(path: Path, prep_settings: dict, length: int | None = None) -
     raw = read_wfdb(base)
     seconds = raw.signal.shape[-1] / raw.fs
     windows, starts, valid = prepare_signal(raw, settings, length=length, long_records="crop")
-    return PreparedRecord(record=raw.record, window=np.ascontiguousarray(windows[0], dtype=np.float32),
-                          fs=float(settings.fs), source_fs=raw.fs, source_seconds=seconds, start=starts[0],
-                          valid=valid[0], units=raw.units)
+    return PreparedRecord(
+        record=raw.record,
+        window=np.ascontiguousarray(windows[0], dtype=np.float32),
+        fs=float(settings.fs),
+        source_fs=raw.fs,
+        source_seconds=seconds,
+        start=starts[0],
+        valid=valid[0],
+        units=raw.units,
+    )

@@ -17,12 +17,36 @@ import numpy as np
 from scipy import signal as sps
 
 STANDARD_LEADS: tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+    "I",
+    "II",
+    "III",
+    "aVR",
+    "aVL",
+    "aVF",
+    "V1",
+    "V2",
+    "V3",
+    "V4",
+    "V5",
+    "V6",
 )
 _CANONICAL = {name.upper(): name for name in STANDARD_LEADS}
 MIN_FS, MAX_FS = 1.0, 100_000.0  # sampling rates a record may have (ECGs: 100-10,000 Hz)
-_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12, "310": 32 / 3,
-         "311": 32 / 3, "508": 8, "516": 16, "524": 24}  # bits per sample of each WFDB format
+_BITS = {
+    "8": 8,
+    "16": 16,
+    "24": 24,
+    "32": 32,
+    "61": 16,
+    "80": 8,
+    "160": 16,
+    "212": 12,
+    "310": 32 / 3,
+    "311": 32 / 3,
+    "508": 8,
+    "516": 16,
+    "524": 24,
+}  # bits per sample of each WFDB format
 
 
 class RecordError(ValueError):
@@ -72,8 +96,9 @@ def lead_indices(leads: str | list[str] | tuple[str, ...]) -> list[int]:
     return [STANDARD_LEADS.index(canonical_lead(x)) for x in leads]
 
 
-def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool = False,
-              reject_flat: bool = True) -> RawRecord:
+def read_wfdb(
+    path: Path, record: str | None = None, *, allow_single_lead: bool = False, reject_flat: bool = True
+) -> RawRecord:
     """Read one WFDB record (``.hea`` plus ``.dat``/``.mat``) into standard lead order.
 
     Parameters
@@ -124,8 +149,9 @@ def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool 
     else:
         missing = [lead for lead in STANDARD_LEADS if lead not in positions]
         needed = "the 12 standard leads, or lead I" if allow_single_lead else "the 12 standard leads"
-        raise RecordError(rid, f"missing leads {', '.join(missing)} (file has {', '.join(names) or 'none'}; "
-                               f"a record needs {needed})")
+        raise RecordError(
+            rid, f"missing leads {', '.join(missing)} (file has {', '.join(names) or 'none'}; a record needs {needed})"
+        )
     try:
         rec = wfdb.rdrecord(str(path), physical=True)
     except Exception as exc:
@@ -148,6 +174,7 @@ def read_wfdb(path: Path, record: str | None = None, *, allow_single_lead: bool 
 
 def _check_header(head, rid: str, header: str) -> None:
     """Refuse header values that wfdb parses without complaint but cannot stand for a usable signal."""
+
     def bad(what: str) -> RecordError:
         return RecordError(rid, f"corrupt header {header}: {what}")
 
@@ -156,8 +183,9 @@ def _check_header(head, rid: str, header: str) -> None:
     except (TypeError, ValueError):
         fs = float("nan")
     if not np.isfinite(fs) or not MIN_FS <= fs <= MAX_FS:
-        raise RecordError(rid, f"unknown sampling rate in {header}: {head.fs!r} "
-                               f"(a usable rate lies in {MIN_FS:g}-{MAX_FS:g} Hz)")
+        raise RecordError(
+            rid, f"unknown sampling rate in {header}: {head.fs!r} (a usable rate lies in {MIN_FS:g}-{MAX_FS:g} Hz)"
+        )
     n = head.n_sig
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise bad(f"{n!r} signals")
@@ -168,8 +196,9 @@ def _check_header(head, rid: str, header: str) -> None:
             raise bad(f"it announces {n} signals but has {found} values of {field} (a missing or extra signal line)")
     if head.sig_len is not None and (not isinstance(head.sig_len, (int, np.integer)) or head.sig_len < 0):
         raise bad(f"signal length {head.sig_len!r}")
-    for i, (fname, name, fmt, gain, spf) in enumerate(zip(head.file_name, head.sig_name, head.fmt, head.adc_gain,
-                                                        head.samps_per_frame), start=1):
+    for i, (fname, name, fmt, gain, spf) in enumerate(
+        zip(head.file_name, head.sig_name, head.fmt, head.adc_gain, head.samps_per_frame), start=1
+    ):
         if not isinstance(fname, str) or not fname or fname == "~" or Path(fname).name != fname:
             raise bad(f"signal {i} names the signal file {fname!r} (a file beside the header is needed)")
         if not isinstance(name, str) or not name.strip():
@@ -189,8 +218,9 @@ def _check_sizes(head, folder: Path, rid: str) -> None:
         return  # no length stated: wfdb reads what the file holds
     bits: dict[str, float] = {}
     offsets: dict[str, int] = {}
-    for fname, fmt, spf, offset in zip(head.file_name, head.fmt, head.samps_per_frame,
-                                       head.byte_offset or [None] * head.n_sig):
+    for fname, fmt, spf, offset in zip(
+        head.file_name, head.fmt, head.samps_per_frame, head.byte_offset or [None] * head.n_sig
+    ):
         if fmt in ("508", "516", "524"):  # FLAC: compressed, size says nothing
             return
         bits[fname] = bits.get(fname, 0.0) + _BITS[fmt] * spf
@@ -199,8 +229,11 @@ def _check_sizes(head, folder: Path, rid: str) -> None:
         need = offsets[fname] + int(np.ceil(head.sig_len * frame_bits / 8)) - 2  # 310/311 pack the last bytes short
         have = (folder / fname).stat().st_size
         if have < need:
-            raise RecordError(rid, f"truncated signal file {fname}: the header announces {head.sig_len} samples "
-                                   f"(about {need} bytes), the file holds {have} bytes")
+            raise RecordError(
+                rid,
+                f"truncated signal file {fname}: the header announces {head.sig_len} samples "
+                f"(about {need} bytes), the file holds {have} bytes",
+            )
 
 
 def bandpass(x: np.ndarray, fs: float, low: float, high: float, order: int = 3) -> np.ndarray:

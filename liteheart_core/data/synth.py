@@ -32,11 +32,23 @@ from scipy.special import expit
 CLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 LEADS: tuple[str, ...] = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 WAVE_KEYS: tuple[str, ...] = (
-    "p_on", "p_peak", "p_off", "qrs_on", "r_peak", "qrs_off", "t_on", "t_peak", "t_off",
+    "p_on",
+    "p_peak",
+    "p_off",
+    "qrs_on",
+    "r_peak",
+    "qrs_off",
+    "t_on",
+    "t_peak",
+    "t_off",
 )
 # Marginal prevalence per record, close to PTB-XL's superclass statistics; NORM is exclusive.
 BASE_PREVALENCE: dict[str, float] = {
-    "NORM": 0.45, "MI": 0.15, "STTC": 0.25, "CD": 0.22, "HYP": 0.10,
+    "NORM": 0.45,
+    "MI": 0.15,
+    "STTC": 0.25,
+    "CD": 0.22,
+    "HYP": 0.10,
 }
 
 # Subtypes per superclass with their relative frequencies in PTB-XL (rounded).
@@ -202,8 +214,7 @@ def sample_anatomy(rng: np.random.Generator, age: float = 55.0, sex: int = 0) ->
         p_dur=float(np.clip(rng.normal(0.095, 0.01), 0.075, 0.11)),
         qrs_dur=float(np.clip(rng.normal(0.088, 0.008), 0.072, 0.108)),
         qtc=float(np.clip(rng.normal(0.405 + 0.012 * sex, 0.018), 0.36, 0.45)),
-        lead_angles=tuple(float(a) for a in
-                          np.r_[0.0, 60.0, _PRECORDIAL_DEG] + rng.normal(0.0, 4.0, 8)),
+        lead_angles=tuple(float(a) for a in np.r_[0.0, 60.0, _PRECORDIAL_DEG] + rng.normal(0.0, 4.0, 8)),
         lead_gains=tuple(float(g) for g in np.exp(rng.normal(0.0, 0.08, 8))),
         early_repolarization=float(rng.uniform(0.03, 0.1)) if rng.random() < 0.12 else 0.0,
     )
@@ -264,8 +275,7 @@ def _apply_hyp(m: _Morphology, rng: np.random.Generator, sev: float) -> dict[str
     elif kind == "RVH":
         v["r"] = r_amp * rng.uniform(0.9, 1.3) * _unit(*_blend(r_hat, _unit(-0.3, 0.8, 0.6), sev))
         s_amp, s_hat = float(np.linalg.norm(v["s"])), _unit(*v["s"])
-        v["s"] = s_amp * (1.0 + sev * rng.uniform(0.0, 0.5)) * _unit(
-            *_blend(s_hat, _unit(-0.8, 0.2, 0.3), sev))
+        v["s"] = s_amp * (1.0 + sev * rng.uniform(0.0, 0.5)) * _unit(*_blend(s_hat, _unit(-0.8, 0.2, 0.3), sev))
     else:  # left atrial enlargement: long, notched P with a posterior terminal part
         m.p_dur += sev * rng.uniform(0.02, 0.04)
         m.pr = max(m.pr, m.p_dur + 0.04)
@@ -293,10 +303,14 @@ def _apply_bbb(m: _Morphology, rng: np.random.Generator, sev: float, kind: str) 
     m.qrs_dur += sev * max(0.0, rng.uniform(0.13, 0.17) - m.qrs_dur)
     r_hat = _unit(0.8, rng.normal(0.2, 0.2), -0.6)
     r_new = amp * rng.uniform(1.0, 1.4) * r_hat
-    lbbb = {"q": amp * rng.uniform(0.1, 0.2) * _unit(0.6, 0.1, -0.8), "r": r_new,
-            "x": r_new * rng.uniform(0.4, 0.7), "s": 0.2 * v["s"],
-            "t": -rng.uniform(0.25, 0.5) * r_hat,
-            "st": v["st"] - rng.uniform(0.05, 0.15) * r_hat}
+    lbbb = {
+        "q": amp * rng.uniform(0.1, 0.2) * _unit(0.6, 0.1, -0.8),
+        "r": r_new,
+        "x": r_new * rng.uniform(0.4, 0.7),
+        "s": 0.2 * v["s"],
+        "t": -rng.uniform(0.25, 0.5) * r_hat,
+        "st": v["st"] - rng.uniform(0.05, 0.15) * r_hat,
+    }
     for key, new in lbbb.items():
         v[key] = _blend(v[key], new, sev)
     m.r_shape = (0.42 - 0.04 * sev, 0.12 + 0.02 * sev)
@@ -377,19 +391,21 @@ def _lead_matrix(a: Anatomy) -> np.ndarray:
     ang, gain = np.radians(a.lead_angles), np.asarray(a.lead_gains)
     lead_i = gain[0] * np.array([math.cos(ang[0]), math.sin(ang[0]), 0.0])
     lead_ii = gain[1] * np.array([math.cos(ang[1]), math.sin(ang[1]), 0.0])
-    limb = [lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2,
-            lead_i - lead_ii / 2, lead_ii - lead_i / 2]
+    limb = [lead_i, lead_ii, lead_ii - lead_i, -(lead_i + lead_ii) / 2, lead_i - lead_ii / 2, lead_ii - lead_i / 2]
     tilt = np.linspace(0.0, 0.2, 6)  # lateral chest electrodes sit a little lower
-    chest = [g * pg * np.array([math.cos(t), y, math.sin(t)])
-             for t, y, g, pg in zip(ang[2:], tilt, gain[2:], _PRECORDIAL_GAIN)]
+    chest = [
+        g * pg * np.array([math.cos(t), y, math.sin(t)])
+        for t, y, g, pg in zip(ang[2:], tilt, gain[2:], _PRECORDIAL_GAIN)
+    ]
     return np.stack(limb + chest)
 
 
 # Electrodes RA, LA, LL, V1..V6 -> leads; the precordial leads are referenced to Wilson's
 # central terminal (RA + LA + LL) / 3.
 _ELECTRODE_TO_LEAD = np.zeros((12, 9))
-_ELECTRODE_TO_LEAD[:6, :3] = np.array([[-1, 1, 0], [-1, 0, 1], [0, -1, 1],
-                                       [1, -0.5, -0.5], [-0.5, 1, -0.5], [-0.5, -0.5, 1]])
+_ELECTRODE_TO_LEAD[:6, :3] = np.array(
+    [[-1, 1, 0], [-1, 0, 1], [0, -1, 1], [1, -0.5, -0.5], [-0.5, 1, -0.5], [-0.5, -0.5, 1]]
+)
 _ELECTRODE_TO_LEAD[6:, :3] = -1.0 / 3.0
 _ELECTRODE_TO_LEAD[6:, 3:] = np.eye(6)
 
@@ -403,17 +419,21 @@ def _rr_floor(m: _Morphology) -> float:
     return rr
 
 
-def _beat_times(rng: np.random.Generator, m: _Morphology, hr: float, seconds: float,
-                f_resp: float) -> dict[str, np.ndarray]:
+def _beat_times(
+    rng: np.random.Generator, m: _Morphology, hr: float, seconds: float, f_resp: float
+) -> dict[str, np.ndarray]:
     """Fiducial times (s) of every beat in ``[-margin, seconds + margin]``."""
     rsa, lf, jitter = rng.uniform(0.01, 0.06), rng.uniform(0.0, 0.02), rng.uniform(0.005, 0.02)
     floor = _rr_floor(m)
     rr_mean = max(60.0 / hr, floor / (1.0 - rsa - lf - 2.0 * jitter))
     n_max = int((seconds + 2.0 * _MARGIN_S) / (0.6 * rr_mean)) + 3
     t_approx = np.arange(n_max) * rr_mean
-    rr = rr_mean * (1.0 + rsa * np.sin(2 * np.pi * f_resp * t_approx + rng.uniform(0, 2 * np.pi))
-                    + lf * np.sin(2 * np.pi * 0.1 * t_approx + rng.uniform(0, 2 * np.pi))
-                    + jitter * rng.standard_normal(n_max))
+    rr = rr_mean * (
+        1.0
+        + rsa * np.sin(2 * np.pi * f_resp * t_approx + rng.uniform(0, 2 * np.pi))
+        + lf * np.sin(2 * np.pi * 0.1 * t_approx + rng.uniform(0, 2 * np.pi))
+        + jitter * rng.standard_normal(n_max)
+    )
     rr = np.maximum(rr, floor)
     qt = m.qtc * rr ** (1.0 / 3.0) + (m.qrs_dur - 0.09)  # QT follows the preceding RR
     for k in range(1, n_max):  # the next P must not start before this T ends
@@ -428,22 +448,28 @@ def _beat_times(rng: np.random.Generator, m: _Morphology, hr: float, seconds: fl
     t_on, t_off = qrs_off + 0.32 * jt, qrs_off + jt
     p_on = qrs_on - m.pr
     return {
-        "p_on": p_on, "p_peak": p_on + m.p_dur / 2, "p_off": p_on + m.p_dur,
-        "qrs_on": qrs_on, "r_peak": r_peak, "qrs_off": qrs_off,
-        "t_on": t_on, "t_peak": t_on + 0.6 * (t_off - t_on), "t_off": t_off,
+        "p_on": p_on,
+        "p_peak": p_on + m.p_dur / 2,
+        "p_off": p_on + m.p_dur,
+        "qrs_on": qrs_on,
+        "r_peak": r_peak,
+        "qrs_off": qrs_off,
+        "t_on": t_on,
+        "t_peak": t_on + 0.6 * (t_off - t_on),
+        "t_off": t_off,
     }
 
 
-def _bumps(t: np.ndarray, centre: np.ndarray, sigma_left: np.ndarray, sigma_right: np.ndarray,
-           weight: np.ndarray) -> np.ndarray:
+def _bumps(
+    t: np.ndarray, centre: np.ndarray, sigma_left: np.ndarray, sigma_right: np.ndarray, weight: np.ndarray
+) -> np.ndarray:
     """Sum over beats of (possibly skewed) Gaussians, ``[len(t)]``."""
     z = t[None, :] - centre[:, None]
     sigma = np.where(z < 0.0, sigma_left[:, None], sigma_right[:, None])
     return weight @ np.exp(-0.5 * (z / sigma) ** 2)
 
 
-def _render_dipole(m: _Morphology, times: dict[str, np.ndarray], t: np.ndarray,
-                   weight: np.ndarray) -> np.ndarray:
+def _render_dipole(m: _Morphology, times: dict[str, np.ndarray], t: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Dipole ``[len(t), 3]`` of all beats; ``weight`` is a per-beat respiratory gain."""
     ones = np.ones_like(times["r_peak"])
     d, on = m.qrs_dur, times["qrs_on"]
@@ -477,8 +503,7 @@ def _emg_sos(fs: int) -> np.ndarray:
     return sps.butter(2, min(20.0, 0.3 * fs) / (fs / 2), btype="highpass", output="sos")
 
 
-def _electrode_noise(rng: np.random.Generator, n: int, fs: int, f_resp: float,
-                     scale: float) -> np.ndarray:
+def _electrode_noise(rng: np.random.Generator, n: int, fs: int, f_resp: float, scale: float) -> np.ndarray:
     """Baseline wander, muscle noise and mains hum per electrode, ``[n, 9]`` in mV."""
     t = np.arange(n) / fs
     breath = np.sin(2 * np.pi * f_resp * t + rng.uniform(0, 2 * np.pi))
@@ -512,9 +537,15 @@ def _rhythm_code(hr: float) -> str:
     return "SBRAD" if hr < 60.0 else "STACH" if hr > 100.0 else "SR"
 
 
-def generate_record(rng: np.random.Generator, labels: Sequence[str], fs: int = 100,
-                    seconds: float = 10.0, *, anatomy: Anatomy | None = None,
-                    noise_scale: float = 1.0) -> SynthRecord:
+def generate_record(
+    rng: np.random.Generator,
+    labels: Sequence[str],
+    fs: int = 100,
+    seconds: float = 10.0,
+    *,
+    anatomy: Anatomy | None = None,
+    noise_scale: float = 1.0,
+) -> SynthRecord:
     """Generate one labelled 12-lead ECG.
 
     Parameters
@@ -567,27 +598,28 @@ def generate_record(rng: np.random.Generator, labels: Sequence[str], fs: int = 1
     dipole = _render_dipole(m, times, t, breathing) @ _rotation_matrix(anatomy.rotation).T
     if factor > 1:
         dipole = sps.resample_poly(dipole, 1, factor, axis=0)
-    leads = dipole[pad:pad + n_out] @ _lead_matrix(anatomy).T
+    leads = dipole[pad : pad + n_out] @ _lead_matrix(anatomy).T
     if noise_scale > 0.0:
         level = noise_scale * math.exp(noise_rng.normal(0.0, 0.4))
         leads += _electrode_noise(noise_rng, n_out, fs, f_resp, level) @ _ELECTRODE_TO_LEAD.T
     return _assemble(leads, fs, labels, codes, times)
 
 
-def _assemble(leads: np.ndarray, fs: int, labels: tuple[str, ...], codes: dict[str, float],
-              times: dict[str, np.ndarray]) -> SynthRecord:
+def _assemble(
+    leads: np.ndarray, fs: int, labels: tuple[str, ...], codes: dict[str, float], times: dict[str, np.ndarray]
+) -> SynthRecord:
     idx = {k: np.rint(times[k] * fs).astype(np.int64) for k in WAVE_KEYS}
     complete = (idx["p_on"] >= 0) & (idx["t_off"] <= leads.shape[0] - 1)
     waves = {k: v[complete] for k, v in idx.items()}
     r = times["r_peak"][complete]
     if r.size < 2:
-        raise ValueError(
-            f"only {r.size} complete beat(s) in {leads.shape[0] / fs} s; use longer records")
+        raise ValueError(f"only {r.size} complete beat(s) in {leads.shape[0] / fs} s; use longer records")
     heart_rate = 60.0 * (r.size - 1) / float(r[-1] - r[0])
     scp = dict(codes)
     scp[_rhythm_code(heart_rate)] = 0.0
-    return SynthRecord(signal=leads.astype(np.float32), fs=fs, labels=labels, scp_codes=scp,
-                       waves=waves, heart_rate=heart_rate)
+    return SynthRecord(
+        signal=leads.astype(np.float32), fs=fs, labels=labels, scp_codes=scp, waves=waves, heart_rate=heart_rate
+    )
 
 
 @lru_cache(maxsize=64)
@@ -598,7 +630,8 @@ def _conditional_rates(marginals: tuple[float, ...], p_norm: float) -> np.ndarra
     if p.sum() <= 1.001 or p.max() > 1.0:
         raise ValueError(
             f"disease prevalences {marginals} must sum to more than, and each stay below, "
-            f"the abnormal share {1.0 - p_norm:.3f}")
+            f"the abnormal share {1.0 - p_norm:.3f}"
+        )
     # q = p * P(non-empty) with P(non-empty) = 1 - prod(1 - q): solve for that probability s.
     lo, hi = 1e-9, 1.0 / p.max()
     for _ in range(80):
@@ -607,8 +640,7 @@ def _conditional_rates(marginals: tuple[float, ...], p_norm: float) -> np.ndarra
     return p * 0.5 * (lo + hi)
 
 
-def sample_labels(rng: np.random.Generator,
-                  prevalence: Mapping[str, float] | None = None) -> tuple[str, ...]:
+def sample_labels(rng: np.random.Generator, prevalence: Mapping[str, float] | None = None) -> tuple[str, ...]:
     """Draw a PTB-XL-like multi-label set.
 
     Parameters
@@ -638,8 +670,7 @@ def sample_labels(rng: np.random.Generator,
             return tuple(c for c, hit in zip(CLASSES[1:], picked) if hit)
 
 
-def _site_profiles(rng: np.random.Generator,
-                   weights: np.ndarray) -> list[tuple[dict[str, float], float]]:
+def _site_profiles(rng: np.random.Generator, weights: np.ndarray) -> list[tuple[dict[str, float], float]]:
     """Class mix and noise level per site: hospitals differ (non-IID federated clients).
 
     Log-multipliers are centred on the site-size-weighted mean so the pooled prevalence
@@ -654,8 +685,7 @@ def _site_profiles(rng: np.random.Generator,
     for site in range(n_sites):
         p_norm = float(np.clip(BASE_PREVALENCE["NORM"] * math.exp(log_norm[site]), 0.25, 0.65))
         abnormal = 1.0 - p_norm
-        dis = {c: BASE_PREVALENCE[c] * math.exp(log_dis[site, k])
-               for k, c in enumerate(CLASSES[1:])}
+        dis = {c: BASE_PREVALENCE[c] * math.exp(log_dis[site, k]) for k, c in enumerate(CLASSES[1:])}
         lift = max(1.0, 1.15 * abnormal / sum(dis.values()))  # keep co-occurrence possible
         prev = {c: min(v * lift, 0.9 * abnormal) for c, v in dis.items()}
         prev["NORM"] = p_norm
@@ -693,8 +723,7 @@ def _plan_visits(rng: np.random.Generator, n: int, n_sites: int) -> list[_Visit]
         visits.append(_Visit(patient, site, age, sex, labels, anatomy, noise))
         if len(visits) < n and rng.random() < 0.12:
             again = labels if rng.random() < 0.6 else sample_labels(rng, prev)
-            visits.append(_Visit(patient, site, age + int(rng.integers(0, 4)), sex, again,
-                                 anatomy, noise))
+            visits.append(_Visit(patient, site, age + int(rng.integers(0, 4)), sex, again, anatomy, noise))
     return [visits[i] for i in rng.permutation(n)]
 
 
@@ -723,15 +752,22 @@ def _write_wfdb(path: Path, record: SynthRecord) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Format 16 at 1 uV per unit holds +-32 mV; clipping only guards pathological draws.
     p_signal = np.clip(record.signal.astype(np.float64), -32.0, 32.0)
-    wfdb.wrsamp(path.name, fs=record.fs, units=["mV"] * len(LEADS), sig_name=list(LEADS),
-                p_signal=p_signal, fmt=["16"] * len(LEADS), adc_gain=[_ADC_GAIN] * len(LEADS),
-                baseline=[0] * len(LEADS), write_dir=str(path.parent))
+    wfdb.wrsamp(
+        path.name,
+        fs=record.fs,
+        units=["mV"] * len(LEADS),
+        sig_name=list(LEADS),
+        p_signal=p_signal,
+        fmt=["16"] * len(LEADS),
+        adc_gain=[_ADC_GAIN] * len(LEADS),
+        baseline=[0] * len(LEADS),
+        write_dir=str(path.parent),
+    )
 
 
 def _write_annotation(path: Path, ecg_id: int, record: SynthRecord) -> None:
     payload: dict[str, object] = {k: record.waves[k].tolist() for k in WAVE_KEYS}
-    payload.update(ecg_id=ecg_id, fs=record.fs, heart_rate=record.heart_rate,
-                   labels=list(record.labels))
+    payload.update(ecg_id=ecg_id, fs=record.fs, heart_rate=record.heart_rate, labels=list(record.labels))
     path.write_text(json.dumps(payload))
 
 
@@ -745,8 +781,9 @@ Do not report results on them as clinical results.
 """
 
 
-def write_synth_ptbxl(out_dir: Path, n: int = 500, seed: int = 0, fs: int = 100,
-                      seconds: float = 10.0, n_sites: int = 4) -> dict:
+def write_synth_ptbxl(
+    out_dir: Path, n: int = 500, seed: int = 0, fs: int = 100, seconds: float = 10.0, n_sites: int = 4
+) -> dict:
     """Write a synthetic dataset in the PTB-XL layout.
 
     Parameters
@@ -784,22 +821,38 @@ def write_synth_ptbxl(out_dir: Path, n: int = 500, seed: int = 0, fs: int = 100,
     folds = _assign_folds(cohort_rng, visits)
     rows = []
     for ecg_id, (visit, seq) in enumerate(zip(visits, record_seq.spawn(n)), start=1):
-        record = generate_record(np.random.default_rng(seq), visit.labels, fs, seconds,
-                                 anatomy=visit.anatomy, noise_scale=visit.noise_scale)
+        record = generate_record(
+            np.random.default_rng(seq), visit.labels, fs, seconds, anatomy=visit.anatomy, noise_scale=visit.noise_scale
+        )
         lr, hr = _record_paths(ecg_id)
         _write_wfdb(out_dir / (lr if fs == 100 else hr), record)
         _write_annotation(out_dir / "annotations" / f"{ecg_id:05d}.json", ecg_id, record)
-        rows.append({
-            "ecg_id": ecg_id, "patient_id": visit.patient_id, "age": visit.age, "sex": visit.sex,
-            "site": visit.site, "strat_fold": folds[visit.patient_id],
-            "scp_codes": str({k: float(v) for k, v in record.scp_codes.items()}),
-            "filename_lr": lr, "filename_hr": hr, "signal_source": "synthetic",
-        })
+        rows.append(
+            {
+                "ecg_id": ecg_id,
+                "patient_id": visit.patient_id,
+                "age": visit.age,
+                "sex": visit.sex,
+                "site": visit.site,
+                "strat_fold": folds[visit.patient_id],
+                "scp_codes": str({k: float(v) for k, v in record.scp_codes.items()}),
+                "filename_lr": lr,
+                "filename_hr": hr,
+                "signal_source": "synthetic",
+            }
+        )
     pd.DataFrame(rows).to_csv(out_dir / "ptbxl_database.csv", index=False)
     (out_dir / "scp_statements.csv").write_text(_SCP_STATEMENTS_CSV)
     (out_dir / "README.md").write_text(_README.format(seed=seed, n=n, fs=fs))
     label_counts = {c: sum(c in v.labels for v in visits) for c in CLASSES}
     site_counts = {s: sum(v.site == s for v in visits) for s in range(n_sites)}
-    return {"records": n, "patients": len(folds), "label_counts": label_counts,
-            "site_counts": site_counts, "path": str(out_dir), "seed": seed, "fs": fs,
-            "seconds": seconds}
+    return {
+        "records": n,
+        "patients": len(folds),
+        "label_counts": label_counts,
+        "site_counts": site_counts,
+        "path": str(out_dir),
+        "seed": seed,
+        "fs": fs,
+        "seconds": seconds,
+    }

@@ -286,9 +286,9 @@ def time_shift(
     if mode not in ("circular", "pad"):
         raise ValueError(f"mode must be 'circular' or 'pad', got {mode!r}")
     batch, leads, length = x.shape
-    shift = torch.randint(
-        -max_shift, max_shift + 1, (batch, 1), generator=generator, device=generator.device
-    ).to(x.device)
+    shift = torch.randint(-max_shift, max_shift + 1, (batch, 1), generator=generator, device=generator.device).to(
+        x.device
+    )
     source = torch.arange(length, device=x.device) - shift
     if mode == "circular":
         return x.gather(2, (source % length).unsqueeze(1).expand(batch, leads, length))
@@ -297,9 +297,7 @@ def time_shift(
     return shifted * inside.unsqueeze(1).to(x.dtype)
 
 
-def time_mask(
-    x: Tensor, generator: torch.Generator, n_spans: int = 1, max_fraction: float = 0.1
-) -> Tensor:
+def time_mask(x: Tensor, generator: torch.Generator, n_spans: int = 1, max_fraction: float = 0.1) -> Tensor:
     """Zero random time spans across all leads (see :func:`span_mask`).
 
     A generator in the same state passed to :func:`span_mask` with the same

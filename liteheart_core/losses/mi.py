@@ -21,9 +21,7 @@ from torch import Tensor, nn
 from liteheart_core.losses._checks import check_floating, check_ndim, check_positive, check_same_shape
 
 
-def infonce(
-    z_s: Tensor, z_t: Tensor, temperature: float = 0.1, *, symmetric: bool = True
-) -> tuple[Tensor, Tensor]:
+def infonce(z_s: Tensor, z_t: Tensor, temperature: float = 0.1, *, symmetric: bool = True) -> tuple[Tensor, Tensor]:
     """InfoNCE loss and mutual-information lower bound between paired embeddings.
 
     Parameters
@@ -215,9 +213,7 @@ class CrossLayerMI(nn.Module):
             check_ndim(feat, 3, f"{who} stage {index} features", "[B, C, L]")
             check_floating(feat, f"{who} stage {index} features")
             if feat.shape[1] != expected:
-                raise ValueError(
-                    f"{who} stage {index} features have {feat.shape[1]} channels, expected {expected}"
-                )
+                raise ValueError(f"{who} stage {index} features have {feat.shape[1]} channels, expected {expected}")
 
     def forward(
         self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]

@@ -60,28 +60,22 @@ def check_region_codes(codes: Tensor, batch: int | None = None, input_length: in
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"region codes must have an integer dtype, got {codes.dtype}")
     if batch is not None and codes.shape[0] != batch:
-        raise ValueError(
-            f"region codes cover {codes.shape[0]} records but the features have batch size {batch}"
-        )
+        raise ValueError(f"region codes cover {codes.shape[0]} records but the features have batch size {batch}")
     if input_length is not None and codes.shape[1] != input_length:
         raise ValueError(
-            f"region codes have length {codes.shape[1]} but features were computed from "
-            f"{input_length} samples"
+            f"region codes have length {codes.shape[1]} but features were computed from {input_length} samples"
         )
     if codes.shape[1] == 0:
         raise ValueError("region codes have length 0; at least one sample is needed")
     if codes.numel() and (int(codes.min()) < PADDING_CODE or int(codes.max()) > T_CODE):
         raise ValueError(
-            f"region codes must lie in {{-1, 0, 1, 2, 3}}, got values in "
-            f"[{int(codes.min())}, {int(codes.max())}]"
+            f"region codes must lie in {{-1, 0, 1, 2, 3}}, got values in [{int(codes.min())}, {int(codes.max())}]"
         )
 
 
 def _check_weights(weights: tuple[float, float, float, float]) -> None:
     if len(weights) != 4:
-        raise ValueError(
-            f"region weights must be 4 numbers (background, P, QRS, T), got {len(weights)}"
-        )
+        raise ValueError(f"region weights must be 4 numbers (background, P, QRS, T), got {len(weights)}")
     for name, value in zip(("background", "P", "QRS", "T"), weights):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"region weight for {name} must be finite and >= 0, got {value!r}")
@@ -128,9 +122,7 @@ def region_weight_map(
     return _weight_map(codes, weights, codes.shape[1] if length is None else length, dtype)
 
 
-def _weight_map(
-    codes: Tensor, weights: tuple[float, float, float, float], length: int, dtype: torch.dtype
-) -> Tensor:
+def _weight_map(codes: Tensor, weights: tuple[float, float, float, float], length: int, dtype: torch.dtype) -> Tensor:
     """:func:`region_weight_map` without validation, for callers that already checked."""
     # Index 0 of the table is padding so that ``code + 1`` is a valid index.
     table = torch.tensor((0.0, *weights), dtype=dtype, device=codes.device)
@@ -165,8 +157,7 @@ class RegionAdapter(nn.Module):
         check_ndim(student_feat, 3, "student features", "[B, C, L]")
         if student_feat.shape[1] != self.student_channels:
             raise ValueError(
-                f"RegionAdapter expects {self.student_channels} student channels, "
-                f"got {student_feat.shape[1]}"
+                f"RegionAdapter expects {self.student_channels} student channels, got {student_feat.shape[1]}"
             )
         return self.proj(student_feat)
 
@@ -244,10 +235,7 @@ def region_feature_loss(
     check_positive(eps, "eps")
     batch, channels, _ = teacher_feat.shape
     if student_feat.shape[0] != batch:
-        raise ValueError(
-            f"student features have batch size {student_feat.shape[0]} but teacher features "
-            f"have {batch}"
-        )
+        raise ValueError(f"student features have batch size {student_feat.shape[0]} but teacher features have {batch}")
     if student_feat.shape[1] != channels:
         raise ValueError(
             f"student features have {student_feat.shape[1]} channels but teacher features have "
@@ -424,14 +412,16 @@ def wave_evidence_loss(
     check_ndim(teacher_waves, 3, "teacher waves", "[B, K, 3]")
     check_positive(temperature, "temperature")
     if teacher_waves.shape[:2] != student_evidence.shape[:2] or teacher_waves.shape[2] != 3:
-        raise ValueError(f"teacher waves must be [B, K, 3] = {(*student_evidence.shape[:2], 3)}, "
-                         f"got {tuple(teacher_waves.shape)}")
+        raise ValueError(
+            f"teacher waves must be [B, K, 3] = {(*student_evidence.shape[:2], 3)}, got {tuple(teacher_waves.shape)}"
+        )
     if present.shape != (student_evidence.shape[0], 3):
         raise ValueError(f"present must be [B, 3], got {tuple(present.shape)}")
     check_region_codes(codes, batch=student_evidence.shape[0])
     student_pooled, _ = _pool_evidence(student_evidence, codes)
     diff = torch.sigmoid(student_pooled / temperature) - torch.sigmoid(
-        teacher_waves.detach().to(student_pooled.dtype) / temperature)
+        teacher_waves.detach().to(student_pooled.dtype) / temperature
+    )
     error = diff.pow(2).mean(dim=1)
     mask = present.to(error.dtype)
     return (error * mask).sum() / mask.sum().clamp_min(1.0)

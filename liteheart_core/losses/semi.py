@@ -144,9 +144,7 @@ def pseudo_label_loss(
     p = probs.detach()
     positive = p >= threshold
     confident = positive | (p <= 1.0 - threshold)
-    per_entry = F.binary_cross_entropy_with_logits(
-        student_logits, positive.to(student_logits.dtype), reduction="none"
-    )
+    per_entry = F.binary_cross_entropy_with_logits(student_logits, positive.to(student_logits.dtype), reduction="none")
     weight = confident.to(per_entry.dtype)
     total = (per_entry * weight).sum()
     if normalize == "all":
@@ -179,9 +177,7 @@ def consistency_loss(student_logits_strong: Tensor, student_logits_weak: Tensor)
     check_ndim(student_logits_weak, 2, "student_logits_weak", "[B, K]")
     check_floating(student_logits_strong, "student_logits_strong")
     check_floating(student_logits_weak, "student_logits_weak")
-    check_same_shape(
-        student_logits_strong, student_logits_weak, "student_logits_strong", "student_logits_weak"
-    )
+    check_same_shape(student_logits_strong, student_logits_weak, "student_logits_strong", "student_logits_weak")
     divergence = binary_kl_from_logits(
         student_logits_strong, student_logits_weak.detach().to(student_logits_strong.dtype)
     )

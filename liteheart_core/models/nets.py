@@ -126,8 +126,7 @@ class NetConfig:
             set_(self, "strides", _as_int_tuple("strides", self.strides, 1))
             if len(self.strides) != len(self.widths):
                 raise ValueError(
-                    f"NetConfig.strides needs one entry per stage ({len(self.widths)}), "
-                    f"got {len(self.strides)}"
+                    f"NetConfig.strides needs one entry per stage ({len(self.widths)}), got {len(self.strides)}"
                 )
         if self.kind not in KINDS:
             raise ValueError(f"NetConfig.kind must be one of {KINDS}, got {self.kind!r}")
@@ -259,8 +258,9 @@ def _conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> nn
     return nn.Conv1d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False)
 
 
-def _conv_norm(cfg: NetConfig, c_in: int, c_out: int, k: int, stride: int = 1,
-               act: bool = True, zero: bool = False) -> nn.Sequential:
+def _conv_norm(
+    cfg: NetConfig, c_in: int, c_out: int, k: int, stride: int = 1, act: bool = True, zero: bool = False
+) -> nn.Sequential:
     layers: list[nn.Module] = [_conv(c_in, c_out, k, stride), _norm(cfg, c_out, zero)]
     if act:
         layers.append(nn.ReLU(inplace=True))
@@ -390,9 +390,7 @@ class Net(nn.Module):
         if torch.jit.is_tracing() or torch.jit.is_scripting():
             return
         if x.dim() != 3 or x.shape[1] != self.n_leads or x.shape[2] < 1:
-            raise ValueError(
-                f"expected input [B, {self.n_leads}, T] with T >= 1, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input [B, {self.n_leads}, T] with T >= 1, got {tuple(x.shape)}")
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Logits and every stage's output feature map.
@@ -441,10 +439,7 @@ class Net(nn.Module):
             Per-time-step logits ``[B, n_classes, L]`` (bias included at every step).
         """
         if feat.dim() != 3 or feat.shape[1] != self.fc.in_features:
-            raise ValueError(
-                f"expected last-stage features [B, {self.fc.in_features}, L], "
-                f"got {tuple(feat.shape)}"
-            )
+            raise ValueError(f"expected last-stage features [B, {self.fc.in_features}, L], got {tuple(feat.shape)}")
         return F.conv1d(feat, self.fc.weight.unsqueeze(-1), self.fc.bias)
 
 

@@ -73,9 +73,7 @@ def delineate(r_peaks: np.ndarray, n_samples: int, fs: float) -> np.ndarray:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
     r = np.unique(np.asarray(r_peaks).astype(np.int64).ravel())
     if r.size and (r[0] < 0 or r[-1] >= n_samples):
-        raise ValueError(
-            f"R peaks must lie in [0, {n_samples}); got range [{r[0]}, {r[-1]}]"
-        )
+        raise ValueError(f"R peaks must lie in [0, {n_samples}); got range [{r[0]}, {r[-1]}]")
     codes = np.zeros(n_samples, dtype=np.int8)
     if r.size == 0:
         return codes
@@ -108,9 +106,7 @@ def _p_windows(r: np.ndarray, rr_before: np.ndarray, fs: float) -> tuple[np.ndar
     return p_on, p_off
 
 
-def _t_windows(
-    r: np.ndarray, rr_after: np.ndarray, p_on: np.ndarray, fs: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _t_windows(r: np.ndarray, rr_after: np.ndarray, p_on: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
     t_on = r + int(round(_T_START_S * fs))
     t_off = r + np.round(_QTC_S * np.sqrt(rr_after) * fs).astype(np.int64) + 1
     # The T wave ends before the next beat's P window (and hence before its QRS).
@@ -183,9 +179,7 @@ def compute_regions(X: np.ndarray, fs: float, workers: int = 1) -> np.ndarray:
     return out
 
 
-def _run_pool(
-    X: np.ndarray, fs: float, workers: int, bounds: list[tuple[int, int]], out: np.ndarray
-) -> None:
+def _run_pool(X: np.ndarray, fs: float, workers: int, bounds: list[tuple[int, int]], out: np.ndarray) -> None:
     """Fill ``out`` chunk by chunk in a process pool, keeping few chunks in memory at once."""
     # spawn, not fork: the caller may already run torch threads, and a forked child inherits
     # their locks in whatever state they were in.

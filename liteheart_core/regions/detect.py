@@ -200,9 +200,7 @@ def _lead_weights(x: np.ndarray, background: np.ndarray, high: np.ndarray) -> np
     return np.clip(weights, 0.0, 1.0)
 
 
-def _combine_leads(
-    mwi: np.ndarray, weights: np.ndarray, background: np.ndarray, high: np.ndarray
-) -> np.ndarray:
+def _combine_leads(mwi: np.ndarray, weights: np.ndarray, background: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Trimmed, weighted sum of per-lead energies, each normalised to its own scale.
 
     Normalising makes the sum independent of units and lead gain. At each
@@ -279,9 +277,7 @@ def _recent_rr(positions: np.ndarray, accepted: list[int]) -> float | None:
     return float(np.mean(np.diff(recent)))
 
 
-def _is_t_wave(
-    i: int, prev: int, positions: np.ndarray, heights: np.ndarray, rr: float | None, fs: float
-) -> bool:
+def _is_t_wave(i: int, prev: int, positions: np.ndarray, heights: np.ndarray, rr: float | None, fs: float) -> bool:
     """Whether peak ``i`` is small and soon enough after beat ``prev`` to be its T wave.
 
     The window grows with RR as the QT interval does (about 0.42 s * sqrt(RR)),
@@ -340,9 +336,7 @@ def _running_rr(positions: np.ndarray, beats: list[int], k: int) -> float | None
     return float(np.mean(recent))
 
 
-def _qrs_magnitude(
-    x: np.ndarray, mwi: np.ndarray, background: np.ndarray, beats: np.ndarray, fs: float
-) -> np.ndarray:
+def _qrs_magnitude(x: np.ndarray, mwi: np.ndarray, background: np.ndarray, beats: np.ndarray, fs: float) -> np.ndarray:
     """Spatial QRS magnitude over the clean leads, wander removed, ``[T]``."""
     shape = _bandpass(x[_clean_leads(mwi, background, beats)], fs, _SHAPE_BAND_HZ)
     return np.sqrt(np.sum(shape * shape, axis=0))

@@ -95,8 +95,15 @@ def check_reports(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         reason = report.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise ValueError(f"{where}: reason must be a string or None")
-        rows.append({"node_id": node, "status": status, "num_examples": int(examples),
-                     "metrics": plain_json(dict(metrics), f"{where}.metrics"), "reason": reason})
+        rows.append(
+            {
+                "node_id": node,
+                "status": status,
+                "num_examples": int(examples),
+                "metrics": plain_json(dict(metrics), f"{where}.metrics"),
+                "reason": reason,
+            }
+        )
     return rows
 
 

@@ -56,8 +56,9 @@ def enable_wal(cursor: sqlite3.Cursor) -> None:
 
 
 @contextmanager
-def transaction(sessions: Callable[[], Session], write: bool,
-                wrap: Callable[[SQLAlchemyError], Exception]) -> Iterator[Session]:
+def transaction(
+    sessions: Callable[[], Session], write: bool, wrap: Callable[[SQLAlchemyError], Exception]
+) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back when it raises.
 
     ``write`` takes SQLite's write lock at the start (``BEGIN IMMEDIATE``) so a

@@ -9,7 +9,7 @@ neither can exist without the round it belongs to. JSON columns use SQLAlchemy's
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -52,14 +52,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: registry timestamps must be timezone-aware")
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -89,8 +89,8 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     rounds: Mapped[list[RoundRow]] = relationship(
-        back_populates="run", cascade="all, delete-orphan", passive_deletes=True,
-        order_by="RoundRow.number")
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True, order_by="RoundRow.number"
+    )
 
 
 class RoundRow(Base):
@@ -121,8 +121,9 @@ class ClientReportRow(Base):
 
     __tablename__ = "client_reports"
     __table_args__ = (
-        ForeignKeyConstraint(["run_id", "round"], ["rounds.run_id", "rounds.number"],
-                             ondelete="CASCADE", name="fk_client_reports_round"),
+        ForeignKeyConstraint(
+            ["run_id", "round"], ["rounds.run_id", "rounds.number"], ondelete="CASCADE", name="fk_client_reports_round"
+        ),
         UniqueConstraint("run_id", "round", "node_id", name="uq_client_reports_node"),
         CheckConstraint(_in("status", REPORT_STATUSES), name="ck_client_reports_status"),
         CheckConstraint("num_examples >= 0", name="ck_client_reports_examples"),
@@ -143,8 +144,9 @@ class CheckpointRow(Base):
 
     __tablename__ = "checkpoints"
     __table_args__ = (
-        ForeignKeyConstraint(["run_id", "round"], ["rounds.run_id", "rounds.number"],
-                             ondelete="CASCADE", name="fk_checkpoints_round"),
+        ForeignKeyConstraint(
+            ["run_id", "round"], ["rounds.run_id", "rounds.number"], ondelete="CASCADE", name="fk_checkpoints_round"
+        ),
         UniqueConstraint("run_id", "round", name="uq_checkpoints_round"),
     )
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, and_, create_engine, func, inspect, select
@@ -60,7 +60,7 @@ class CheckpointInfo:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def mask_url(url: str | URL) -> str:
@@ -193,12 +193,15 @@ class Registry:
         RegistryError
             For any database error, with the reason; the transaction is rolled back.
         """
-        return transaction(self._sessions, write, lambda exc: RegistryError(f"registry {self.url}: {_reason(exc, self._password)}"))
+        return transaction(
+            self._sessions, write, lambda exc: RegistryError(f"registry {self.url}: {_reason(exc, self._password)}")
+        )
 
     # --- runs -------------------------------------------------------------------------------
 
-    def create_run(self, config: Mapping[str, Any], data_fingerprint: str, run_id: str | None = None,
-                   name: str = "") -> str:
+    def create_run(
+        self, config: Mapping[str, Any], data_fingerprint: str, run_id: str | None = None, name: str = ""
+    ) -> str:
         """Register a new run with status ``running`` and return its id.
 
         Parameters
@@ -232,8 +235,17 @@ class Registry:
             elif session.get(RunRow, run_id) is not None:
                 raise RegistryError(f"run {run_id!r} already exists in {self.url}")
             now = _utcnow()
-            session.add(RunRow(id=run_id, name=name, status="running", config=config_json,
-                               data_fingerprint=data_fingerprint, created_at=now, updated_at=now))
+            session.add(
+                RunRow(
+                    id=run_id,
+                    name=name,
+                    status="running",
+                    config=config_json,
+                    data_fingerprint=data_fingerprint,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
         return run_id
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -269,10 +281,19 @@ class Registry:
 
     # --- rounds -----------------------------------------------------------------------------
 
-    def record_round(self, run_id: str, number: int, *, train_metrics: Mapping[str, Any],
-                     central_metrics: Mapping[str, Any], participants: Sequence[str | int],
-                     duration_s: float, client_reports: Sequence[Mapping[str, Any]],
-                     checkpoint: CheckpointInfo | None, started_at: datetime | None = None) -> None:
+    def record_round(
+        self,
+        run_id: str,
+        number: int,
+        *,
+        train_metrics: Mapping[str, Any],
+        central_metrics: Mapping[str, Any],
+        participants: Sequence[str | int],
+        duration_s: float,
+        client_reports: Sequence[Mapping[str, Any]],
+        checkpoint: CheckpointInfo | None,
+        started_at: datetime | None = None,
+    ) -> None:
         """Record one completed round — its row, client reports and checkpoint — in one transaction.
 
         Parameters
@@ -311,10 +332,14 @@ class Registry:
             raise ValueError("participants must be a list of node ids, not a string")
         nodes = [check_node_id(p, "participants") for p in participants]
         round_row = RoundRow(
-            run_id=run_id, number=number, duration_s=duration,
+            run_id=run_id,
+            number=number,
+            duration_s=duration,
             train_metrics=plain_json(dict(train_metrics), "train_metrics"),
             central_metrics=plain_json(dict(central_metrics), "central_metrics"),
-            participants=nodes, n_failures=sum(r["status"] == "failed" for r in reports))
+            participants=nodes,
+            n_failures=sum(r["status"] == "failed" for r in reports),
+        )
         checkpoint_row = None if checkpoint is None else _checkpoint_row(checkpoint, run_id, number)
 
         with self.session(write=True) as session:
@@ -345,8 +370,12 @@ class Registry:
     def last_checkpoint(self, run_id: str) -> CheckpointInfo | None:
         """The checkpoint of the latest round that has one, or None."""
         with self.session() as session:
-            row = session.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id)
-                                  .order_by(CheckpointRow.round.desc()).limit(1)).first()
+            row = session.scalars(
+                select(CheckpointRow)
+                .where(CheckpointRow.run_id == run_id)
+                .order_by(CheckpointRow.round.desc())
+                .limit(1)
+            ).first()
             if row is None:
                 return None
             return CheckpointInfo(run_id=row.run_id, round=row.round, path=row.path, sha256=row.sha256)
@@ -359,18 +388,32 @@ class Registry:
         ``rounds`` counts the recorded rounds; ``macro_f1`` is ``central_metrics["macro_f1"]``
         of the latest round (None when absent).
         """
-        stats = (select(RoundRow.run_id, func.count().label("n"), func.max(RoundRow.number).label("last"))
-                 .group_by(RoundRow.run_id).subquery())
+        stats = (
+            select(RoundRow.run_id, func.count().label("n"), func.max(RoundRow.number).label("last"))
+            .group_by(RoundRow.run_id)
+            .subquery()
+        )
         last = aliased(RoundRow)
-        query = (select(RunRow, stats.c.n, last.central_metrics)
-                 .outerjoin(stats, stats.c.run_id == RunRow.id)
-                 .outerjoin(last, and_(last.run_id == RunRow.id, last.number == stats.c.last))
-                 .order_by(RunRow.created_at.desc(), RunRow.id.desc()))
+        query = (
+            select(RunRow, stats.c.n, last.central_metrics)
+            .outerjoin(stats, stats.c.run_id == RunRow.id)
+            .outerjoin(last, and_(last.run_id == RunRow.id, last.number == stats.c.last))
+            .order_by(RunRow.created_at.desc(), RunRow.id.desc())
+        )
         with self.session() as session:
             rows = session.execute(query).all()
-        return [{"id": run.id, "name": run.name, "status": run.status, "created_at": run.created_at,
-                 "finished_at": run.finished_at, "rounds": int(n or 0),
-                 "macro_f1": (metrics or {}).get("macro_f1")} for run, n, metrics in rows]
+        return [
+            {
+                "id": run.id,
+                "name": run.name,
+                "status": run.status,
+                "created_at": run.created_at,
+                "finished_at": run.finished_at,
+                "rounds": int(n or 0),
+                "macro_f1": (metrics or {}).get("macro_f1"),
+            }
+            for run, n, metrics in rows
+        ]
 
     def show_run(self, run_id: str) -> dict[str, Any]:
         """The run with every round (metrics, client reports, checkpoint), read in one snapshot.
@@ -388,26 +431,46 @@ class Registry:
         """
         with self.session() as session:
             run = self._run_or_raise(session, run_id)
-            rounds = session.scalars(select(RoundRow).where(RoundRow.run_id == run_id)
-                                     .order_by(RoundRow.number)).all()
-            reports = session.scalars(select(ClientReportRow).where(ClientReportRow.run_id == run_id)
-                                      .order_by(ClientReportRow.round, ClientReportRow.id)).all()
-            checkpoints = session.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id)
-                                          .order_by(CheckpointRow.round)).all()
+            rounds = session.scalars(select(RoundRow).where(RoundRow.run_id == run_id).order_by(RoundRow.number)).all()
+            reports = session.scalars(
+                select(ClientReportRow)
+                .where(ClientReportRow.run_id == run_id)
+                .order_by(ClientReportRow.round, ClientReportRow.id)
+            ).all()
+            checkpoints = session.scalars(
+                select(CheckpointRow).where(CheckpointRow.run_id == run_id).order_by(CheckpointRow.round)
+            ).all()
             by_round: dict[int, list[dict[str, Any]]] = {}
             for rep in reports:
                 by_round.setdefault(rep.round, []).append(
-                    {"node_id": rep.node_id, "status": rep.status, "num_examples": rep.num_examples,
-                     "metrics": rep.metrics, "reason": rep.reason})
-            ckpts = {c.round: {"round": c.round, "path": c.path, "sha256": c.sha256,
-                               "created_at": c.created_at} for c in checkpoints}
+                    {
+                        "node_id": rep.node_id,
+                        "status": rep.status,
+                        "num_examples": rep.num_examples,
+                        "metrics": rep.metrics,
+                        "reason": rep.reason,
+                    }
+                )
+            ckpts = {
+                c.round: {"round": c.round, "path": c.path, "sha256": c.sha256, "created_at": c.created_at}
+                for c in checkpoints
+            }
             return {
                 "run": _run_dict(run),
-                "rounds": [{"number": r.number, "started_at": r.started_at, "duration_s": r.duration_s,
-                            "train_metrics": r.train_metrics, "central_metrics": r.central_metrics,
-                            "participants": r.participants, "n_failures": r.n_failures,
-                            "client_reports": by_round.get(r.number, []),
-                            "checkpoint": ckpts.get(r.number)} for r in rounds],
+                "rounds": [
+                    {
+                        "number": r.number,
+                        "started_at": r.started_at,
+                        "duration_s": r.duration_s,
+                        "train_metrics": r.train_metrics,
+                        "central_metrics": r.central_metrics,
+                        "participants": r.participants,
+                        "n_failures": r.n_failures,
+                        "client_reports": by_round.get(r.number, []),
+                        "checkpoint": ckpts.get(r.number),
+                    }
+                    for r in rounds
+                ],
                 "checkpoints": list(ckpts.values()),
             }
 
@@ -433,26 +496,34 @@ def _flush(session: Session, run_id: str, number: int) -> None:
     try:
         session.flush()
     except IntegrityError as exc:
-        raise RegistryError(f"round {number} of run {run_id!r} breaks a constraint, nothing of it was "
-                            f"kept: {_reason(exc, None)}") from exc
+        raise RegistryError(
+            f"round {number} of run {run_id!r} breaks a constraint, nothing of it was kept: {_reason(exc, None)}"
+        ) from exc
 
 
 def _run_dict(run: RunRow) -> dict[str, Any]:
-    return {"id": run.id, "name": run.name, "status": run.status, "config": run.config,
-            "data_fingerprint": run.data_fingerprint, "created_at": run.created_at,
-            "updated_at": run.updated_at, "finished_at": run.finished_at, "error": run.error}
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "config": run.config,
+        "data_fingerprint": run.data_fingerprint,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "finished_at": run.finished_at,
+        "error": run.error,
+    }
 
 
 def _checkpoint_row(info: CheckpointInfo, run_id: str, number: int) -> CheckpointRow:
     if not isinstance(info, CheckpointInfo):
         raise ValueError(f"checkpoint must be a CheckpointInfo, not {type(info).__name__}")
     if info.run_id != run_id or info.round != number:
-        raise ValueError(f"checkpoint belongs to run {info.run_id!r} round {info.round}, "
-                         f"not run {run_id!r} round {number}")
+        raise ValueError(
+            f"checkpoint belongs to run {info.run_id!r} round {info.round}, not run {run_id!r} round {number}"
+        )
     if not isinstance(info.sha256, str) or not _SHA256.fullmatch(info.sha256):
         raise ValueError(f"checkpoint sha256 {info.sha256!r} is not 64 lowercase hex digits")
     if not isinstance(info.path, str) or not info.path:
         raise ValueError("checkpoint path must be a non-empty string")
     return CheckpointRow(run_id=run_id, round=number, path=info.path, sha256=info.sha256)
-
-

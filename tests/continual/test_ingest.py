@@ -50,8 +50,12 @@ def test_ingest_killed_midway_keeps_what_it_committed_and_finishes_without_dupli
     # Prepare
     paths = _folder_of_records(tmp_path / "in", 40, seconds=30)
     db = tmp_path / "store.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "client.ingest_cmd", "ingest", str(tmp_path / "in"),
-                             "--store", str(db)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "client.ingest_cmd", "ingest", str(tmp_path / "in"), "--store", str(db)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
     # Execute: SIGKILL as soon as a few recordings are committed
     deadline = time.monotonic() + 120
@@ -103,9 +107,24 @@ def test_sigterm_stops_a_watch_cleanly_after_the_recording_in_flight(tmp_path: P
     # Prepare
     _folder_of_records(tmp_path / "in", 3)
     db = tmp_path / "store.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "client.ingest_cmd", "ingest", str(tmp_path / "in"), "--store",
-                             str(db), "--watch", "--interval", "0.1"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "client.ingest_cmd",
+            "ingest",
+            str(tmp_path / "in"),
+            "--store",
+            str(db),
+            "--watch",
+            "--interval",
+            "0.1",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while _count(db) < 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -154,12 +173,14 @@ def test_cli_ingest_with_labels_csv_and_store_info(tmp_path: Path) -> None:
     write_wfdb(tmp_path / "in", "flat", np.zeros((1000, 12)))
     (tmp_path / "in" / "broken.hea").write_text("not a header\n")
     pd.DataFrame({"record": ["rec000", "rec001", "flat"], "labels": ["NORM", "MI|CD", "STTC"]}).to_csv(
-        tmp_path / "labels.csv", index=False)
+        tmp_path / "labels.csv", index=False
+    )
     store = str(tmp_path / "s.sqlite")
 
     # Execute
-    result = runner.invoke(app, ["ingest", str(tmp_path / "in"), "--store", store, "--labels",
-                                 str(tmp_path / "labels.csv")])
+    result = runner.invoke(
+        app, ["ingest", str(tmp_path / "in"), "--store", store, "--labels", str(tmp_path / "labels.csv")]
+    )
     info = runner.invoke(app, ["store", "info", "--store", store, "--json"])
 
     # Assert
@@ -176,8 +197,17 @@ def test_cli_refuses_a_labels_csv_with_an_unknown_class(tmp_path: Path) -> None:
     _folder_of_records(tmp_path / "in", 1)
     pd.DataFrame({"record": ["rec000"], "labels": ["NORM|AFIB"]}).to_csv(tmp_path / "labels.csv", index=False)
 
-    result = runner.invoke(app, ["ingest", str(tmp_path / "in"), "--store", str(tmp_path / "s.sqlite"),
-                                 "--labels", str(tmp_path / "labels.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(tmp_path / "in"),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--labels",
+            str(tmp_path / "labels.csv"),
+        ],
+    )
 
     assert result.exit_code == 2
     assert "record rec000: unknown class 'AFIB'" in result.output
@@ -190,8 +220,23 @@ def test_cli_watch_with_max_polls_and_retention(tmp_path: Path) -> None:
         os.utime(f, (past, past))
     store = str(tmp_path / "s.sqlite")
 
-    result = runner.invoke(app, ["ingest", str(tmp_path / "in"), "--store", store, "--watch", "--interval", "0.05",
-                                 "--max-polls", "2", "--max-records", "3", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(tmp_path / "in"),
+            "--store",
+            store,
+            "--watch",
+            "--interval",
+            "0.05",
+            "--max-polls",
+            "2",
+            "--max-records",
+            "3",
+            "--json",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -219,8 +264,9 @@ def test_one_lead_wearable_recording_is_stored_as_one_lead(tmp_path: Path) -> No
 
 
 @pytest.mark.realdata
-def test_ptbxl_records_ingest_exactly_as_batch_preparation_with_database_labels(ptbxl_dir: Path,
-                                                                                 tmp_path: Path) -> None:
+def test_ptbxl_records_ingest_exactly_as_batch_preparation_with_database_labels(
+    ptbxl_dir: Path, tmp_path: Path
+) -> None:
     # Prepare: a PTB-XL folder with 4 real records (database rows, statements, files)
     db = pd.read_csv(ptbxl_dir / "ptbxl_database.csv").iloc[[0, 40, 400, 1200]]
     mini = tmp_path / "ptbxl"

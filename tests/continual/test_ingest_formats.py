@@ -34,8 +34,9 @@ def _lead_i_at(ptbxl_dir: Path, fs: int) -> np.ndarray:
 
 
 @pytest.mark.realdata
-def test_cli_ingest_puts_an_apple_health_csv_and_edf_files_into_the_store_as_lead_i(ptbxl_dir: Path,
-                                                                                    tmp_path: Path) -> None:
+def test_cli_ingest_puts_an_apple_health_csv_and_edf_files_into_the_store_as_lead_i(
+    ptbxl_dir: Path, tmp_path: Path
+) -> None:
     # Prepare: a watch's CSV (512 Hz, µV), a patch's one-lead EDF (250 Hz), a 3-lead Holter EDF (I, II, III),
     # an EDF without lead I, and the 12-lead DICOM of the same record
     x512, x250 = _lead_i_at(ptbxl_dir, 512), _lead_i_at(ptbxl_dir, 250)
@@ -80,7 +81,9 @@ def test_apple_classification_labels_a_challenge_store(tmp_path: Path) -> None:
     # Prepare: the watch says atrial fibrillation; a store for the Challenge 2021 classes
     folder = tmp_path / "in"
     folder.mkdir()
-    W.write_apple(folder / "af.csv", ecg_like(1, 512 * 30, 512, seed=2)[:, 0], 512, classification="Atrial Fibrillation")
+    W.write_apple(
+        folder / "af.csv", ecg_like(1, 512 * 30, 512, seed=2)[:, 0], 512, classification="Atrial Fibrillation"
+    )
     W.write_apple(folder / "poor.csv", ecg_like(1, 512 * 30, 512, seed=3)[:, 0], 512, classification="Poor Recording")
     store = tmp_path / "s.sqlite"
 

@@ -89,8 +89,10 @@ def test_heavy_noise_is_flagged_noisy_and_snr_falls_with_noise(kind: str) -> Non
             noise /= noise.std(axis=1, keepdims=True)
 
         # Execute
-        snrs = [assess_quality(x + level * _amplitude(x) * noise, 100, "mV", LEADS).measures["lead_i_snr_db"]
-                for level in (0.01, 0.05, 0.2)]
+        snrs = [
+            assess_quality(x + level * _amplitude(x) * noise, 100, "mV", LEADS).measures["lead_i_snr_db"]
+            for level in (0.01, 0.05, 0.2)
+        ]
         heavy = assess_quality(x + 0.5 * _amplitude(x) * noise, 100, "mV", LEADS)
         mild = assess_quality(x + 0.01 * _amplitude(x) * noise, 100, "mV", LEADS)
 
@@ -109,8 +111,10 @@ def test_implausible_heart_rates_are_flagged() -> None:
     fast = ecg_like(12, 1000, 100, seed=1, hr=265).T
 
     # Execute
-    reports = {name: assess_quality(x, 100, "mV", LEADS) for name, x in
-               [("slow", slow), ("very_slow", very_slow), ("fast", fast)]}
+    reports = {
+        name: assess_quality(x, 100, "mV", LEADS)
+        for name, x in [("slow", slow), ("very_slow", very_slow), ("fast", fast)]
+    }
 
     # Assert
     for name, report in reports.items():
@@ -146,12 +150,15 @@ def test_one_lead_recording_is_judged_on_that_lead() -> None:
     assert good.usable and set(flat.flags) >= {"flat"}
 
 
-@pytest.mark.parametrize("signal,fs,message", [
-    (np.full((12, 1000), np.nan), 100.0, "NaN"),
-    (np.zeros((12, 1000)), 20.0, "below the 50 Hz"),
-    (np.zeros((12, 100)), 100.0, "only 1.00 s"),
-    (np.zeros((2, 3, 4)), 100.0, "shape"),
-])
+@pytest.mark.parametrize(
+    "signal,fs,message",
+    [
+        (np.full((12, 1000), np.nan), 100.0, "NaN"),
+        (np.zeros((12, 1000)), 20.0, "below the 50 Hz"),
+        (np.zeros((12, 100)), 100.0, "only 1.00 s"),
+        (np.zeros((2, 3, 4)), 100.0, "shape"),
+    ],
+)
 def test_unjudgeable_input_is_an_error_naming_the_record(signal: np.ndarray, fs: float, message: str) -> None:
     with pytest.raises(ValueError, match=message) as info:
         assess_quality(signal, fs, "mV", record="rec-42")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 from client.store import RecordStore, StoreError
 from tests.continual.conftest import fake_recording
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -88,8 +88,9 @@ def test_max_records_holds_at_every_commit_and_evicts_in_the_documented_order(st
     kinds = ["bad"] * 3 + ["unl"] * 4 + ["lab"] * 4
     keys = []
     for i, kind in enumerate(kinds):
-        rec = fake_recording(f"{kind}{i}", usable=kind != "bad", label=[1, 0, 0, 0, 0] if kind == "lab" else None,
-                             seed=i)
+        rec = fake_recording(
+            f"{kind}{i}", usable=kind != "bad", label=[1, 0, 0, 0, 0] if kind == "lab" else None, seed=i
+        )
         keys.append(store.add(rec, now=T0 + timedelta(hours=i)).key)
     unl, lab = keys[3:7], keys[7:11]
     store.mark_used([unl[0], lab[0]], round_number=1, now=T0 + timedelta(hours=20))  # touched last
@@ -148,10 +149,13 @@ def test_reopening_with_another_task_is_refused(tmp_path: Path) -> None:
         RecordStore(path, task="challenge2021")
 
 
-@pytest.mark.parametrize("url,message", [
-    ("notadb://x", "cannot open store notadb://x"),
-    ("sqlite:////no/such/folder/s.sqlite", "folder /no/such/folder does not exist"),
-])
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("notadb://x", "cannot open store notadb://x"),
+        ("sqlite:////no/such/folder/s.sqlite", "folder /no/such/folder does not exist"),
+    ],
+)
 def test_bad_store_urls_are_clear_errors(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message):
         RecordStore(url)

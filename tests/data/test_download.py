@@ -98,9 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(206, body[start:], content_range=f"bytes {start}-{len(body) - 1}/{len(body)}")
 
-    def _send(
-        self, status: int, body: bytes, content_range: str | None = None, cut: int | None = None
-    ) -> None:
+    def _send(self, status: int, body: bytes, content_range: str | None = None, cut: int | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         if content_range:
@@ -240,9 +238,7 @@ def test_full_download_fetches_selected_files_only(site: Site, tmp_path: Path) -
 
 @pytest.mark.realdata
 @pytest.mark.parametrize(("rate", "present", "absent"), [(500, HR_FILE, DAT), (None, HR_FILE, None)])
-def test_rate_selection(
-    site: Site, tmp_path: Path, rate: int | None, present: str, absent: str | None
-) -> None:
+def test_rate_selection(site: Site, tmp_path: Path, rate: int | None, present: str, absent: str | None) -> None:
     report = download_ptbxl(tmp_path / "d", site.url, rate=rate, **FAST)
     _assert_tree(tmp_path / "d", _served(site, rate))
     assert (tmp_path / "d" / present).is_file()

@@ -16,8 +16,9 @@ from liteheart_core.data.splits import labelled_subset
 CLASSES = ["NORM", "MI", "STTC", "CD", "HYP"]
 
 
-def make_data(sites: dict[str, int], seed: int = 0, n_classes: int = 5,
-              anonymous: int = 0, windows: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+def make_data(
+    sites: dict[str, int], seed: int = 0, n_classes: int = 5, anonymous: int = 0, windows: int = 1
+) -> tuple[pd.DataFrame, np.ndarray]:
     """A PreparedData-like index and label matrix.
 
     ``sites`` maps a site ("" = unknown) to its number of patients; each patient has 1-3
@@ -41,8 +42,20 @@ def make_data(sites: dict[str, int], seed: int = 0, n_classes: int = 5,
     for record, patient, site, cls in records:
         extra = rng.random(n_classes) < 0.05
         for w in range(windows):
-            table.append({"record": record, "patient": patient, "fold": 1 + int(record) % 10, "site": site,
-                          "age": 50.0, "sex": 0, "window": w, "start": 0, "valid": 1000, "codes": ""})
+            table.append(
+                {
+                    "record": record,
+                    "patient": patient,
+                    "fold": 1 + int(record) % 10,
+                    "site": site,
+                    "age": 50.0,
+                    "sex": 0,
+                    "window": w,
+                    "start": 0,
+                    "valid": 1000,
+                    "codes": "",
+                }
+            )
             row = extra.copy()
             row[cls] = True
             labels.append(row)
@@ -195,8 +208,12 @@ def test_dirichlet_skew_grows_as_alpha_shrinks() -> None:
     index, y = make_data({"": 600})
     rows = np.arange(len(index))
 
-    skew = {alpha: np.mean([label_distance(partition(index, y, rows, 6, "dirichlet", alpha=alpha, seed=s), y)
-                            for s in range(3)]) for alpha in (0.1, 10.0)}
+    skew = {
+        alpha: np.mean(
+            [label_distance(partition(index, y, rows, 6, "dirichlet", alpha=alpha, seed=s), y) for s in range(3)]
+        )
+        for alpha in (0.1, 10.0)
+    }
 
     assert skew[0.1] > skew[10.0] + 0.1
 
@@ -248,15 +265,18 @@ def test_each_client_draws_its_labelled_patients_with_its_own_seed() -> None:
         assert np.array_equal(p.labelled, expected)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"scheme": "random"}, "unknown partition scheme 'random'"),
-    ({"n_clients": 0}, "n_clients must be at least 1"),
-    ({"n_clients": 500}, "only .* patient groups"),
-    ({"alpha": 0.0}, "alpha must be a positive"),
-    ({"labelled_fraction": 1.5}, r"must lie in \[0, 1\], got 1.5"),
-    ({"labelled_fraction": [0.5, -0.1, 1.0]}, r"must lie in \[0, 1\], got -0.1"),
-    ({"labelled_fraction": [0.5, 0.5]}, "lists 2 values but there are 3 clients"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scheme": "random"}, "unknown partition scheme 'random'"),
+        ({"n_clients": 0}, "n_clients must be at least 1"),
+        ({"n_clients": 500}, "only .* patient groups"),
+        ({"alpha": 0.0}, "alpha must be a positive"),
+        ({"labelled_fraction": 1.5}, r"must lie in \[0, 1\], got 1.5"),
+        ({"labelled_fraction": [0.5, -0.1, 1.0]}, r"must lie in \[0, 1\], got -0.1"),
+        ({"labelled_fraction": [0.5, 0.5]}, "lists 2 values but there are 3 clients"),
+    ],
+)
 def test_bad_arguments_say_what_is_wrong(kwargs: dict, message: str) -> None:
     index, y = make_data({"": 30})
     args = {"n_clients": 3, "scheme": "iid"} | kwargs
@@ -280,11 +300,17 @@ def test_table_sums_match_the_data() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(sizes=st.lists(st.integers(0, 12), min_size=1, max_size=5), anonymous=st.integers(0, 8),
-       n_clients=st.integers(1, 9), scheme=st.sampled_from(SCHEMES), seed=st.integers(0, 100),
-       min_records=st.integers(0, 20))
-def test_any_small_dataset_partitions_validly(sizes: list[int], anonymous: int, n_clients: int, scheme: str,
-                                              seed: int, min_records: int) -> None:
+@given(
+    sizes=st.lists(st.integers(0, 12), min_size=1, max_size=5),
+    anonymous=st.integers(0, 8),
+    n_clients=st.integers(1, 9),
+    scheme=st.sampled_from(SCHEMES),
+    seed=st.integers(0, 100),
+    min_records=st.integers(0, 20),
+)
+def test_any_small_dataset_partitions_validly(
+    sizes: list[int], anonymous: int, n_clients: int, scheme: str, seed: int, min_records: int
+) -> None:
     sites = {str(i) if i else "": n for i, n in enumerate(sizes)}
     index, y = make_data(sites, seed=seed, anonymous=anonymous)
     rows = np.arange(len(index))

@@ -22,9 +22,17 @@ FAST = PrepSettings(regions=False)
 
 def write_record(folder: Path, name: str, sig: np.ndarray, fs: float, leads: list[str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(name, fs=fs, units=["mV"] * sig.shape[1], sig_name=leads or PTB_LEADS[: sig.shape[1]],
-                p_signal=sig, fmt=["16"] * sig.shape[1], adc_gain=[1000.0] * sig.shape[1],
-                baseline=[0] * sig.shape[1], write_dir=str(folder))
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=["mV"] * sig.shape[1],
+        sig_name=leads or PTB_LEADS[: sig.shape[1]],
+        p_signal=sig,
+        fmt=["16"] * sig.shape[1],
+        adc_gain=[1000.0] * sig.shape[1],
+        baseline=[0] * sig.shape[1],
+        write_dir=str(folder),
+    )
     return folder / name
 
 
@@ -35,16 +43,31 @@ def mini_ptbxl(root: Path, n: int = 6, fs: int = 100) -> Path:
     for i in range(1, n + 1):
         rel = f"records100/00000/{i:05d}_lr"
         write_record(root / "records100/00000", f"{i:05d}_lr", ecg_like(12, 10 * fs, fs, seed=i), fs)
-        rows.append({"ecg_id": i, "patient_id": 100 + i, "age": 50, "sex": 0, "site": i % 2,
-                     "strat_fold": 1 + i % 10, "scp_codes": codes[i % len(codes)], "filename_lr": rel,
-                     "filename_hr": rel.replace("100", "500").replace("_lr", "_hr")})
+        rows.append(
+            {
+                "ecg_id": i,
+                "patient_id": 100 + i,
+                "age": 50,
+                "sex": 0,
+                "site": i % 2,
+                "strat_fold": 1 + i % 10,
+                "scp_codes": codes[i % len(codes)],
+                "filename_lr": rel,
+                "filename_hr": rel.replace("100", "500").replace("_lr", "_hr"),
+            }
+        )
     pd.DataFrame(rows).to_csv(root / "ptbxl_database.csv", index=False)
     stmts = pd.DataFrame(
-        {"description": ["normal", "inferior MI", "non-diag T", "LVH", "sinus rhythm"],
-         "diagnostic": [1, 1, 1, 1, None], "form": [None, None, 1, None, None], "rhythm": [None, None, None, None, 1],
-         "diagnostic_class": ["NORM", "MI", "STTC", "HYP", None],
-         "diagnostic_subclass": ["NORM", "IMI", "STTC", "LVH", None]},
-        index=["NORM", "IMI", "NDT", "LVH", "SR"])
+        {
+            "description": ["normal", "inferior MI", "non-diag T", "LVH", "sinus rhythm"],
+            "diagnostic": [1, 1, 1, 1, None],
+            "form": [None, None, 1, None, None],
+            "rhythm": [None, None, None, None, 1],
+            "diagnostic_class": ["NORM", "MI", "STTC", "HYP", None],
+            "diagnostic_subclass": ["NORM", "IMI", "STTC", "LVH", None],
+        },
+        index=["NORM", "IMI", "NDT", "LVH", "SR"],
+    )
     stmts.to_csv(root / "scp_statements.csv")
     return root
 

@@ -28,8 +28,18 @@ from liteheart_core.data.synth import (
 )
 
 LEAD = {name: i for i, name in enumerate(LEADS)}
-CSV_COLUMNS = ["ecg_id", "patient_id", "age", "sex", "site", "strat_fold", "scp_codes",
-               "filename_lr", "filename_hr", "signal_source"]
+CSV_COLUMNS = [
+    "ecg_id",
+    "patient_id",
+    "age",
+    "sex",
+    "site",
+    "strat_fold",
+    "scp_codes",
+    "filename_lr",
+    "filename_hr",
+    "signal_source",
+]
 
 
 def _record(seed: int, labels: tuple[str, ...] = ("NORM",), **kwargs: object) -> SynthRecord:
@@ -41,9 +51,10 @@ def _paired(label: str, n: int) -> list[tuple[SynthRecord, SynthRecord]]:
     pairs = []
     for seed in range(n):
         anatomy = sample_anatomy(np.random.default_rng([seed, 0]))
-        norm, sick = (generate_record(np.random.default_rng([seed, k]), labels, 500, 4.0,
-                                      anatomy=anatomy, noise_scale=0.0)
-                      for k, labels in ((1, ["NORM"]), (2, [label])))
+        norm, sick = (
+            generate_record(np.random.default_rng([seed, k]), labels, 500, 4.0, anatomy=anatomy, noise_scale=0.0)
+            for k, labels in ((1, ["NORM"]), (2, [label]))
+        )
         pairs.append((norm, sick))
     return pairs
 
@@ -52,19 +63,18 @@ def _template(rec: SynthRecord, lead: str) -> np.ndarray:
     """Mean beat of one lead from 20 ms before QRS onset to 300 ms after."""
     before, after = int(0.02 * rec.fs), int(0.3 * rec.fs)
     starts = [q for q in rec.waves["qrs_on"] if q >= before and q + after <= rec.signal.shape[0]]
-    return np.mean([rec.signal[q - before:q + after, LEAD[lead]] for q in starts], axis=0)
+    return np.mean([rec.signal[q - before : q + after, LEAD[lead]] for q in starts], axis=0)
 
 
 def _change(pairs: list[tuple[SynthRecord, SynthRecord]], lead: str) -> float:
     """Mean RMS difference (mV) between the paired beat templates in one lead."""
-    return float(np.mean([np.sqrt(np.mean((_template(b, lead) - _template(a, lead)) ** 2))
-                          for a, b in pairs]))
+    return float(np.mean([np.sqrt(np.mean((_template(b, lead) - _template(a, lead)) ** 2)) for a, b in pairs]))
 
 
-def _mean_over(pairs: list[tuple[SynthRecord, SynthRecord]],
-               measure: Callable[[SynthRecord], float]) -> tuple[float, float]:
-    return (float(np.mean([measure(a) for a, _ in pairs])),
-            float(np.mean([measure(b) for _, b in pairs])))
+def _mean_over(
+    pairs: list[tuple[SynthRecord, SynthRecord]], measure: Callable[[SynthRecord], float]
+) -> tuple[float, float]:
+    return (float(np.mean([measure(a) for a, _ in pairs])), float(np.mean([measure(b) for _, b in pairs])))
 
 
 def test_same_seed_gives_identical_record() -> None:
@@ -113,12 +123,12 @@ def test_limb_leads_obey_einthoven_and_goldberger(noise_scale: float) -> None:
 
     # Assert: exact up to float32 rounding, with or without electrode noise
     assert {k: float(np.abs(v).max()) for k, v in residuals.items()} == pytest.approx(
-        dict.fromkeys(residuals, 0.0), abs=1e-5)
+        dict.fromkeys(residuals, 0.0), abs=1e-5
+    )
 
 
 @pytest.mark.parametrize("fs", [100, 250, 500])
-@pytest.mark.parametrize("labels", [("NORM",), ("MI",), ("STTC",), ("CD",), ("HYP",),
-                                    ("MI", "STTC", "CD", "HYP")])
+@pytest.mark.parametrize("labels", [("NORM",), ("MI",), ("STTC",), ("CD",), ("HYP",), ("MI", "STTC", "CD", "HYP")])
 def test_waves_are_ordered_and_inside_the_signal(fs: int, labels: tuple[str, ...]) -> None:
     for seed in range(4):
         # Prepare / Execute
@@ -154,18 +164,21 @@ def test_heart_rate_varies_beat_to_beat() -> None:
 def test_qt_shortens_at_higher_heart_rate() -> None:
     # Prepare: one patient at rest and at a faster rate
     anatomy = sample_anatomy(np.random.default_rng(0))
-    slow, fast = (generate_record(np.random.default_rng(1), ["NORM"], 500,
-                                  anatomy=replace(anatomy, heart_rate=bpm), noise_scale=0.0)
-                  for bpm in (55.0, 100.0))
+    slow, fast = (
+        generate_record(
+            np.random.default_rng(1), ["NORM"], 500, anatomy=replace(anatomy, heart_rate=bpm), noise_scale=0.0
+        )
+        for bpm in (55.0, 100.0)
+    )
 
     # Execute
-    qt_slow, qt_fast = (float(np.mean(r.waves["t_off"] - r.waves["qrs_on"])) / r.fs
-                        for r in (slow, fast))
+    qt_slow, qt_fast = (float(np.mean(r.waves["t_off"] - r.waves["qrs_on"])) / r.fs for r in (slow, fast))
 
     # Assert: QT adapts to RR (about 0.04 s shorter per Fridericia), PR and QRS do not
     assert qt_fast < qt_slow - 0.02
     assert np.mean(fast.waves["qrs_off"] - fast.waves["qrs_on"]) == pytest.approx(
-        np.mean(slow.waves["qrs_off"] - slow.waves["qrs_on"]), abs=1.0)
+        np.mean(slow.waves["qrs_off"] - slow.waves["qrs_on"]), abs=1.0
+    )
 
 
 def test_conduction_disturbance_widens_qrs() -> None:
@@ -173,8 +186,7 @@ def test_conduction_disturbance_widens_qrs() -> None:
     pairs = _paired("CD", 40)
 
     # Execute
-    norm, cd = _mean_over(
-        pairs, lambda r: float(np.mean(r.waves["qrs_off"] - r.waves["qrs_on"])) / r.fs)
+    norm, cd = _mean_over(pairs, lambda r: float(np.mean(r.waves["qrs_off"] - r.waves["qrs_on"])) / r.fs)
 
     # Assert
     assert cd > norm + 0.005
@@ -201,19 +213,20 @@ def test_sttc_lowers_t_waves_in_lateral_and_inferior_leads() -> None:
 
     for lead in ("II", "V5", "V6"):
         # Execute
-        norm, sttc = _mean_over(
-            pairs, lambda r, lead=lead: float(np.mean(r.signal[r.waves["t_peak"], LEAD[lead]])))
+        norm, sttc = _mean_over(pairs, lambda r, lead=lead: float(np.mean(r.signal[r.waves["t_peak"], LEAD[lead]])))
 
         # Assert
         assert sttc < 0.8 * norm, lead
 
 
-@pytest.mark.parametrize(("codes", "territory"), [
-    ({"IMI"}, ("II", "III", "AVF")),
-    ({"ASMI", "AMI"}, ("V1", "V2", "V3", "V4")),
-])
-def test_mi_changes_its_territory_leads_more_than_lead_i(codes: set[str],
-                                                         territory: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("codes", "territory"),
+    [
+        ({"IMI"}, ("II", "III", "AVF")),
+        ({"ASMI", "AMI"}, ("V1", "V2", "V3", "V4")),
+    ],
+)
+def test_mi_changes_its_territory_leads_more_than_lead_i(codes: set[str], territory: tuple[str, ...]) -> None:
     # Prepare
     pairs = [(a, b) for a, b in _paired("MI", 70) if codes & set(b.scp_codes)]
 
@@ -232,7 +245,7 @@ def test_inferior_mi_deepens_initial_qrs_in_lead_iii() -> None:
 
     def initial_min(rec: SynthRecord) -> float:
         spans = zip(rec.waves["qrs_on"], rec.waves["r_peak"])
-        return float(np.mean([rec.signal[a:b + 1, LEAD["III"]].min() for a, b in spans]))
+        return float(np.mean([rec.signal[a : b + 1, LEAD["III"]].min() for a, b in spans]))
 
     # Execute
     norm, imi = _mean_over(pairs, initial_min)
@@ -265,7 +278,7 @@ def test_mains_hum_only_appears_where_50_hz_is_in_band() -> None:
 def test_noise_scale_zero_gives_clean_signal_between_beats() -> None:
     # Prepare / Execute
     rec = _record(6, noise_scale=0.0, fs=500)
-    gaps = [rec.signal[b - 10:b, LEAD["II"]] for b in rec.waves["p_on"][1:]]
+    gaps = [rec.signal[b - 10 : b, LEAD["II"]] for b in rec.waves["p_on"][1:]]
 
     # Assert: the TP segment is flat without noise (baseline at 0 mV)
     assert np.abs(np.concatenate(gaps)).max() < 0.03
@@ -321,9 +334,9 @@ def _features(rec: SynthRecord) -> np.ndarray:
     """Per-lead Q, R, S, ST and T levels relative to the PR baseline, mean over beats."""
     w, x = rec.waves, rec.signal
     base = x[w["qrs_on"] - 2]
-    q = np.stack([x[a:b + 1].min(0) for a, b in zip(w["qrs_on"], w["r_peak"])])
-    r = np.stack([x[a:b + 1].max(0) for a, b in zip(w["qrs_on"], w["qrs_off"])])
-    s = np.stack([x[a:b + 1].min(0) for a, b in zip(w["qrs_on"], w["qrs_off"])])
+    q = np.stack([x[a : b + 1].min(0) for a, b in zip(w["qrs_on"], w["r_peak"])])
+    r = np.stack([x[a : b + 1].max(0) for a, b in zip(w["qrs_on"], w["qrs_off"])])
+    s = np.stack([x[a : b + 1].min(0) for a, b in zip(w["qrs_on"], w["qrs_off"])])
     st_level, t = x[(w["qrs_off"] + w["t_on"]) // 2], x[w["t_peak"]]
     return (np.stack([q, r, s, st_level, t]) - base).mean(axis=1)  # [5, 12]
 

@@ -41,14 +41,19 @@ def signed(content: bytes, key: ed25519.Ed25519PrivateKey) -> dict[str, str]:
     """Verification records as Flower Hub hands them out: one signature over (time, sha256 of the FAB)."""
     at = int(time.time())
     signature = key.sign(create_message_to_sign(hashlib.sha256(content).digest(), at))
-    return {KEY_ID: json.dumps({"signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode(),
-                                "signed_at": at}), "valid_license": "Valid"}
+    return {
+        KEY_ID: json.dumps({"signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode(), "signed_at": at}),
+        "valid_license": "Valid",
+    }
 
 
 def trusted(key: ed25519.Ed25519PrivateKey) -> dict[str, str]:
     """What a site's ``--trusted-entities`` YAML maps: key id -> OpenSSH public key."""
-    return {KEY_ID: key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                  serialization.PublicFormat.OpenSSH).decode()}
+    return {
+        KEY_ID: key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    }
 
 
 def test_a_submitted_app_loses_its_signature_so_a_site_that_trusts_our_key_would_refuse_it(tmp_path: Path) -> None:
@@ -63,8 +68,7 @@ def test_a_submitted_app_loses_its_signature_so_a_site_that_trusts_our_key_would
 
     # Execute: the SuperLink's own StartRun handler, given the FAB with its signature attached
     request = StartRunRequest(fab=ProtoFab(hash_str=digest, content=content, verifications=signed(content, ours)))
-    response = control_handlers.start_run(request, AccountInfo(NOOP_FLWR_AID, NOOP_ACCOUNT_NAME), state,
-                                          "grpc-rere")
+    response = control_handlers.start_run(request, AccountInfo(NOOP_FLWR_AID, NOOP_ACCOUNT_NAME), state, "grpc-rere")
     stored = state.get_fab(digest)
 
     # Assert: the site-side check accepts our signature and refuses another key's ...

@@ -10,9 +10,9 @@ Only the scenarios of the selected tests are started.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import contextlib
 import os
 import re
 import signal
@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from liteheart_core.storage import Registry
 from liteheart_core.cli.processes import free_port
+from liteheart_core.storage import Registry
 from tests.conftest import prepared_synth_site
 
 LOOPBACK = "127.0.0.1"
@@ -55,8 +55,9 @@ class Service:
         self.name = name
         self.out, self.err = logs / f"{name}.out", logs / f"{name}.err"
         with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True
+            )
 
     def text(self) -> str:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
@@ -109,7 +110,7 @@ def group_members(pgid: int) -> list[int]:
                 raw = (entry / "stat").read_text()
             except OSError:
                 continue
-            fields = raw[raw.rfind(")") + 2:].split()
+            fields = raw[raw.rfind(")") + 2 :].split()
             if fields[0] != "Z" and int(fields[2]) == pgid:
                 members.append(int(entry.name))
     return members
@@ -164,8 +165,7 @@ class Deployment:
         self.env = {**os.environ, "LITEHEART_CACHE": str(root / "cache"), "PYTHONUNBUFFERED": "1"}
 
     def _start(self, name: str, module: str, args: list[object]) -> Service:
-        service = Service(name, [sys.executable, "-m", module, "start", *map(str, args)], self.env,
-                          self.root / "logs")
+        service = Service(name, [sys.executable, "-m", module, "start", *map(str, args)], self.env, self.root / "logs")
         self.services.append(service)
         return service
 
@@ -175,15 +175,44 @@ class Deployment:
         return server
 
     def new_run(self, name: str, rounds: int, *args: object) -> Service:
-        return self.server(name, "--data", self.data, "--rounds", rounds, "--local-epochs", 1, "--teacher",
-                           self.teacher, "--scenario", self.scenario, *args)
+        return self.server(
+            name,
+            "--data",
+            self.data,
+            "--rounds",
+            rounds,
+            "--local-epochs",
+            1,
+            "--teacher",
+            self.teacher,
+            "--scenario",
+            self.scenario,
+            *args,
+        )
 
     def clients(self, n: int, kinds: tuple[str, ...] = ()) -> list[Service]:
         kinds = kinds or ("paired",) * n
-        return [self._start(f"client{i}", "client.cli", ["--server", f"{LOOPBACK}:{self.port}", "--data", self.data,
-                                                          "--partition-id", i, "--num-partitions", n,
-                                                          "--kind", kinds[i], "--cache-dir", self.node_cache(i)])
-                for i in range(n)]
+        return [
+            self._start(
+                f"client{i}",
+                "client.cli",
+                [
+                    "--server",
+                    f"{LOOPBACK}:{self.port}",
+                    "--data",
+                    self.data,
+                    "--partition-id",
+                    i,
+                    "--num-partitions",
+                    n,
+                    "--kind",
+                    kinds[i],
+                    "--cache-dir",
+                    self.node_cache(i),
+                ],
+            )
+            for i in range(n)
+        ]
 
     def node_cache(self, i: int) -> Path:
         return self.root / f"node{i}"
@@ -211,15 +240,22 @@ class Deployment:
 def two_clients(dep: Deployment) -> dict:
     """One server, a 12-lead site and a wearable (given the run's wearable teacher), two rounds; then a client CLI
     alone gets SIGTERM."""
-    server = dep.new_run("server", 2, "--min-clients", 2, "--round-timeout", 120, "--wearable-teacher",
-                         dep.wearable_teacher)
+    server = dep.new_run(
+        "server", 2, "--min-clients", 2, "--round-timeout", 120, "--wearable-teacher", dep.wearable_teacher
+    )
     clients = dep.clients(2, kinds=("paired", "wearable"))
     code = server.wait(RUN_LIMIT_S)
     left = server_side_left(dep.port)
     clients[0].proc.terminate()  # the CLI only, as a service manager would: it must stop its SuperNode
     client_code = clients[0].wait(60)
-    return {"code": code, "server": server, "clients": clients, "left": left, "client_code": client_code,
-            "client_left": group_members(clients[0].proc.pid)}
+    return {
+        "code": code,
+        "server": server,
+        "clients": clients,
+        "left": left,
+        "client_code": client_code,
+        "client_left": group_members(clients[0].proc.pid),
+    }
 
 
 def crash_and_resume(dep: Deployment) -> dict:
@@ -240,8 +276,13 @@ def crash_and_resume(dep: Deployment) -> dict:
     # at once: the detached SuperExec and ServerApp of the killed SuperLink may still be exiting
     second = dep.server("resumed", "--resume", run_id)
     code = second.wait(RUN_LIMIT_S)
-    return {"code": code, "server": second, "run_id": run_id, "left": server_side_left(dep.port),
-            "clients_alive": [c.proc.poll() is None for c in clients]}
+    return {
+        "code": code,
+        "server": second,
+        "run_id": run_id,
+        "left": server_side_left(dep.port),
+        "clients_alive": [c.proc.poll() is None for c in clients],
+    }
 
 
 def client_killed(dep: Deployment) -> dict:
@@ -252,8 +293,12 @@ def client_killed(dep: Deployment) -> dict:
     server = dep.new_run("server", 1, "--min-clients", 2, "--clients-expected", 3, "--round-timeout", 100)
     clients = dep.clients(3)
     victim = clients[2]
-    wait_for("client2's train message", lambda: "Receiving: train message" in victim.text(), RUN_LIMIT_S,
-             services=(server, *clients))
+    wait_for(
+        "client2's train message",
+        lambda: "Receiving: train message" in victim.text(),
+        RUN_LIMIT_S,
+        services=(server, *clients),
+    )
     victim.kill_group(signal.SIGKILL)
     node_id = re.search(r"SuperNode ID: (\d+)", victim.text()).group(1)
     code = server.wait(RUN_LIMIT_S)
@@ -268,16 +313,23 @@ SCENARIOS: dict[str, Callable[[Deployment], dict]] = {
 
 
 @pytest.fixture(scope="module")
-def deployments(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, site_data: Path,
-                tiny_teacher: Path, tiny_wearable_teacher: Path) -> Iterator[dict[str, tuple[Deployment, Future]]]:
+def deployments(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    site_data: Path,
+    tiny_teacher: Path,
+    tiny_wearable_teacher: Path,
+) -> Iterator[dict[str, tuple[Deployment, Future]]]:
     """The selected scenarios, started together; each test waits for its own."""
     selected = [name for name in SCENARIOS if any(item.name == name for item in request.session.items)]
     root = tmp_path_factory.mktemp("deployments")
     ports: set[int] = set()
     while len(ports) < len(selected):  # distinct, though none is bound yet
         ports.add(free_port())
-    deps = {name: Deployment(root / name, site_data, tiny_teacher, port, tiny_wearable_teacher)
-            for name, port in zip(selected, ports)}
+    deps = {
+        name: Deployment(root / name, site_data, tiny_teacher, port, tiny_wearable_teacher)
+        for name, port in zip(selected, ports)
+    }
     pool = ThreadPoolExecutor(max_workers=max(1, len(selected)), thread_name_prefix="deployment")
     running = {name: (dep, pool.submit(SCENARIOS[name], dep)) for name, dep in deps.items()}
     try:
@@ -415,8 +467,8 @@ def test_the_app_project_carries_the_public_settings_and_the_server_keeps_its_ow
     from liteheart_core.config import FedConfig
     from server.app import OPTION_KEYS, options_from_run_config
     from server.bundle import write_connection, write_fab, write_server_settings
-    from server.superlink import Deployment
     from server.settings import PRIVATE_KEYS, SETTINGS_ENV, server_settings, split_settings
+    from server.superlink import Deployment
 
     dep = Deployment(run_dir=tmp_path, port=9092)
     teacher = tmp_path / "teachers" / "t.pt"
@@ -446,7 +498,9 @@ def test_the_app_project_carries_the_public_settings_and_the_server_keeps_its_ow
         server_settings(app["config"], {SETTINGS_ENV: str(other)})
     with pytest.raises(ValueError, match=f"{SETTINGS_ENV} is not set"):
         server_settings(app["config"], {})
-    with pytest.raises(ValueError, match="keep data, db-url, resume, run-dir, run-name, teacher, wearable-teacher on the server"):
+    with pytest.raises(
+        ValueError, match="keep data, db-url, resume, run-dir, run-name, teacher, wearable-teacher on the server"
+    ):
         write_fab(dep, {**cfg.to_dict(), **options})
     links = tomllib.loads((tmp_path / ".flwr" / "config.toml").read_text())["superlink"]
     assert links["default"] == "liteheart-9092"
@@ -464,17 +518,18 @@ def test_node_unavailable_replies_are_charged_to_the_node_that_died() -> None:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # as inside a ServerApp
     try:
         weights = {"w": torch.zeros(3)}
-        strategy = LiteHeartFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=2,
-                                   min_available_nodes=2)
+        strategy = LiteHeartFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2)
         strategy.setup(ArrayRecord(weights), "ab", {}, timeout=5.0)
-        sent = [Message(RecordDict({"arrays": ArrayRecord(weights)}), dst_node_id=n, message_type="train")
-                for n in (41, 42)]
+        sent = [
+            Message(RecordDict({"arrays": ArrayRecord(weights)}), dst_node_id=n, message_type="train") for n in (41, 42)
+        ]
         for message in sent:  # what the Grid does when it pushes them
             message.metadata.__dict__["_message_id"] = message.object_id
         strategy.sampled, strategy.sent = [41, 42], sent
         strategy.reference = {k: v.numpy() for k, v in weights.items()}
-        ok = Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord({"num-examples": 3})}),
-                     reply_to=sent[0])
+        ok = Message(
+            RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord({"num-examples": 3})}), reply_to=sent[0]
+        )
         # the SuperLink answers for a node that missed its heartbeats, as node 1
         dead = create_message_error_unavailable_res_message(sent[1].metadata, "node_unavail")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from server import front
 from liteheart_core.cli.processes import LOOPBACK, child_env, free_port
+from server import front
 
 
 def test_the_allow_list_is_flowers_fleet_api_and_nothing_else() -> None:
@@ -78,8 +78,7 @@ def plain_front(tmp_path: Path) -> Iterator[int]:
     upstream = http.server.ThreadingHTTPServer((LOOPBACK, 0), _Everything)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port = free_port()
-    proc = front.start(front.Front(tmp_path / "front", LOOPBACK, port, upstream.server_address[1]),
-                       child_env(tmp_path))
+    proc = front.start(front.Front(tmp_path / "front", LOOPBACK, port, upstream.server_address[1]), child_env(tmp_path))
     try:
         for _ in range(100):
             try:
@@ -98,8 +97,9 @@ def plain_front(tmp_path: Path) -> Iterator[int]:
 
 def status(port: int, method: str, path: str) -> tuple[int, bytes]:
     with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab"
-                     .encode())
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab".encode()
+        )
         data = b""
         while chunk := sock.recv(4096):
             data += chunk
@@ -109,13 +109,25 @@ def status(port: int, method: str, path: str) -> tuple[int, bytes]:
 
 def test_the_front_forwards_the_fleet_api_verbatim_and_refuses_the_rest(plain_front: int) -> None:
     forwarded = {f"{m} {p}": status(plain_front, m, p) for m, p in front.ALLOWED}
-    refused = {f"{m} {p}": status(plain_front, m, p)[0] for m, p in [
-        ("POST", "/v1/control/list-runs"), ("POST", "/v1/runtime/pull-task-input"), ("GET", "/docs"),
-        ("PUT", "/v1/fleet/push-messages"), ("POST", "/v1/fleet/push-messages/"), ("POST", "/v1/fleet/Push-Messages"),
-        ("POST", "/v1/fleet/../control/stop-run"), ("POST", "/v1/fleet/%2e%2e/control/stop-run"),
-        ("POST", "/v1//fleet/push-messages"), ("POST", "/v1/fleet/push-messages?x=1"), ("GET", "/health/"),
-        ("POST", "/v1/fleet/push%2Dmessages")]}
+    refused = {
+        f"{m} {p}": status(plain_front, m, p)[0]
+        for m, p in [
+            ("POST", "/v1/control/list-runs"),
+            ("POST", "/v1/runtime/pull-task-input"),
+            ("GET", "/docs"),
+            ("PUT", "/v1/fleet/push-messages"),
+            ("POST", "/v1/fleet/push-messages/"),
+            ("POST", "/v1/fleet/Push-Messages"),
+            ("POST", "/v1/fleet/../control/stop-run"),
+            ("POST", "/v1/fleet/%2e%2e/control/stop-run"),
+            ("POST", "/v1//fleet/push-messages"),
+            ("POST", "/v1/fleet/push-messages?x=1"),
+            ("GET", "/health/"),
+            ("POST", "/v1/fleet/push%2Dmessages"),
+        ]
+    }
 
-    assert {k: (code, body.decode()) for k, (code, body) in forwarded.items()} == \
-        {f"{m} {p}": (200, p) for m, p in front.ALLOWED}  # what the SuperLink got is the path as allowed
+    assert {k: (code, body.decode()) for k, (code, body) in forwarded.items()} == {
+        f"{m} {p}": (200, p) for m, p in front.ALLOWED
+    }  # what the SuperLink got is the path as allowed
     assert set(refused.values()) == {403}, refused

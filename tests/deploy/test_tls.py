@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from typer.testing import CliRunner
 
 from liteheart_core.cli import tls as tls_files
-from server import certs
 from liteheart_core.cli.processes import child_env, flower_exe, free_port
-from tests.deploy.test_front import need_nginx
+from server import certs
 from tests.deploy.test_deploy import (
     LOOPBACK,
     RUN_LIMIT_S,
@@ -39,6 +38,7 @@ from tests.deploy.test_deploy import (
     healthy,
     wait_for,
 )
+from tests.deploy.test_front import need_nginx
 
 # the pilot fixture's bounded waits (a run of RUN_LIMIT_S plus start-up and refusals) come first
 pytestmark = pytest.mark.timeout(RUN_LIMIT_S + 900)
@@ -50,8 +50,10 @@ def tls_healthy(port: int, ca: Path) -> bool:
     """``GET /health`` over TLS, the server checked against the pilot's CA."""
     context = ssl.create_default_context(cafile=str(ca))
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=0.5) as raw, \
-                context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
+        with (
+            socket.create_connection((LOOPBACK, port), timeout=0.5) as raw,
+            context.wrap_socket(raw, server_hostname=LOOPBACK) as sock,
+        ):
             sock.sendall(f"GET /health HTTP/1.1\r\nHost: {LOOPBACK}\r\nConnection: close\r\n\r\n".encode())
             return sock.recv(64).startswith(b"HTTP/1.1 200")
     except (OSError, ssl.SSLError):
@@ -62,10 +64,14 @@ def tls_status(port: int, ca: Path, method: str, path: str) -> int | None:
     """The HTTP status a TLS request line gets from 127.0.0.1:port (None: no answer)."""
     context = ssl.create_default_context(cafile=str(ca))
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=5) as raw, \
-                context.wrap_socket(raw, server_hostname=LOOPBACK) as sock:
-            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/protobuf\r\n"
-                         "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        with (
+            socket.create_connection((LOOPBACK, port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=LOOPBACK) as sock,
+        ):
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: {LOOPBACK}\r\nContent-Type: application/protobuf\r\n"
+                "Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            )
             head = sock.recv(64).split(b" ")
             return int(head[1]) if len(head) > 1 and head[1].isdigit() else None
     except (OSError, ssl.SSLError):
@@ -119,34 +125,56 @@ class Stranger:
         self.app.mkdir(parents=True)
         (self.app / "pyproject.toml").write_text(STRANGER_PROJECT)
         (self.app / "stranger_app.py").write_text(STRANGER_APP.format(marker=str(self.marker)))
-        links = "".join(f'[superlink.{name}]\naddress = "{address}"\nroot-certificates = "{ca}"\n\n'
-                        for name, address in addresses.items())
+        links = "".join(
+            f'[superlink.{name}]\naddress = "{address}"\nroot-certificates = "{ca}"\n\n'
+            for name, address in addresses.items()
+        )
         (root / "home").mkdir()
         (root / "home" / "config.toml").write_text(f'[superlink]\ndefault = "{next(iter(addresses))}"\n\n{links}')
         self.env = child_env(root / "home")
 
     def flwr(self, *args: object) -> dict:
         """One ``flwr ... --format json``: its exit code and JSON (``success`` false when there is none)."""
-        done = subprocess.run([flower_exe("flwr"), *map(str, args), "--format", "json"], capture_output=True,
-                              text=True, env=self.env, cwd=self.root, timeout=120, stdin=subprocess.DEVNULL,
-                              check=False)
+        done = subprocess.run(
+            [flower_exe("flwr"), *map(str, args), "--format", "json"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.root,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         text = done.stdout.strip()
         try:
-            answer = json.loads(text[text.find("{"):]) if "{" in text else {}
+            answer = json.loads(text[text.find("{") :]) if "{" in text else {}
         except json.JSONDecodeError:
             answer = {}
-        return {"code": done.returncode, "success": bool(answer.get("success")), "answer": answer,
-                "output": text + done.stderr}
+        return {
+            "code": done.returncode,
+            "success": bool(answer.get("success")),
+            "answer": answer,
+            "output": text + done.stderr,
+        }
 
 
 # (method, path) a stranger tries on the public address: the Control and Runtime APIs, Flower's API
 # documentation, and Fleet-looking paths that a path normaliser would turn into Control paths
-PROBES = (("POST", "/v1/control/list-runs"), ("POST", "/v1/control/register-node"), ("POST", "/v1/control/stop-run"),
-          ("POST", "/v1/control/start-run"), ("POST", "/v1/runtime/acquire-task"), ("GET", "/docs"),
-          ("GET", "/openapi.json"), ("POST", "/v1/fleet/../control/list-runs"),
-          ("POST", "/v1/fleet/%2e%2e/control/list-runs"), ("POST", "//v1/control/list-runs"),
-          ("POST", "/v1/fleet//../../v1/control/list-runs"), ("POST", "/v1/control/list-runs?x=/v1/fleet/get-run"),
-          ("GET", "/v1/fleet/pull-messages"))
+PROBES = (
+    ("POST", "/v1/control/list-runs"),
+    ("POST", "/v1/control/register-node"),
+    ("POST", "/v1/control/stop-run"),
+    ("POST", "/v1/control/start-run"),
+    ("POST", "/v1/runtime/acquire-task"),
+    ("GET", "/docs"),
+    ("GET", "/openapi.json"),
+    ("POST", "/v1/fleet/../control/list-runs"),
+    ("POST", "/v1/fleet/%2e%2e/control/list-runs"),
+    ("POST", "//v1/control/list-runs"),
+    ("POST", "/v1/fleet//../../v1/control/list-runs"),
+    ("POST", "/v1/control/list-runs?x=/v1/fleet/get-run"),
+    ("GET", "/v1/fleet/pull-messages"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +188,35 @@ def pilot(tmp_path_factory: pytest.TempPathFactory, synth_data, tiny_teacher: Pa
     dep = Deployment(root / "pilot", synth_data.root, tiny_teacher, free_port())
     ca = folder / certs.CA_CERT
     try:
-        server = dep._start("server", "server.cli", [
-            "--port", dep.port, "--run-dir", dep.run_dir, "--json", "--data", dep.data, "--rounds", 1,
-            "--local-epochs", 1, "--teacher", dep.teacher, "--scenario", dep.scenario, "--min-clients", 1,
-            "--round-timeout", 120, "--tls", folder, "--auth-keys", folder / certs.AUTH_KEYS])
+        server = dep._start(
+            "server",
+            "server.cli",
+            [
+                "--port",
+                dep.port,
+                "--run-dir",
+                dep.run_dir,
+                "--json",
+                "--data",
+                dep.data,
+                "--rounds",
+                1,
+                "--local-epochs",
+                1,
+                "--teacher",
+                dep.teacher,
+                "--scenario",
+                dep.scenario,
+                "--min-clients",
+                1,
+                "--round-timeout",
+                120,
+                "--tls",
+                folder,
+                "--auth-keys",
+                folder / certs.AUTH_KEYS,
+            ],
+        )
         wait_for("the SuperLink's /health over TLS", lambda: tls_healthy(dep.port, ca), 150, services=(server,))
         plaintext_health = healthy(dep.port)  # the same request without TLS
         # until the keys are registered every node is refused, the good one too
@@ -171,37 +224,87 @@ def pilot(tmp_path_factory: pytest.TempPathFactory, synth_data, tiny_teacher: Pa
         # the stranger, before any site joins: list, register the rogue's key (the rogue tries right after),
         # submit an app; then the same list on the SuperLink's loopback address, which only this machine reaches
         link_port = json.loads((dep.run_dir / ".flwr" / f"link-{dep.port}.json").read_text())["link_port"]
-        outsider = Stranger(root / "stranger", ca, {"pilot": f"{LOOPBACK}:{dep.port}",
-                                                    "inside": f"{LOOPBACK}:{link_port}"})
+        outsider = Stranger(
+            root / "stranger", ca, {"pilot": f"{LOOPBACK}:{dep.port}", "inside": f"{LOOPBACK}:{link_port}"}
+        )
         rogue_pub = root / "elsewhere" / certs.AUTH_KEYS / "rogue.pub"
-        attempts = {"list": outsider.flwr("list", "pilot"),
-                    "register": outsider.flwr("supernode", "register", rogue_pub, "pilot"),
-                    "run": outsider.flwr("run", outsider.app, "pilot"),
-                    "inside-list": outsider.flwr("list", "inside")}
+        attempts = {
+            "list": outsider.flwr("list", "pilot"),
+            "register": outsider.flwr("supernode", "register", rogue_pub, "pilot"),
+            "run": outsider.flwr("run", outsider.app, "pilot"),
+            "inside-list": outsider.flwr("list", "inside"),
+        }
         probes = {f"{method} {path}": tls_status(dep.port, ca, method, path) for method, path in PROBES}
         inside_docs = tls_status(link_port, ca, "GET", "/docs")
         common = ["--server", f"{LOOPBACK}:{dep.port}", "--data", dep.data, "--partition-id", 0, "--num-partitions", 1]
-        good = dep._start("site-a", "client.cli", [*common, "--cache-dir", dep.node_cache(0), "--tls", ca,
-                                                    "--key", folder / certs.SITES / "site-a" / "site-a.key"])
-        rogue = dep._start("rogue", "client.cli", [*common, "--cache-dir", dep.node_cache(1), "--tls", ca,
-                                                    "--key", root / "elsewhere" / certs.SITES / "rogue" / "rogue.key"])
+        good = dep._start(
+            "site-a",
+            "client.cli",
+            [
+                *common,
+                "--cache-dir",
+                dep.node_cache(0),
+                "--tls",
+                ca,
+                "--key",
+                folder / certs.SITES / "site-a" / "site-a.key",
+            ],
+        )
+        rogue = dep._start(
+            "rogue",
+            "client.cli",
+            [
+                *common,
+                "--cache-dir",
+                dep.node_cache(1),
+                "--tls",
+                ca,
+                "--key",
+                root / "elsewhere" / certs.SITES / "rogue" / "rogue.key",
+            ],
+        )
         plain = dep._start("plain", "client.cli", [*common, "--cache-dir", dep.node_cache(2)])
-        stranger = dep._start("stranger", "client.cli", [*common, "--cache-dir", dep.node_cache(3), "--tls",
-                                                          root / "elsewhere" / certs.CA_CERT])
+        stranger = dep._start(
+            "stranger",
+            "client.cli",
+            [*common, "--cache-dir", dep.node_cache(3), "--tls", root / "elsewhere" / certs.CA_CERT],
+        )
         rogue_code, stranger_code = rogue.wait(120), stranger.wait(120)  # each exits as soon as it is refused
-        submitted = wait_for("the pilot's run submitted", lambda: re.search(r"submitted: Flower run (\d+)",
-                                                                            server.text()), 300, (server,))
+        submitted = wait_for(
+            "the pilot's run submitted",
+            lambda: re.search(r"submitted: Flower run (\d+)", server.text()),
+            300,
+            (server,),
+        )
         attempts["stop"] = outsider.flwr("stop", submitted.group(1), "pilot")
         nodes_inside = outsider.flwr("supernode", "list", "inside")  # what the SuperLink holds, seen from inside
-        wait_for("the plaintext node's failed attempts", lambda: "Connection attempt failed" in plain.text(), 120,
-                 services=(server, plain))
+        wait_for(
+            "the plaintext node's failed attempts",
+            lambda: "Connection attempt failed" in plain.text(),
+            120,
+            services=(server, plain),
+        )
         code = server.wait(RUN_LIMIT_S)
         plain_still_trying = plain.proc.poll() is None
-        yield {"dep": dep, "code": code, "server": server, "good": good, "rogue": rogue, "rogue_code": rogue_code,
-               "plain": plain, "plain_still_trying": plain_still_trying, "plaintext_health": plaintext_health,
-               "stranger": stranger, "stranger_code": stranger_code, "outsider": outsider, "attempts": attempts,
-               "probes": probes, "inside_docs": inside_docs, "link_port": link_port,
-               "nodes_inside": nodes_inside}
+        yield {
+            "dep": dep,
+            "code": code,
+            "server": server,
+            "good": good,
+            "rogue": rogue,
+            "rogue_code": rogue_code,
+            "plain": plain,
+            "plain_still_trying": plain_still_trying,
+            "plaintext_health": plaintext_health,
+            "stranger": stranger,
+            "stranger_code": stranger_code,
+            "outsider": outsider,
+            "attempts": attempts,
+            "probes": probes,
+            "inside_docs": inside_docs,
+            "link_port": link_port,
+            "nodes_inside": nodes_inside,
+        }
     finally:
         dep.close()
 
@@ -244,8 +347,9 @@ def test_a_stranger_with_the_ca_certificate_cannot_use_the_control_api(pilot: di
     # SuperLink knows one node, site-a's
     assert pilot["rogue_code"] == 1
     nodes = pilot["nodes_inside"]["answer"].get("nodes", [])
-    assert pilot["nodes_inside"]["success"] and [str(n.get("node-id")) for n in nodes] == \
-        [node_id(pilot["good"].text())], pilot["nodes_inside"]
+    assert pilot["nodes_inside"]["success"] and [str(n.get("node-id")) for n in nodes] == [
+        node_id(pilot["good"].text())
+    ], pilot["nodes_inside"]
     # and the pilot's run it tried to stop completed
     assert pilot["code"] == 0 and pilot["dep"].only_run()["run"]["status"] == "completed"
 
@@ -294,8 +398,23 @@ def test_a_node_that_does_not_trust_the_server_certificate_stops(pilot: dict) ->
 def test_certs_make_a_pilot_folder_flower_can_use(tmp_path: Path) -> None:
     from server.cli import app
 
-    result = CliRunner().invoke(app, ["certs", "--out", str(tmp_path / "c"), "--nodes", "2", "--node", "hospital-a",
-                                      "--hostname", "ecg.example.org", "--hostname", "192.0.2.7", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "certs",
+            "--out",
+            str(tmp_path / "c"),
+            "--nodes",
+            "2",
+            "--node",
+            "hospital-a",
+            "--hostname",
+            "ecg.example.org",
+            "--hostname",
+            "192.0.2.7",
+            "--json",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
@@ -368,8 +487,9 @@ def broken_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_server_start_refuses_bad_tls_and_auth_settings(tmp_path: Path, two_pilots: tuple[Path, Path],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_start_refuses_bad_tls_and_auth_settings(
+    tmp_path: Path, two_pilots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from server.cli import app
 
     one, two = two_pilots
@@ -387,8 +507,19 @@ def test_server_start_refuses_bad_tls_and_auth_settings(tmp_path: Path, two_pilo
     empty = tmp_path / "no-pubs"
     empty.mkdir()
     runner = CliRunner()
-    base = ["start", "--data", "synth", "--rounds", "1", "--min-clients", "1", "--run-dir", str(tmp_path / "runs"),
-            "--port", str(free_port())]
+    base = [
+        "start",
+        "--data",
+        "synth",
+        "--rounds",
+        "1",
+        "--min-clients",
+        "1",
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--port",
+        str(free_port()),
+    ]
 
     def start(*args: object) -> tuple[int, str]:
         result = runner.invoke(app, [*base, *map(str, args)])
@@ -428,17 +559,25 @@ def passphrase_protected(key: ec.EllipticCurvePrivateKey) -> bytes:
 
     Only the header matters: a reader without the passphrase stops there.
     """
-    body = base64.b64decode(b"".join(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                       serialization.NoEncryption()).splitlines()[1:-1]))
+    body = base64.b64decode(
+        b"".join(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            ).splitlines()[1:-1]
+        )
+    )
     magic = b"openssh-key-v1\0"
-    rest = body[len(magic) + 3 * 4 + len(b"none") * 2:]  # after cipher 'none', kdf 'none', empty kdf options
+    rest = body[len(magic) + 3 * 4 + len(b"none") * 2 :]  # after cipher 'none', kdf 'none', empty kdf options
 
     def field(data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + data
 
     header = field(b"aes256-ctr") + field(b"bcrypt") + field(field(bytes(16)) + struct.pack(">I", 16))
-    return (b"-----BEGIN OPENSSH PRIVATE KEY-----\n" + base64.encodebytes(magic + header + rest)
-            + b"-----END OPENSSH PRIVATE KEY-----\n")
+    return (
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        + base64.encodebytes(magic + header + rest)
+        + b"-----END OPENSSH PRIVATE KEY-----\n"
+    )
 
 
 def test_client_start_refuses_bad_tls_and_key_settings(tmp_path: Path, two_pilots: tuple[Path, Path]) -> None:
@@ -448,8 +587,11 @@ def test_client_start_refuses_bad_tls_and_key_settings(tmp_path: Path, two_pilot
     ca, good_key = one / certs.CA_CERT, one / "sites" / "a" / "a.key"
     pem_key = one / certs.SERVER_KEY  # a PEM key, not OpenSSH
     ed_key = tmp_path / "ed.key"
-    ed_key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    ed_key.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+    )
     locked = tmp_path / "locked.key"
     locked.write_bytes(passphrase_protected(ec.generate_private_key(ec.SECP384R1())))
     runner = CliRunner()
@@ -504,8 +646,9 @@ def test_the_flwr_connection_uses_the_pilot_ca(tmp_path: Path, two_pilots: tuple
     assert superlink_security(ServerDeployment(run_dir=tmp_path, port=9092)) == ["--insecure"]
 
 
-def test_a_key_taken_out_of_auth_keys_is_unregistered_at_the_next_start(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_key_taken_out_of_auth_keys_is_unregistered_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import server.superlink as deploy  # the SuperLink's side of `start`
 
     folder = tmp_path / "c"
@@ -526,12 +669,14 @@ def test_a_key_taken_out_of_auth_keys_is_unregistered_at_the_next_start(tmp_path
     tls = tls_files.check_server_tls(folder)
     auth = folder / certs.AUTH_KEYS
 
-    deploy.register_node_keys(deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(tls_files.auth_public_keys(auth))),
-                              {})
+    deploy.register_node_keys(
+        deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(tls_files.auth_public_keys(auth))), {}
+    )
     (auth / "b.pub").unlink()
     calls.clear()
-    deploy.register_node_keys(deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(tls_files.auth_public_keys(auth))),
-                              {})
+    deploy.register_node_keys(
+        deploy.Deployment(tmp_path, 9092, tls=tls, auth_keys=tuple(tls_files.auth_public_keys(auth))), {}
+    )
 
     b_id = registered[str((auth / "b.pub").resolve())]
     assert ("supernode", "unregister", b_id, "liteheart-9092") in calls
@@ -550,7 +695,12 @@ def test_the_app_bundle_every_site_receives_holds_no_server_path(pilot: dict) ->
     config = tomllib.loads(bundle)["tool"]["flwr"]["app"]["config"]
     assert pilot["code"] == 0  # the ServerApp found its data, teacher and registry without them
     assert not {"data", "teacher", "run-dir", "db-url"} & set(config)
-    for secret in (str(dep.run_dir), str(Path(dep.data).resolve()), str(Path(dep.teacher).resolve()),
-                   Path(dep.teacher).name, "registry.sqlite"):
+    for secret in (
+        str(dep.run_dir),
+        str(Path(dep.data).resolve()),
+        str(Path(dep.teacher).resolve()),
+        Path(dep.teacher).name,
+        "registry.sqlite",
+    ):
         assert secret not in bundle, secret
     assert settings["data"] == str(Path(dep.data).resolve()) and settings["run-id"] == config["run-id"]

@@ -33,8 +33,17 @@ SCENARIO_TOML = 'batch-size = 16\ndevice = "cpu"\nmin-replies = 1\nseed = 0\n'
 class Site:
     """One SuperLink and its clients, each on a host of its own; ``close`` stops every process it started."""
 
-    def __init__(self, testbed: Testbed, name: str, root: Path, data: Path, teacher: Path, n_clients: int,
-                 rounds: int, method: str = "liteheart") -> None:
+    def __init__(
+        self,
+        testbed: Testbed,
+        name: str,
+        root: Path,
+        data: Path,
+        teacher: Path,
+        n_clients: int,
+        rounds: int,
+        method: str = "liteheart",
+    ) -> None:
         self.testbed, self.name, self.root, self.data, self.teacher = testbed, name, root, data, teacher
         self.rounds = rounds
         self.run_dir, self.logs = root / "runs", root / "logs"
@@ -58,34 +67,81 @@ class Site:
 
     def server(self, label: str, *args: object) -> Service:
         """``liteheart-server start`` on the server host; returns once its SuperLink answered /health."""
-        server = self._start(label, self.server_host, "server.cli",
-                             ["--host", self.server_host.address, "--port", PORT, "--run-dir", self.run_dir, "--json",
-                              "--clients-expected", self.n_clients, *args])
+        server = self._start(
+            label,
+            self.server_host,
+            "server.cli",
+            [
+                "--host",
+                self.server_host.address,
+                "--port",
+                PORT,
+                "--run-dir",
+                self.run_dir,
+                "--json",
+                "--clients-expected",
+                self.n_clients,
+                *args,
+            ],
+        )
         # `start` prints this line only after GET /health answered 200 inside the host
         self.wait(f"{label}'s SuperLink", lambda: "waiting for clients" in server.text(), 150, server)
         return server
 
     def new_run(self, rounds: int, *args: object) -> Service:
-        return self.server("server", "--data", self.data, "--rounds", rounds, "--local-epochs", 1, "--teacher",
-                           self.teacher, "--scenario", self.scenario, "--min-clients", 2,
-                           "--round-timeout", ROUND_TIMEOUT_S, *args)
+        return self.server(
+            "server",
+            "--data",
+            self.data,
+            "--rounds",
+            rounds,
+            "--local-epochs",
+            1,
+            "--teacher",
+            self.teacher,
+            "--scenario",
+            self.scenario,
+            "--min-clients",
+            2,
+            "--round-timeout",
+            ROUND_TIMEOUT_S,
+            *args,
+        )
 
     def client(self, i: int, label: str | None = None, partitions: int = 2) -> Service:
         """Client ``i`` on host ``c<i>`` (created on first use), holding partition ``i % partitions``."""
         while len(self.client_hosts) <= i:
             self.client_hosts.append(self.testbed.add_host(f"{self.name}c{len(self.client_hosts)}"))
-        return self._start(label or f"client{i}", self.client_hosts[i], "client.cli",
-                           ["--server", self.address, "--data", self.data, "--partition-id", i % partitions,
-                            "--num-partitions", partitions, "--cache-dir", self.root / f"node{i}"])
+        return self._start(
+            label or f"client{i}",
+            self.client_hosts[i],
+            "client.cli",
+            [
+                "--server",
+                self.address,
+                "--data",
+                self.data,
+                "--partition-id",
+                i % partitions,
+                "--num-partitions",
+                partitions,
+                "--cache-dir",
+                self.root / f"node{i}",
+            ],
+        )
 
     def wait(self, what: str, check, timeout: float, *watch: Service):
         """``check()`` until true; fails with the logs when it times out or a watched process exits."""
+
         def step():
             for s in watch:
                 if not s.alive():
-                    pytest.fail(f"{self.name}: {s.name} exited ({s.proc.returncode}) while waiting for {what}:\n"
-                                f"{s.text()[-4000:]}")
+                    pytest.fail(
+                        f"{self.name}: {s.name} exited ({s.proc.returncode}) while waiting for {what}:\n"
+                        f"{s.text()[-4000:]}"
+                    )
             return check()
+
         value = wait_until(step, timeout)
         if not value:
             logs = "\n".join(f"--- {s.name}\n{s.text()[-2500:]}" for s in self.services)
@@ -163,19 +219,34 @@ def compare(faulted: dict, reference: dict) -> dict:
     f_rounds = {r["number"]: r for r in faulted["rounds"]}
     r_rounds = {r["number"]: r for r in reference["rounds"]}
     common = sorted(set(f_rounds) & set(r_rounds))
-    identical = [n for n in common
-                 if distance(weights(f_rounds[n]["checkpoint"]), weights(r_rounds[n]["checkpoint"])) == 0.0]
+    identical = [
+        n for n in common if distance(weights(f_rounds[n]["checkpoint"]), weights(r_rounds[n]["checkpoint"])) == 0.0
+    ]
     last = common[-1]
     w_f, w_r = weights(f_rounds[last]["checkpoint"]), weights(r_rounds[last]["checkpoint"])
     movement = distance(w_r, weights(r_rounds[common[0]]["checkpoint"]))
     finite = all(np.isfinite(v).all() for v in w_f.values())
     auc_f, auc_r = f_rounds[last]["central_metrics"]["macro_auc"], r_rounds[last]["central_metrics"]["macro_auc"]
-    return {"identical_rounds": identical, "final_distance": distance(w_f, w_r), "reference_movement": movement,
-            "relative_distance": distance(w_f, w_r) / movement if movement else float("inf"), "finite": finite,
-            "final_macro_auc": auc_f, "reference_macro_auc": auc_r, "auc_gap": abs(auc_f - auc_r)}
+    return {
+        "identical_rounds": identical,
+        "final_distance": distance(w_f, w_r),
+        "reference_movement": movement,
+        "relative_distance": distance(w_f, w_r) / movement if movement else float("inf"),
+        "finite": finite,
+        "final_macro_auc": auc_f,
+        "reference_macro_auc": auc_r,
+        "auc_gap": abs(auc_f - auc_r),
+    }
 
 
 def round_summary(shown: dict) -> list[dict]:
-    return [{"round": r["number"], "participants": len(r["participants"]),
-             "failures": [{"node_id": c["node_id"], "reason": c["reason"]} for c in r["client_reports"]
-                          if c["status"] != "ok"]} for r in shown["rounds"]]
+    return [
+        {
+            "round": r["number"],
+            "participants": len(r["participants"]),
+            "failures": [
+                {"node_id": c["node_id"], "reason": c["reason"]} for c in r["client_reports"] if c["status"] != "ok"
+            ],
+        }
+        for r in shown["rounds"]
+    ]

@@ -118,9 +118,16 @@ def link_faults(site: Site) -> dict:
     bed.restore(site.client_hosts[0])
     outage = time.monotonic() - cut_at
     code = site.finish(server)
-    return {"code": code, "server": server, "victim": victim, "impairment": impairment, "outage_s": outage,
-            "shaped_link": bed.link_stats(site.client_hosts[1]), "clients_alive": [c0.alive(), c1.alive()],
-            "faults": ["link cut 8 s (round 1)", f"link cut {outage:.0f} s (round 2)", f"{impairment} on client 1"]}
+    return {
+        "code": code,
+        "server": server,
+        "victim": victim,
+        "impairment": impairment,
+        "outage_s": outage,
+        "shaped_link": bed.link_stats(site.client_hosts[1]),
+        "clients_alive": [c0.alive(), c1.alive()],
+        "faults": ["link cut 8 s (round 1)", f"link cut {outage:.0f} s (round 2)", f"{impairment} on client 1"],
+    }
 
 
 def link_outage(site: Site) -> dict:
@@ -135,8 +142,14 @@ def link_outage(site: Site) -> dict:
     site.wait("round 1 in the registry", lambda: site.rounds_done() >= 1, RUN_LIMIT_S, server, c0, c1)
     bed.restore(site.client_hosts[0])
     outage = time.monotonic() - cut_at
-    return {"code": site.finish(server), "server": server, "victim": victim, "outage_s": outage,
-            "clients_alive": [c0.alive(), c1.alive()], "faults": [f"link cut {outage:.0f} s (round 1)"]}
+    return {
+        "code": site.finish(server),
+        "server": server,
+        "victim": victim,
+        "outage_s": outage,
+        "clients_alive": [c0.alive(), c1.alive()],
+        "faults": [f"link cut {outage:.0f} s (round 1)"],
+    }
 
 
 def node_restart(site: Site) -> dict:
@@ -147,8 +160,13 @@ def node_restart(site: Site) -> dict:
     site.wait("client0's second train message", lambda: trains_received(c0) >= 2, RUN_LIMIT_S, server, c1)
     kill(c0)
     again = site.client(0, label="client0-restarted")
-    return {"code": site.finish(server), "server": server, "victim": victim, "restarted": node_id(again),
-            "faults": ["SuperNode SIGKILL + restart (round 2)"]}
+    return {
+        "code": site.finish(server),
+        "server": server,
+        "victim": victim,
+        "restarted": node_id(again),
+        "faults": ["SuperNode SIGKILL + restart (round 2)"],
+    }
 
 
 def server_resume(site: Site) -> dict:
@@ -159,8 +177,13 @@ def server_resume(site: Site) -> dict:
     run_id = site.run_id()
     kill(first)
     second = site.server("resumed", "--resume", run_id)
-    return {"code": site.finish(second), "server": second, "run_id": run_id,
-            "clients_alive": [c0.alive(), c1.alive()], "faults": ["server SIGKILL + --resume (after round 1)"]}
+    return {
+        "code": site.finish(second),
+        "server": second,
+        "run_id": run_id,
+        "clients_alive": [c0.alive(), c1.alive()],
+        "faults": ["server SIGKILL + --resume (after round 1)"],
+    }
 
 
 def late_join(site: Site) -> dict:
@@ -169,8 +192,12 @@ def late_join(site: Site) -> dict:
     c0, c1 = site.client(0), site.client(1)
     site.wait("round 1 in the registry", lambda: site.rounds_done() >= 1, RUN_LIMIT_S, server, c0, c1)
     late = site.client(2, label="client2-late")
-    return {"code": site.finish(server), "server": server, "late": node_id(late),
-            "faults": ["client joins after round 1"]}
+    return {
+        "code": site.finish(server),
+        "server": server,
+        "late": node_id(late),
+        "faults": ["client joins after round 1"],
+    }
 
 
 SCENARIOS: dict[str, tuple[Callable[[Site], dict], int]] = {  # name: (scenario, rounds)
@@ -188,20 +215,35 @@ KD = {"reference-kd", "test_a_resumed_kd_run_equals_an_uninterrupted_one"}
 
 
 @pytest.fixture(scope="module")
-def sites(request: pytest.FixtureRequest, testbed: netns.Testbed, tmp_path_factory: pytest.TempPathFactory,
-          site_data: Path, tiny_teacher: Path) -> Iterator[dict[str, tuple[Site, Future]]]:
+def sites(
+    request: pytest.FixtureRequest,
+    testbed: netns.Testbed,
+    tmp_path_factory: pytest.TempPathFactory,
+    site_data: Path,
+    tiny_teacher: Path,
+) -> Iterator[dict[str, tuple[Site, Future]]]:
     """The reference and the selected scenarios; two at a time (the machine has 2 cores)."""
     wanted = {SHARES.get(item.name, item.name) for item in request.session.items}
     if "test_a_resumed_kd_run_equals_an_uninterrupted_one" in wanted:
         wanted.add("reference-kd")
     selected = ["reference"] + [n for n in SCENARIOS if n in wanted]
     root = tmp_path_factory.mktemp("faults")
-    made = {name: Site(testbed, f"s{i}", root / name, site_data, tiny_teacher, n_clients=2,
-                       rounds=SCENARIOS[name][1] or max(SCENARIOS[n][1] for n in selected),
-                       method="kd" if name in KD else "liteheart")
-            for i, name in enumerate(selected)}
-    pool = ThreadPoolExecutor(max_workers=int(os.environ.get("LITEHEART_FAULT_WORKERS", "2")),
-                              thread_name_prefix="site")
+    made = {
+        name: Site(
+            testbed,
+            f"s{i}",
+            root / name,
+            site_data,
+            tiny_teacher,
+            n_clients=2,
+            rounds=SCENARIOS[name][1] or max(SCENARIOS[n][1] for n in selected),
+            method="kd" if name in KD else "liteheart",
+        )
+        for i, name in enumerate(selected)
+    }
+    pool = ThreadPoolExecutor(
+        max_workers=int(os.environ.get("LITEHEART_FAULT_WORKERS", "2")), thread_name_prefix="site"
+    )
     running = {name: (site, pool.submit(SCENARIOS[name][0], site)) for name, site in made.items()}
     try:
         yield running
@@ -233,10 +275,19 @@ ROWS: list[dict] = []
 def record(name: str, site: Site, shown: dict, done: dict, cmp: dict) -> None:
     """A scenario's figures, written to results/faults.* when ``LITEHEART_FAULTS_REPORT=PREFIX`` is set."""
     failures = [f for r in round_summary(shown) for f in r["failures"]]
-    ROWS.append({"scenario": name, "rounds_completed": len(shown["rounds"]), "rounds_expected": site.rounds,
-                 "rounds_lost": site.rounds - len(shown["rounds"]), "faults": done["faults"],
-                 "failures_recorded": len(failures), "rounds": round_summary(shown), "comparison": cmp,
-                 **{k: done[k] for k in ("impairment", "shaped_link", "outage_s") if k in done}})
+    ROWS.append(
+        {
+            "scenario": name,
+            "rounds_completed": len(shown["rounds"]),
+            "rounds_expected": site.rounds,
+            "rounds_lost": site.rounds - len(shown["rounds"]),
+            "faults": done["faults"],
+            "failures_recorded": len(failures),
+            "rounds": round_summary(shown),
+            "comparison": cmp,
+            **{k: done[k] for k in ("impairment", "shaped_link", "outage_s") if k in done},
+        }
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -252,28 +303,37 @@ def faults_report() -> Iterator[None]:
     out = Path(prefix)
     out.parent.mkdir(parents=True, exist_ok=True)
     uname = platform.uname()
-    meta = {"command": f"LITEHEART_FAULTS_REPORT={prefix} {Path(sys.executable).name} -m pytest "
-                       f"{' '.join(sys.argv[1:])}",
-            "machine": f"{uname.system} {uname.release} {uname.machine}, {os.cpu_count()} cores",
-            "load_average_at_end": os.getloadavg(), "wall_s": round(time.monotonic() - started, 1),
-            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rounds_per_run": {row["scenario"]: row["rounds_expected"] for row in ROWS},
-            "round_timeout_s": ROUND_TIMEOUT_S}
+    meta = {
+        "command": f"LITEHEART_FAULTS_REPORT={prefix} {Path(sys.executable).name} -m pytest {' '.join(sys.argv[1:])}",
+        "machine": f"{uname.system} {uname.release} {uname.machine}, {os.cpu_count()} cores",
+        "load_average_at_end": os.getloadavg(),
+        "wall_s": round(time.monotonic() - started, 1),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "rounds_per_run": {row["scenario"]: row["rounds_expected"] for row in ROWS},
+        "round_timeout_s": ROUND_TIMEOUT_S,
+    }
     out.with_suffix(".json").write_text(json.dumps({**meta, "scenarios": ROWS}, indent=1, default=str))
-    lines = ["# Fault suite: faults injected into real deployments on network namespaces", "",
-             f"Command: `{meta['command']}`  ",
-             f"Machine: {meta['machine']} (shared; load average at the end {meta['load_average_at_end'][0]:.1f}), "
-             f"{meta['date_utc']} UTC; wall {meta['wall_s'] / 60:.1f} min. Each scenario is a run of "
-             "`liteheart-server start` with 2 clients (`liteheart-client start`), SuperLink and SuperNodes on hosts "
-             "of their own, compared with a fault-free run of the same seeds and data started beside it.", "",
-             "| scenario | faults injected | rounds completed | rounds lost | failures recorded | bit-equal rounds "
-             "| distance to fault-free (rel.) | final AUC (fault-free) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Fault suite: faults injected into real deployments on network namespaces",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']} (shared; load average at the end {meta['load_average_at_end'][0]:.1f}), "
+        f"{meta['date_utc']} UTC; wall {meta['wall_s'] / 60:.1f} min. Each scenario is a run of "
+        "`liteheart-server start` with 2 clients (`liteheart-client start`), SuperLink and SuperNodes on hosts "
+        "of their own, compared with a fault-free run of the same seeds and data started beside it.",
+        "",
+        "| scenario | faults injected | rounds completed | rounds lost | failures recorded | bit-equal rounds "
+        "| distance to fault-free (rel.) | final AUC (fault-free) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in ROWS:
         cmp = row["comparison"]
-        lines.append(f"| {row['scenario']} | {'; '.join(row['faults'])} | {row['rounds_completed']}/"
-                     f"{row['rounds_expected']} | {row['rounds_lost']} | {row['failures_recorded']} | "
-                     f"{', '.join(map(str, cmp['identical_rounds'])) or 'none'} | {cmp['relative_distance']:.3f} | "
-                     f"{cmp['final_macro_auc']:.3f} ({cmp['reference_macro_auc']:.3f}) |")
+        lines.append(
+            f"| {row['scenario']} | {'; '.join(row['faults'])} | {row['rounds_completed']}/"
+            f"{row['rounds_expected']} | {row['rounds_lost']} | {row['failures_recorded']} | "
+            f"{', '.join(map(str, cmp['identical_rounds'])) or 'none'} | {cmp['relative_distance']:.3f} | "
+            f"{cmp['final_macro_auc']:.3f} ({cmp['reference_macro_auc']:.3f}) |"
+        )
     lines += ["", "Failures recorded, per round (node id: reason):", ""]
     for row in ROWS:
         for r in row["rounds"]:
@@ -281,11 +341,17 @@ def faults_report() -> Iterator[None]:
                 lines.append(f"- {row['scenario']}, round {r['round']}: node {f['node_id']}: {f['reason']}")
     shaped = [row for row in ROWS if "impairment" in row]
     for row in shaped:
-        lines += ["", f"Impaired link ({row['scenario']}): `tc qdisc {row['impairment']}` on both ends; "
-                      f"{row['shaped_link']['sent_packets']} packets sent through it, {row['shaped_link']['dropped']} "
-                      "dropped."]
-    lines += ["", "Distance to fault-free: |w_fault - w_ref| / |w_ref(last) - w_ref(round 1)| of the final "
-              "global students. AUC on the synthetic validation fold (~12 records) is noisy."]
+        lines += [
+            "",
+            f"Impaired link ({row['scenario']}): `tc qdisc {row['impairment']}` on both ends; "
+            f"{row['shaped_link']['sent_packets']} packets sent through it, {row['shaped_link']['dropped']} "
+            "dropped.",
+        ]
+    lines += [
+        "",
+        "Distance to fault-free: |w_fault - w_ref| / |w_ref(last) - w_ref(round 1)| of the final "
+        "global students. AUC on the synthetic validation fold (~12 records) is noisy.",
+    ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -439,14 +505,28 @@ def test_testbed_cuts_restores_impairs_and_cleans_up(testbed: netns.Testbed) -> 
         a, b = bed.add_host("a"), bed.add_host("b")
         assert a.address != b.address and a.address.rsplit(".", 1)[0] == bed.subnet
         assert bed.subnet != testbed.subnet  # `start` tells SuperLinks apart by address
-        listener = subprocess.Popen(b.argv([sys.executable, "-c", (
-            "import socket\ns = socket.create_server(('0.0.0.0', 7000))\n"
-            "while True:\n    c, _ = s.accept(); c.sendall(b'ok'); c.close()")]), stdout=subprocess.DEVNULL)
+        listener = subprocess.Popen(
+            b.argv(
+                [
+                    sys.executable,
+                    "-c",
+                    (
+                        "import socket\ns = socket.create_server(('0.0.0.0', 7000))\n"
+                        "while True:\n    c, _ = s.accept(); c.sendall(b'ok'); c.close()"
+                    ),
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+        )
 
         def reach() -> bool:
-            code = (f"import socket; s = socket.create_connection(('{b.address}', 7000), timeout=2); "
-                    "assert s.recv(2) == b'ok'")
-            return subprocess.run(a.argv([sys.executable, "-c", code]), capture_output=True, check=False).returncode == 0
+            code = (
+                f"import socket; s = socket.create_connection(('{b.address}', 7000), timeout=2); "
+                "assert s.recv(2) == b'ok'"
+            )
+            return (
+                subprocess.run(a.argv([sys.executable, "-c", code]), capture_output=True, check=False).returncode == 0
+            )
 
         assert netns.wait_until(reach, 20, every=0.2)
         bed.cut(b)

@@ -14,9 +14,9 @@ import os
 import resource
 import signal
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -31,10 +31,19 @@ LEADS_12 = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5",
 
 def fuzz_settings(examples: int) -> settings:
     """``examples`` in CI (derandomised), ``examples * LITEHEART_FUZZ_EXAMPLES`` with fresh randomness when deep."""
-    return settings(max_examples=examples * SCALE, deadline=None, derandomize=not DEEP, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                           HealthCheck.data_too_large, HealthCheck.filter_too_much],
-                    print_blob=True)
+    return settings(
+        max_examples=examples * SCALE,
+        deadline=None,
+        derandomize=not DEEP,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+        print_blob=True,
+    )
 
 
 class Hang(BaseException):
@@ -92,17 +101,50 @@ FORMATS = ["8", "16", "24", "32", "61", "80", "160", "212", "310", "311", "508",
 NUMBERS = st.one_of(
     st.integers(-(2**70), 2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
-    st.sampled_from(["1", "2", "50", "500", "100000", "100001", "0.5", "0", "-1", "1e400", "nan", "inf", "-inf", "1e-320", "0x10", "1_000", "", "12/", "/",
-                     "4294967296", "9223372036854775808", "1e9", "1000000000"]),
+    st.sampled_from(
+        [
+            "1",
+            "2",
+            "50",
+            "500",
+            "100000",
+            "100001",
+            "0.5",
+            "0",
+            "-1",
+            "1e400",
+            "nan",
+            "inf",
+            "-inf",
+            "1e-320",
+            "0x10",
+            "1_000",
+            "",
+            "12/",
+            "/",
+            "4294967296",
+            "9223372036854775808",
+            "1e9",
+            "1000000000",
+        ]
+    ),
 )
 GAINS = st.one_of(
     NUMBERS,
     st.builds(lambda g, b, u: f"{g}({b})/{u}", NUMBERS, NUMBERS, st.sampled_from(["mV", "uV", "", "µV", "/"])),
 )
-NAMES = st.one_of(st.sampled_from(LEADS_12 + ["i", "avr", "aVR", "MLII", "RESP", "", "I I", "V7", "-"]),
-                  st.text(min_size=1, max_size=8).filter(lambda s: not any(c.isspace() for c in s)))
-TOKENS = st.one_of(NUMBERS, GAINS, st.sampled_from(FORMATS), NAMES, st.text(max_size=12),
-                   st.sampled_from(["rec.dat", "rec", "other.dat", "~", "../rec.dat", "rec.hea", "/etc/hostname"]))
+NAMES = st.one_of(
+    st.sampled_from(LEADS_12 + ["i", "avr", "aVR", "MLII", "RESP", "", "I I", "V7", "-"]),
+    st.text(min_size=1, max_size=8).filter(lambda s: not any(c.isspace() for c in s)),
+)
+TOKENS = st.one_of(
+    NUMBERS,
+    GAINS,
+    st.sampled_from(FORMATS),
+    NAMES,
+    st.text(max_size=12),
+    st.sampled_from(["rec.dat", "rec", "other.dat", "~", "../rec.dat", "rec.hea", "/etc/hostname"]),
+)
 
 
 @st.composite
@@ -110,8 +152,25 @@ def header_mutation(draw: st.DrawFn, text: str) -> str:
     """One or a few edits of a header's text: fields, whole lines, bytes."""
     lines = text.splitlines()
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(["field", "field", "field", "drop_line", "dup_line", "swap_lines", "count",
-                                   "fs", "sig_len", "truncate", "char", "comment", "blank_fields"]))
+        op = draw(
+            st.sampled_from(
+                [
+                    "field",
+                    "field",
+                    "field",
+                    "drop_line",
+                    "dup_line",
+                    "swap_lines",
+                    "count",
+                    "fs",
+                    "sig_len",
+                    "truncate",
+                    "char",
+                    "comment",
+                    "blank_fields",
+                ]
+            )
+        )
         if not lines:
             lines = [""]
         i = draw(st.integers(0, len(lines) - 1))
@@ -140,7 +199,7 @@ def header_mutation(draw: st.DrawFn, text: str) -> str:
         elif op == "char":
             joined = "\n".join(lines)
             k = draw(st.integers(0, max(0, len(joined) - 1)))
-            joined = joined[:k] + draw(st.characters()) + joined[k + 1:]
+            joined = joined[:k] + draw(st.characters()) + joined[k + 1 :]
             lines = joined.split("\n")
         elif op == "comment":
             lines.append("#" + draw(st.text(max_size=30)))
@@ -158,7 +217,7 @@ def data_mutation(draw: st.DrawFn, data: bytes) -> bytes:
     if op == "overwrite":
         k = draw(st.integers(0, len(data)))
         patch = draw(st.binary(min_size=1, max_size=64))
-        return data[:k] + patch + data[k + len(patch):]
+        return data[:k] + patch + data[k + len(patch) :]
     if op == "append":
         return data + draw(st.binary(min_size=1, max_size=64))
     if op == "random":
@@ -166,7 +225,7 @@ def data_mutation(draw: st.DrawFn, data: bytes) -> bytes:
     if op == "nan_like":  # fmt 16's invalid-sample value -32768 everywhere in a stretch
         k = draw(st.integers(0, max(0, len(data) - 2)))
         n = draw(st.integers(1, 200))
-        return data[:k] + b"\x00\x80" * n + data[k + 2 * n:]
+        return data[:k] + b"\x00\x80" * n + data[k + 2 * n :]
     return b""
 
 
@@ -202,8 +261,9 @@ def write_ptbxl(root: Path, records: list[dict[str, bytes]]) -> list[str]:
         rel = f"records100/{i:05d}/{name}"
         rows.append(f"{i},{100 + i},61,0,{i % 2},{1 + i % 10},\"{{'NORM': 100.0}}\",{rel},{rel}")
     (root / "ptbxl_database.csv").write_text(
-        "ecg_id,patient_id,age,sex,site,strat_fold,scp_codes,filename_lr,filename_hr\n" + "\n".join(rows) + "\n")
+        "ecg_id,patient_id,age,sex,site,strat_fold,scp_codes,filename_lr,filename_hr\n" + "\n".join(rows) + "\n"
+    )
     (root / "scp_statements.csv").write_text(
-        ",description,diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass\n"
-        "NORM,normal,1,,,NORM,NORM\n")
+        ",description,diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass\nNORM,normal,1,,,NORM,NORM\n"
+    )
     return [str(i) for i in range(1, len(records) + 1)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,14 @@ from tests.fuzz.conftest import ecg_signal
 
 FS = 100
 N = 300  # 3 s: above preparation's 2-s minimum
-NAMES = {"dicom": "rec.dcm", "aecg": "rec_aecg.xml", "muse": "rec_muse.xml", "philips": "rec_philips.xml",
-         "edf": "rec.edf", "apple": "rec_watch.csv"}
+NAMES = {
+    "dicom": "rec.dcm",
+    "aecg": "rec_aecg.xml",
+    "muse": "rec_muse.xml",
+    "philips": "rec_philips.xml",
+    "edf": "rec.edf",
+    "apple": "rec_watch.csv",
+}
 VARIANTS = ("truncated", "wrong_length", "unknown_unit", "missing_rate", "nan", "duplicate_leads")
 
 # What each refusal must say (a regular expression on the reason).
@@ -70,18 +76,20 @@ def signal() -> np.ndarray:
     return ecg_signal(12, N, FS).T
 
 
-@lru_cache(maxsize=None)
+@cache
 def valid(fmt: str) -> bytes:
     """A valid file of ``fmt`` (the bytes)."""
     folder = Path(tempfile.mkdtemp(prefix="lh-fmt-"))
     path = folder / NAMES[fmt]
     x = signal()
-    {"dicom": lambda: W.write_dicom(path, x, FS, patient="p1"),
-     "aecg": lambda: W.write_aecg(path, x, FS, patient="p1"),
-     "muse": lambda: W.write_muse(path, x, FS, patient="p1"),
-     "philips": lambda: W.write_philips(path, x, FS, patient="p1"),
-     "edf": lambda: W.write_edf(path, x, FS, patient="p1"),
-     "apple": lambda: W.write_apple(path, x[0], FS)}[fmt]()
+    {
+        "dicom": lambda: W.write_dicom(path, x, FS, patient="p1"),
+        "aecg": lambda: W.write_aecg(path, x, FS, patient="p1"),
+        "muse": lambda: W.write_muse(path, x, FS, patient="p1"),
+        "philips": lambda: W.write_philips(path, x, FS, patient="p1"),
+        "edf": lambda: W.write_edf(path, x, FS, patient="p1"),
+        "apple": lambda: W.write_apple(path, x[0], FS),
+    }[fmt]()
     return path.read_bytes()
 
 
@@ -98,7 +106,7 @@ def _dicom(edit) -> bytes:
 
 
 def _edf_field(blob: bytes, offset: int, width: int, value: str) -> bytes:
-    return blob[:offset] + value.ljust(width)[:width].encode("ascii") + blob[offset + width:]
+    return blob[:offset] + value.ljust(width)[:width].encode("ascii") + blob[offset + width :]
 
 
 def _edf_signal_field(blob: bytes, field_offset: int, width: int, index: int, value: str) -> bytes:
@@ -151,6 +159,7 @@ def variant_bytes(fmt: str, variant: str) -> bytes:
     if fmt == "edf":
         return _edf(variant)
     if fmt == "dicom":
+
         def wrong_length(ds):
             ds.WaveformSequence[0].NumberOfWaveformSamples = N * 2
 
@@ -169,35 +178,49 @@ def variant_bytes(fmt: str, variant: str) -> bytes:
             src = ds.WaveformSequence[0].ChannelDefinitionSequence[1].ChannelSourceSequence[0]
             src.CodeValue, src.CodeMeaning = "5.6.3-9-1", "Lead I"
 
-        edits = {"wrong_length": wrong_length, "unknown_unit": unknown_unit, "missing_rate": missing_rate,
-                 "nan": nan, "duplicate_leads": duplicate}
+        edits = {
+            "wrong_length": wrong_length,
+            "unknown_unit": unknown_unit,
+            "missing_rate": missing_rate,
+            "nan": nan,
+            "duplicate_leads": duplicate,
+        }
         return _dicom(edits[variant])
     if fmt == "aecg":
-        return {"wrong_length": lambda: _xml_replace(fmt, r"(<digits>[^<]*?) -?\d+</digits>", r"\1</digits>"),
-                "unknown_unit": lambda: _xml_replace(fmt, r'unit="uV"', 'unit="mmHg"', count=0),
-                "missing_rate": lambda: _xml_replace(fmt, r"<increment [^>]*/>", ""),
-                "nan": lambda: _xml_replace(fmt, r"<digits>-?\d+ ", "<digits>NaN "),
-                "duplicate_leads": lambda: _xml_replace(fmt, "MDC_ECG_LEAD_II\"", "MDC_ECG_LEAD_I\"")}[variant]()
+        return {
+            "wrong_length": lambda: _xml_replace(fmt, r"(<digits>[^<]*?) -?\d+</digits>", r"\1</digits>"),
+            "unknown_unit": lambda: _xml_replace(fmt, r'unit="uV"', 'unit="mmHg"', count=0),
+            "missing_rate": lambda: _xml_replace(fmt, r"<increment [^>]*/>", ""),
+            "nan": lambda: _xml_replace(fmt, r"<digits>-?\d+ ", "<digits>NaN "),
+            "duplicate_leads": lambda: _xml_replace(fmt, 'MDC_ECG_LEAD_II"', 'MDC_ECG_LEAD_I"'),
+        }[variant]()
     if fmt == "muse":
         rhythm = r"(<WaveformType>Rhythm</WaveformType>.*?)"
-        return {"wrong_length": lambda: _xml_replace(fmt, rhythm + r"<LeadSampleCountTotal>\d+<",
-                                                     r"\1<LeadSampleCountTotal>9999<"),
-                "unknown_unit": lambda: _xml_replace(fmt, "MICROVOLTS", "FURLONGS", count=0),
-                "missing_rate": lambda: _xml_replace(fmt, r"<SampleBase>[^<]*</SampleBase>", "", count=0),
-                "nan": lambda: _xml_replace(fmt, rhythm + r"<LeadAmplitudeUnitsPerBit>[^<]*<",
-                                            r"\1<LeadAmplitudeUnitsPerBit>NaN<"),
-                "duplicate_leads": lambda: _xml_replace(fmt, rhythm + r"<LeadID>II</LeadID>",
-                                                        r"\1<LeadID>I</LeadID>")}[variant]()
+        return {
+            "wrong_length": lambda: _xml_replace(
+                fmt, rhythm + r"<LeadSampleCountTotal>\d+<", r"\1<LeadSampleCountTotal>9999<"
+            ),
+            "unknown_unit": lambda: _xml_replace(fmt, "MICROVOLTS", "FURLONGS", count=0),
+            "missing_rate": lambda: _xml_replace(fmt, r"<SampleBase>[^<]*</SampleBase>", "", count=0),
+            "nan": lambda: _xml_replace(
+                fmt, rhythm + r"<LeadAmplitudeUnitsPerBit>[^<]*<", r"\1<LeadAmplitudeUnitsPerBit>NaN<"
+            ),
+            "duplicate_leads": lambda: _xml_replace(fmt, rhythm + r"<LeadID>II</LeadID>", r"\1<LeadID>I</LeadID>"),
+        }[variant]()
     if fmt == "philips":
-        return {"wrong_length": lambda: _xml_replace(fmt, r'durationperchannel="\d+"', 'durationperchannel="9000"'),
-                "unknown_unit": lambda: _xml_replace(fmt, r"<signalresolution>[^<]*</signalresolution>", ""),
-                "missing_rate": lambda: _xml_replace(fmt, r"<samplingrate>[^<]*</samplingrate>", ""),
-                "nan": lambda: _xml_replace(fmt, r"<signalresolution>[^<]*<", "<signalresolution>NaN<"),
-                "duplicate_leads": lambda: _xml_replace(fmt, r'leadlabels="I II ', 'leadlabels="I I ')}[variant]()
+        return {
+            "wrong_length": lambda: _xml_replace(fmt, r'durationperchannel="\d+"', 'durationperchannel="9000"'),
+            "unknown_unit": lambda: _xml_replace(fmt, r"<signalresolution>[^<]*</signalresolution>", ""),
+            "missing_rate": lambda: _xml_replace(fmt, r"<samplingrate>[^<]*</samplingrate>", ""),
+            "nan": lambda: _xml_replace(fmt, r"<signalresolution>[^<]*<", "<signalresolution>NaN<"),
+            "duplicate_leads": lambda: _xml_replace(fmt, r'leadlabels="I II ', 'leadlabels="I I '),
+        }[variant]()
     if fmt == "apple":
-        return {"wrong_length": lambda: _xml_replace(fmt, r"\n(-?\d+\.\d+)\r?\n", "\n\\1\nlost-bytes#@!\n"),
-                "unknown_unit": lambda: _xml_replace(fmt, "Unit,µV", "Unit,mmHg"),
-                "missing_rate": lambda: _xml_replace(fmt, r"Sample Rate,[^\n]*\n", ""),
-                "nan": lambda: _xml_replace(fmt, r"\n(-?\d+\.\d+)\r?\n", "\nnan\n"),
-                "duplicate_leads": lambda: _xml_replace(fmt, "Lead,Lead I", "Lead,Lead II")}[variant]()
+        return {
+            "wrong_length": lambda: _xml_replace(fmt, r"\n(-?\d+\.\d+)\r?\n", "\n\\1\nlost-bytes#@!\n"),
+            "unknown_unit": lambda: _xml_replace(fmt, "Unit,µV", "Unit,mmHg"),
+            "missing_rate": lambda: _xml_replace(fmt, r"Sample Rate,[^\n]*\n", ""),
+            "nan": lambda: _xml_replace(fmt, r"\n(-?\d+\.\d+)\r?\n", "\nnan\n"),
+            "duplicate_leads": lambda: _xml_replace(fmt, "Lead,Lead I", "Lead,Lead II"),
+        }[variant]()
     raise ValueError((fmt, variant))

@@ -19,29 +19,43 @@ from hypothesis import strategies as st
 from liteheart_core.data import challenge
 from liteheart_core.data.incoming import LabelBook
 from liteheart_core.data.prepare import PrepSettings, prepare
-from tests.fuzz.conftest import NUMBERS, base_record, fuzz_settings, memory_limit, scratch_dir, time_limit, \
-    write_files
+from tests.fuzz.conftest import NUMBERS, base_record, fuzz_settings, memory_limit, scratch_dir, time_limit, write_files
 
 KNOWN = sorted(challenge.dx_table().known)
 SCORED = sorted(challenge.dx_table().to_class)
-CODE = st.one_of(st.sampled_from(SCORED), st.sampled_from(KNOWN), st.integers(0, 10**18).map(str),
-                 st.text(max_size=12), st.sampled_from(["", " ", "NaN", "426783006|164889003", "1e9", "-1", "０",
-                                                        "426783006.0", "'426783006'", "٣"]))
+CODE = st.one_of(
+    st.sampled_from(SCORED),
+    st.sampled_from(KNOWN),
+    st.integers(0, 10**18).map(str),
+    st.text(max_size=12),
+    st.sampled_from(["", " ", "NaN", "426783006|164889003", "1e9", "-1", "０", "426783006.0", "'426783006'", "٣"]),
+)
 SEPARATOR = st.sampled_from([",", ", ", " ,", ",,", ";", " ", "\t", "|"])
 DX_VALUE = st.builds(lambda codes, sep: sep.join(codes), st.lists(CODE, max_size=5), SEPARATOR)
 KEY = st.sampled_from(["Dx", "dx", "DX", " Dx ", "Dx ", "Age", "Sex", "age", "Rx", "Hx", "Sx", ""])
-VALUE = st.one_of(DX_VALUE, NUMBERS, st.text(max_size=20),
-                  st.sampled_from(["Female", "Male", "F", "M", "Unknown", "NaN", "", "-5", "300", "1e308", "inf"]))
+VALUE = st.one_of(
+    DX_VALUE,
+    NUMBERS,
+    st.text(max_size=20),
+    st.sampled_from(["Female", "Male", "F", "M", "Unknown", "NaN", "", "-5", "300", "1e308", "inf"]),
+)
 COMMENT = st.one_of(
-    st.builds(lambda key, value, hash_, colon: f"{hash_}{key}{colon} {value}", KEY, VALUE,
-              st.sampled_from(["#", "# ", "#  ", "", "##"]), st.sampled_from([":", "", "::", " :"])),
+    st.builds(
+        lambda key, value, hash_, colon: f"{hash_}{key}{colon} {value}",
+        KEY,
+        VALUE,
+        st.sampled_from(["#", "# ", "#  ", "", "##"]),
+        st.sampled_from([":", "", "::", " :"]),
+    ),
     st.builds(lambda value: f"# Dx: {value}", DX_VALUE),
     st.text(max_size=40).map(lambda t: "#" + t),
 )
-NAME = st.builds(lambda prefix, digits, tail: prefix + digits + tail,
-                 st.sampled_from(["A", "Q", "S", "HR", "E", "I", "JS", "X", "", "js", "a"]),
-                 st.integers(0, 10**7).map(str) | st.just(""),
-                 st.sampled_from(["", "_b", "x"]))
+NAME = st.builds(
+    lambda prefix, digits, tail: prefix + digits + tail,
+    st.sampled_from(["A", "Q", "S", "HR", "E", "I", "JS", "X", "", "js", "a"]),
+    st.integers(0, 10**7).map(str) | st.just(""),
+    st.sampled_from(["", "_b", "x"]),
+)
 
 
 def header_text(name: str, comments: list[str]) -> str:
@@ -64,14 +78,17 @@ def write_folder(root: Path, headers: list[tuple[str, list[str]]]) -> dict[str, 
     texts = {}
     for i, (name, comments) in enumerate(headers):
         text = header_text(name, comments)
-        write_files(root / f"d{i}", {f"{name}.hea": text.encode("utf-8", "surrogatepass"),
-                                     "rec.dat": base_record("fmt16")[1]["rec.dat"]})
+        write_files(
+            root / f"d{i}",
+            {f"{name}.hea": text.encode("utf-8", "surrogatepass"), "rec.dat": base_record("fmt16")[1]["rec.dat"]},
+        )
         texts[name] = text
     return texts
 
 
-HEADERS = st.lists(st.tuples(NAME, st.lists(COMMENT, max_size=5)), min_size=1, max_size=4,
-                   unique_by=lambda h: h[0]).filter(lambda hs: all(h[0] for h in hs))
+HEADERS = st.lists(
+    st.tuples(NAME, st.lists(COMMENT, max_size=5)), min_size=1, max_size=4, unique_by=lambda h: h[0]
+).filter(lambda hs: all(h[0] for h in hs))
 
 
 @fuzz_settings(60)
@@ -116,8 +133,13 @@ def test_preparation_labels_match_the_dx_lines(headers) -> None:
 
         # Execute
         with memory_limit(), time_limit(60):
-            summary = prepare(folder / "ch", folder / "out", kind="challenge",
-                              settings=PrepSettings(regions=False, min_seconds=1.0), workers=1)
+            summary = prepare(
+                folder / "ch",
+                folder / "out",
+                kind="challenge",
+                settings=PrepSettings(regions=False, min_seconds=1.0),
+                workers=1,
+            )
 
         # Assert
         index = pd.read_csv(Path(summary["path"]) / "index.csv", dtype={"record": str}, keep_default_na=False)

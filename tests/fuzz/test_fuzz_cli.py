@@ -53,23 +53,48 @@ APPS = {"sim": sim_app, "server": server_app, "client": client_app}
 def _commands() -> dict[tuple[str, ...], click.Command]:
     out = {}
     for prog, app in APPS.items():
+
         def walk(cmd: click.Command, path: tuple[str, ...]) -> None:
             if isinstance(cmd, click.Group):
                 for name, sub in cmd.commands.items():
                     walk(sub, path + (name,))
             elif path in FORCED:
                 out[path] = cmd
+
         walk(typer.main.get_command(app), (prog,))
     return out
 
 
 COMMANDS = _commands()
-NUMBER_TEXT = st.sampled_from(["0", "-1", "1", "2", "3", "1e3", "nan", "inf", "-inf", "1e309", "0.5", "-0.5",
-                               "99999999999999999999", "abc", "", " ", "1,2", "0x1f", "٣"])
+NUMBER_TEXT = st.sampled_from(
+    [
+        "0",
+        "-1",
+        "1",
+        "2",
+        "3",
+        "1e3",
+        "nan",
+        "inf",
+        "-inf",
+        "1e309",
+        "0.5",
+        "-0.5",
+        "99999999999999999999",
+        "abc",
+        "",
+        " ",
+        "1,2",
+        "0x1f",
+        "٣",
+    ]
+)
 # No NUL: a real argv cannot hold one (C strings), and click's Path type would raise on it inside click.
-TEXT = st.one_of(st.text(st.characters(blacklist_characters="\x00"), max_size=12).filter(lambda s: not s.startswith("-")),
-                 NUMBER_TEXT,
-                 st.sampled_from(["synth", "cpu", "cuda", "auto", "I", "fedavg", "liteheart", "iid", MISSING]))
+TEXT = st.one_of(
+    st.text(st.characters(blacklist_characters="\x00"), max_size=12).filter(lambda s: not s.startswith("-")),
+    NUMBER_TEXT,
+    st.sampled_from(["synth", "cpu", "cuda", "auto", "I", "fedavg", "liteheart", "iid", MISSING]),
+)
 
 
 def value_for(param: click.Parameter) -> st.SearchStrategy[list[str]]:
@@ -129,8 +154,9 @@ def test_cli_refuses_bad_arguments_with_a_message_and_no_traceback(inv, sandbox:
 
     event(f"{' '.join(path[:2])}: exit {result.exit_code}")
     shown = f"{' '.join(path)} {args!r} -> exit {result.exit_code}\n{result.output}"
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"{shown}\n{type(result.exception).__name__}: {result.exception}"
+    )
     assert "Traceback" not in result.output, shown
     if result.exit_code != 0:
         assert result.output.strip(), f"non-zero exit without a message: {shown}"

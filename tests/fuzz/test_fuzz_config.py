@@ -23,10 +23,16 @@ from liteheart_core.train import TrainConfig
 from tests.fuzz.conftest import fuzz_settings, scratch_dir, time_limit
 
 HOSTILE = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**80), 2**80), st.sampled_from([0, -1, 2**31, 2**63, -(2**63) - 1]),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0]),
-    st.text(max_size=10), st.sampled_from(["", "nan", "inf", "1e400", "true", "false", "0x10", " 3 ", "١٢"]),
-    st.lists(st.integers(-3, 3), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**80), 2**80),
+    st.sampled_from([0, -1, 2**31, 2**63, -(2**63) - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -0.0]),
+    st.text(max_size=10),
+    st.sampled_from(["", "nan", "inf", "1e400", "true", "false", "0x10", " 3 ", "١٢"]),
+    st.lists(st.integers(-3, 3), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 
@@ -141,13 +147,18 @@ VALID_TOML = 'clients = 3\nrounds = 2\npartition = "dirichlet"\nalpha = 0.3\nlab
 
 
 @fuzz_settings(150)
-@given(edits=st.lists(st.tuples(st.integers(0, len(VALID_TOML)), st.text(string.printable + "é[]=\"'", max_size=6)),
-                      min_size=1, max_size=4))
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, len(VALID_TOML)), st.text(string.printable + "é[]=\"'", max_size=6)),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_scenario_toml_text_edits(edits) -> None:
     # Prepare: a valid scenario with random text spliced in
     text = VALID_TOML
     for pos, piece in edits:
-        text = text[:pos] + piece + text[pos + len(piece):]
+        text = text[:pos] + piece + text[pos + len(piece) :]
     path = scratch_dir() / "scenario.toml"
     path.write_text(text)
 

@@ -121,14 +121,15 @@ def mutated_file(draw: st.DrawFn) -> tuple[str, bytes]:
         elif op == "insert":
             blob[k:k] = draw(st.binary(min_size=1, max_size=16))
         elif op == "delete":
-            del blob[k:k + draw(st.integers(1, 64))]
+            del blob[k : k + draw(st.integers(1, 64))]
     return fmt, bytes(blob)
 
 
 @fuzz_settings(60)
 @given(case=mutated_file(), allow_single_lead=st.booleans())
-def test_mutated_files_are_read_or_refused_with_the_record_named(case: tuple[str, bytes],
-                                                                  allow_single_lead: bool) -> None:
+def test_mutated_files_are_read_or_refused_with_the_record_named(
+    case: tuple[str, bytes], allow_single_lead: bool
+) -> None:
     # Prepare
     fmt, blob = case
     folder = scratch_dir()

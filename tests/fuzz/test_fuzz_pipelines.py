@@ -18,8 +18,16 @@ from client.ingest import ingest
 from client.store import RecordStore
 from liteheart_core.data.incoming import LabelBook, task_classes
 from liteheart_core.data.prepare import PreparationError, PrepSettings, prepare
-from tests.fuzz.conftest import base_record, fuzz_settings, memory_limit, mutated_record, scratch_dir, \
-    time_limit, write_files, write_ptbxl
+from tests.fuzz.conftest import (
+    base_record,
+    fuzz_settings,
+    memory_limit,
+    mutated_record,
+    scratch_dir,
+    time_limit,
+    write_files,
+    write_ptbxl,
+)
 
 SETTINGS = PrepSettings(regions=False, min_seconds=1.0)
 TWELVE_LEAD = ("fmt16", "fmt212", "fmt80")
@@ -37,8 +45,9 @@ def test_preparation_skips_bad_records_with_their_id_and_keeps_the_good(bad, str
         # Execute
         try:
             with memory_limit(), time_limit(60):
-                summary = prepare(folder / "db", folder / "out", kind="ptbxl", settings=SETTINGS, strict=strict,
-                                  workers=1)
+                summary = prepare(
+                    folder / "db", folder / "out", kind="ptbxl", settings=SETTINGS, strict=strict, workers=1
+                )
         except PreparationError as exc:
             # Assert (strict): the error names one of the mutated records
             assert strict and any(f"record {rid}:" in str(exc) for rid in ids[2:]), str(exc)

@@ -18,14 +18,36 @@ from liteheart_core.data.ptbxl import LayoutError
 from tests.fuzz.conftest import NUMBERS, base_record, fuzz_settings, scratch_dir, time_limit, write_ptbxl
 
 COLUMNS = ["ecg_id", "patient_id", "age", "sex", "site", "strat_fold", "scp_codes", "filename_lr", "filename_hr"]
-CELL = st.one_of(NUMBERS, st.text(max_size=12), st.sampled_from(
-    ["", "nan", "{}", "{'NORM': 100.0}", "{'NORM': 'x'}", "[1, 2]", "{1: 2}", "__import__('os')", "{'A': 1e999}",
-     "records100/00001/rec", "../../etc/passwd", "records100/00001", "1.5", "-3", "11"]))
+CELL = st.one_of(
+    NUMBERS,
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "",
+            "nan",
+            "{}",
+            "{'NORM': 100.0}",
+            "{'NORM': 'x'}",
+            "[1, 2]",
+            "{1: 2}",
+            "__import__('os')",
+            "{'A': 1e999}",
+            "records100/00001/rec",
+            "../../etc/passwd",
+            "records100/00001",
+            "1.5",
+            "-3",
+            "11",
+        ]
+    ),
+)
 
 
 @fuzz_settings(30)
-@given(edits=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(COLUMNS), CELL), min_size=1, max_size=3),
-       drop=st.one_of(st.none(), st.sampled_from(COLUMNS)))
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(COLUMNS), CELL), min_size=1, max_size=3),
+    drop=st.one_of(st.none(), st.sampled_from(COLUMNS)),
+)
 def test_bad_database_cells_are_named(edits, drop) -> None:
     # Prepare: three good records, then cells of the table replaced (or a column dropped)
     folder = scratch_dir()

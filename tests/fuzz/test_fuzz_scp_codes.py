@@ -27,10 +27,23 @@ from tests.fuzz.conftest import NUMBERS, base_record, fuzz_settings, scratch_dir
 runner = CliRunner()
 # cells a table edited by hand or by another tool could hold: a number, a list, an unclosed dict, a dict of
 # non-numbers, code, nesting deep enough to hit the parser's recursion limit
-BAD_CELLS = ["5", "[1, 2]", "{'NORM': 100.0", "{'NORM': 'x'}", "__import__('os')", "{1: [2]}", "None", "",
-             "(" * 200 + ")" * 200, "{'NORM': {'a': 1}}"]
-CELL = st.one_of(st.sampled_from(BAD_CELLS + ["{'NORM': 100.0}", "{'NORM': 80, 'IMI': 15.0}", "{}"]),
-                 NUMBERS.map(str), st.text(max_size=40))
+BAD_CELLS = [
+    "5",
+    "[1, 2]",
+    "{'NORM': 100.0",
+    "{'NORM': 'x'}",
+    "__import__('os')",
+    "{1: [2]}",
+    "None",
+    "",
+    "(" * 200 + ")" * 200,
+    "{'NORM': {'a': 1}}",
+]
+CELL = st.one_of(
+    st.sampled_from(BAD_CELLS + ["{'NORM': 100.0}", "{'NORM': 80, 'IMI': 15.0}", "{}"]),
+    NUMBERS.map(str),
+    st.text(max_size=40),
+)
 
 
 def ptbxl_folder(root: Path, cells: dict[int, str]) -> Path:
@@ -48,8 +61,22 @@ def ptbxl_folder(root: Path, cells: dict[int, str]) -> Path:
 def prepare_cli(folder: Path, out: Path, *extra: str):
     from simulations.cli import app
 
-    return runner.invoke(app, ["data", "prepare", "ptbxl", str(folder), "--out", str(out), "--no-regions",
-                               "--workers", "1", "--json", *extra])
+    return runner.invoke(
+        app,
+        [
+            "data",
+            "prepare",
+            "ptbxl",
+            str(folder),
+            "--out",
+            str(out),
+            "--no-regions",
+            "--workers",
+            "1",
+            "--json",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("cell", ["5", "{'NORM': 100.0"])

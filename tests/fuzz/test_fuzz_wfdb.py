@@ -17,8 +17,16 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from liteheart_core.data.signal import RecordError, read_wfdb
-from tests.fuzz.conftest import base_record, ecg_signal, fuzz_settings, memory_limit, mutated_record, scratch_dir, \
-    time_limit, write_files
+from tests.fuzz.conftest import (
+    base_record,
+    ecg_signal,
+    fuzz_settings,
+    memory_limit,
+    mutated_record,
+    scratch_dir,
+    time_limit,
+    write_files,
+)
 
 TIME_LIMIT_S = 20.0  # a 12 x 300 record reads in milliseconds; anything near this is a hang
 
@@ -49,8 +57,9 @@ def read_checked(path: Path, rid: str, allow_single_lead: bool, reject_flat: boo
 
 @fuzz_settings(200)
 @given(rec=mutated_record(), allow_single_lead=st.booleans(), reject_flat=st.booleans())
-def test_mutated_records_are_read_or_refused_with_the_record_named(rec, allow_single_lead: bool,
-                                                                   reject_flat: bool) -> None:
+def test_mutated_records_are_read_or_refused_with_the_record_named(
+    rec, allow_single_lead: bool, reject_flat: bool
+) -> None:
     # Prepare
     kind, name, files = rec
     folder = scratch_dir()

@@ -55,9 +55,14 @@ def test_memory_infonce_sends_no_gradient_to_the_teacher_side() -> None:
     assert z_t.grad is None and memory.grad is None
 
 
-@pytest.mark.parametrize("bad", [(torch.randn(4, 3), torch.randn(4, 3), torch.randn(0, 3)),
-                                 (torch.randn(4, 3), torch.randn(4, 3), torch.randn(5, 2)),
-                                 (torch.randn(4, 3), torch.randn(5, 3), torch.randn(5, 3))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (torch.randn(4, 3), torch.randn(4, 3), torch.randn(0, 3)),
+        (torch.randn(4, 3), torch.randn(4, 3), torch.randn(5, 2)),
+        (torch.randn(4, 3), torch.randn(5, 3), torch.randn(5, 3)),
+    ],
+)
 def test_memory_infonce_refuses_bad_shapes(bad) -> None:
     with pytest.raises(ValueError):
         memory_infonce(*bad)

@@ -132,8 +132,6 @@ def test_teacher_receives_no_gradient() -> None:
         (torch.zeros(2, 3), torch.zeros(2, 3), math.nan, "temperature"),
     ],
 )
-def test_invalid_inputs_raise(
-    student: torch.Tensor, teacher: torch.Tensor, temperature: float, message: str
-) -> None:
+def test_invalid_inputs_raise(student: torch.Tensor, teacher: torch.Tensor, temperature: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         kd_loss(student, teacher, temperature)

@@ -117,9 +117,7 @@ class SyntheticStages:
         self.student_maps = [torch.randn(c, LATENT, generator=gen) for c in STUDENT_CHANNELS]
         self.teacher_maps = [torch.randn(c, LATENT, generator=gen) for c in TEACHER_CHANNELS]
 
-    def batch(
-        self, gen: torch.Generator, size: int, correlated: bool
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def batch(self, gen: torch.Generator, size: int, correlated: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         latent = torch.randn(size, LATENT, generator=gen)
         teacher_latent = latent if correlated else torch.randn(size, LATENT, generator=gen)
 

@@ -205,9 +205,7 @@ def test_raising_qrs_weight_raises_loss_when_errors_sit_in_qrs() -> None:
     teacher = torch.randn(2, 4, 500, generator=gen)
     student = teacher + (codes == 2).unsqueeze(1) * torch.randn(2, 4, 500, generator=gen)
     # Execute
-    losses = [
-        region_feature_loss(student, teacher, codes, (0.1, 1.0, qrs, 1.0)).item() for qrs in (0.5, 1.0, 2.0, 4.0)
-    ]
+    losses = [region_feature_loss(student, teacher, codes, (0.1, 1.0, qrs, 1.0)).item() for qrs in (0.5, 1.0, 2.0, 4.0)]
     # Assert
     assert losses == sorted(losses) and len(set(losses)) == 4
 
@@ -254,9 +252,7 @@ def test_feature_loss_rejects_mismatched_shapes(
 ) -> None:
     codes = torch.zeros(2, codes_length, dtype=torch.long)
     with pytest.raises(ValueError, match=message):
-        region_feature_loss(
-            torch.zeros(student_shape), torch.zeros(teacher_shape), codes, input_length=input_length
-        )
+        region_feature_loss(torch.zeros(student_shape), torch.zeros(teacher_shape), codes, input_length=input_length)
 
 
 @pytest.mark.usefixtures("single_thread")

@@ -259,8 +259,12 @@ def test_student_exports_to_onnx(tmp_path: Path) -> None:
     path = tmp_path / "student.onnx"
 
     torch.onnx.export(
-        net, (torch.randn(1, 1, 1000),), str(path), dynamo=False,
-        input_names=["ecg"], output_names=["logits"],
+        net,
+        (torch.randn(1, 1, 1000),),
+        str(path),
+        dynamo=False,
+        input_names=["ecg"],
+        output_names=["logits"],
         dynamic_axes={"ecg": {0: "batch", 2: "time"}, "logits": {0: "batch"}},
     )
 

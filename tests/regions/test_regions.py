@@ -57,8 +57,13 @@ def beat_train(
     r_times = np.arange(0.2 + rng.uniform(0.0, 0.5) * rr, seconds - 0.05, rr)
     r_times = r_times + rng.normal(0.0, 0.01 * rr, r_times.size)
     qt = 0.40 * np.sqrt(rr)
-    waves = ((-0.16, 0.025, 0.15), (-0.025, 0.008, -0.15), (0.0, 0.010, 1.0),
-             (0.025, 0.008, -0.25), (qt - 0.08, 0.04, 0.3))
+    waves = (
+        (-0.16, 0.025, 0.15),
+        (-0.025, 0.008, -0.15),
+        (0.0, 0.010, 1.0),
+        (0.025, 0.008, -0.25),
+        (qt - 0.08, 0.04, 0.3),
+    )
     beat = np.zeros(n)
     for r in r_times:
         for shift, width, amp in waves:
@@ -149,9 +154,7 @@ def test_synthetic_r_peak_f1(synth_scores: dict[int, dict[str, float]], fs: int)
 
 
 @pytest.mark.parametrize("fs", [100, 500])
-def test_synthetic_regions_cover_the_waves(
-    synth_scores: dict[int, dict[str, float]], fs: int
-) -> None:
+def test_synthetic_regions_cover_the_waves(synth_scores: dict[int, dict[str, float]], fs: int) -> None:
     scores = synth_scores[fs]
 
     # The QRS window must hold the true R peak. At least half of each true P / T wave
@@ -190,9 +193,7 @@ def _to_100hz(x: np.ndarray, fs: int) -> np.ndarray:
 def challenge_rates() -> dict[str, list[tuple[str, float, float]]]:
     """Per rhythm group: (record, heart rate at native fs, heart rate at 100 Hz)."""
     if not CHALLENGE_DIR.is_dir():
-        pytest.skip(
-            f"PhysioNet Challenge records not found at {CHALLENGE_DIR} (needs ../shared/data)"
-        )
+        pytest.skip(f"PhysioNet Challenge records not found at {CHALLENGE_DIR} (needs ../shared/data)")
     groups: dict[str, list[tuple[str, float, float]]] = {"brady": [], "tachy": []}
     for header in sorted(CHALLENGE_DIR.glob("*.hea")):
         dx = _dx_codes(header)
@@ -361,9 +362,7 @@ def _runs(codes: np.ndarray) -> list[tuple[int, int, int]]:
     edges = np.flatnonzero(np.diff(codes)) + 1
     starts = np.r_[0, edges]
     stops = np.r_[edges, codes.size]
-    return [
-        (int(codes[a]), int(a), int(b)) for a, b in zip(starts, stops) if codes[a] != BACKGROUND
-    ]
+    return [(int(codes[a]), int(a), int(b)) for a, b in zip(starts, stops) if codes[a] != BACKGROUND]
 
 
 @pytest.mark.parametrize("fs", [100.0, 500.0])

@@ -38,8 +38,13 @@ class RealRun:
 def small_ptbxl(source: Path, dest: Path, seed: int = 0) -> Path:
     """Copy a seeded sample of a PTB-XL folder (tables filtered, record files copied) into ``dest``."""
     db = pd.read_csv(source / "ptbxl_database.csv")
-    picked = pd.concat([group.sample(min(len(group), VAL_RECORDS if fold == 9 else TRAIN_PER_FOLD), random_state=seed)
-                        for fold, group in db.groupby("strat_fold") if 1 <= fold <= 9]).sort_values("ecg_id")
+    picked = pd.concat(
+        [
+            group.sample(min(len(group), VAL_RECORDS if fold == 9 else TRAIN_PER_FOLD), random_state=seed)
+            for fold, group in db.groupby("strat_fold")
+            if 1 <= fold <= 9
+        ]
+    ).sort_values("ecg_id")
     dest.mkdir(parents=True)
     picked.to_csv(dest / "ptbxl_database.csv", index=False)
     shutil.copy(source / "scp_statements.csv", dest / "scp_statements.csv")
@@ -66,9 +71,27 @@ def real_run(ptbxl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RealR
     teacher = root / "teacher.pt"
     save_checkpoint(teacher, result.model, checkpoint_meta(data, cfg, result))
     env = {**os.environ, "LITEHEART_CACHE": str(root / "cache")}
-    cmd = [sys.executable, "-m", "simulations.cli", "run", "--data", str(data.root), "--teacher", str(teacher),
-           "--clients", "2", "--rounds", "2", "--local-epochs", "1", "--device", "cpu",
-           "--run-dir", str(root / "runs"), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulations.cli",
+        "run",
+        "--data",
+        str(data.root),
+        "--teacher",
+        str(teacher),
+        "--clients",
+        "2",
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(root / "runs"),
+        "--json",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)

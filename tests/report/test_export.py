@@ -43,8 +43,10 @@ def fold9_inputs(run: RealRun, meta: dict) -> np.ndarray:
 
 
 def export(app: typer.Typer, run: RealRun, fmt: str, out: Path) -> dict:
-    done = runner.invoke(app, ["export", run.run_id, "--format", fmt, "--out", str(out), "--run-dir", str(run.run_dir),
-                               "--bootstrap", "200"])
+    done = runner.invoke(
+        app,
+        ["export", run.run_id, "--format", fmt, "--out", str(out), "--run-dir", str(run.run_dir), "--bootstrap", "200"],
+    )
     assert done.exit_code == 0, done.output
     return json.loads((out / "model_card.json").read_text())
 
@@ -73,13 +75,19 @@ def check_card(card: dict, out: Path, run: RealRun) -> None:
     assert any("Lead I only" in x and "10-s windows at 100 Hz" in x for x in card["limitations"])
     assert card["source_checkpoint"]["matches_registry"] and card["model"]["run_id"] == run.run_id
     markdown = (out / "model_card.md").read_text()
-    for text in (card["file"]["sha256"], "CC BY 4.0", "Not a medical device", "95% interval",
-                 "differential privacy: none"):
+    for text in (
+        card["file"]["sha256"],
+        "CC BY 4.0",
+        "Not a medical device",
+        "95% interval",
+        "differential privacy: none",
+    ):
         assert text in markdown
 
 
-def test_onnx_export_matches_pytorch_on_real_records(server_app: typer.Typer, real_run: RealRun,
-                                                      tmp_path: Path) -> None:
+def test_onnx_export_matches_pytorch_on_real_records(
+    server_app: typer.Typer, real_run: RealRun, tmp_path: Path
+) -> None:
     import onnx
     import onnxruntime as ort
 
@@ -110,8 +118,9 @@ def test_onnx_export_matches_pytorch_on_real_records(server_app: typer.Typer, re
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is deprecated in torch 2.13
-def test_torchscript_export_matches_pytorch_on_real_records(server_app: typer.Typer, real_run: RealRun,
-                                                             tmp_path: Path) -> None:
+def test_torchscript_export_matches_pytorch_on_real_records(
+    server_app: typer.Typer, real_run: RealRun, tmp_path: Path
+) -> None:
     from liteheart_core.checkpoint import load_checkpoint
 
     net, meta = load_checkpoint(real_run.run_dir / real_run.run_id / "global_student.pt")
@@ -127,7 +136,8 @@ def test_torchscript_export_matches_pytorch_on_real_records(server_app: typer.Ty
 
 
 def test_export_refuses_unknown_runs_and_checkpoints_the_registry_did_not_record(
-        server_app: typer.Typer, real_run: RealRun, tmp_path: Path) -> None:
+    server_app: typer.Typer, real_run: RealRun, tmp_path: Path
+) -> None:
     # Prepare: a copy of the run folder whose global student was altered after the run
     run_dir = tmp_path / "runs"
     shutil.copytree(real_run.run_dir, run_dir, ignore=shutil.ignore_patterns(".flwr"))
@@ -135,10 +145,14 @@ def test_export_refuses_unknown_runs_and_checkpoints_the_registry_did_not_record
     final.write_bytes(final.read_bytes() + b"\0")
 
     # Execute
-    unknown = runner.invoke(server_app, ["export", "nope", "--format", "onnx", "--out", str(tmp_path / "a"),
-                                         "--run-dir", str(real_run.run_dir)])
-    altered = runner.invoke(server_app, ["export", real_run.run_id, "--format", "torchscript",
-                                         "--out", str(tmp_path / "b"), "--run-dir", str(run_dir)])
+    unknown = runner.invoke(
+        server_app,
+        ["export", "nope", "--format", "onnx", "--out", str(tmp_path / "a"), "--run-dir", str(real_run.run_dir)],
+    )
+    altered = runner.invoke(
+        server_app,
+        ["export", real_run.run_id, "--format", "torchscript", "--out", str(tmp_path / "b"), "--run-dir", str(run_dir)],
+    )
 
     # Assert
     assert unknown.exit_code == 2 and "no run 'nope'" in unknown.output

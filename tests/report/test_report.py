@@ -32,17 +32,27 @@ addEventListener("load", () => {
 
 def headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     """Chromium headless, isolated (own profile, no network services, no sandbox as root in CI)."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--hide-scrollbars", f"--user-data-dir={profile}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+    ]
     return subprocess.run([chromium, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
 def make_report(run: RealRun, out: Path) -> str:
     from server.cli import app
 
-    done = runner.invoke(app, ["runs", "report", run.run_id, "--out", str(out), "--run-dir", str(run.run_dir),
-                               "--bootstrap", "200"])
+    done = runner.invoke(
+        app, ["runs", "report", run.run_id, "--out", str(out), "--run-dir", str(run.run_dir), "--bootstrap", "200"]
+    )
     assert done.exit_code == 0, done.output
     return done.output
 
@@ -58,21 +68,38 @@ def test_report_of_a_real_run_renders_in_chromium(chromium: str, real_run: RealR
     check.write_text(page.replace("</body>", CHECK_SCRIPT + "\n</body>"))
     dom = headless(chromium, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom", check.as_uri())
     shot = tmp_path / "shot.png"
-    headless(chromium, tmp_path / "profile", "--window-size=1200,3000", f"--screenshot={shot}",
-             (out / "report.html").as_uri())
+    headless(
+        chromium,
+        tmp_path / "profile",
+        "--window-size=1200,3000",
+        f"--screenshot={shot}",
+        (out / "report.html").as_uri(),
+    )
 
     # Assert: self-contained, every figure has alt text and exists, Markdown points at the same files
     assert "wrote" in printed and "report.html" in printed.replace("\n", "")  # rich wraps long paths
     assert "<script" not in page and "<link" not in page and not re.search(r"(src|href)=\"(https?:)?//", page)
     images = re.findall(r'<img src="([^"]+)" alt="([^"]*)">', page)
-    assert {Path(src).name for src, _ in images} == {"global_metrics.png", "losses.png", "participation.png",
-                                                      "calibration.png"}  # no epsilon in this run: no privacy plot
+    assert {Path(src).name for src, _ in images} == {
+        "global_metrics.png",
+        "losses.png",
+        "participation.png",
+        "calibration.png",
+    }  # no epsilon in this run: no privacy plot
     assert all(alt.strip() and (out / src).is_file() and not Path(src).is_absolute() for src, alt in images)
     markdown = (out / "report.md").read_text()
     assert all(f"]({src})" in markdown for src, _ in images)
     # the config, partition, per-round and per-class content
-    for text in ("superdiagnostic", "iid 0", "iid 1", "Per class, on the server", "F1 95% interval", "threshold",
-                 "Privacy", "no differential privacy and no secure aggregation"):
+    for text in (
+        "superdiagnostic",
+        "iid 0",
+        "iid 1",
+        "Per class, on the server",
+        "F1 95% interval",
+        "threshold",
+        "Privacy",
+        "no differential privacy and no secure aggregation",
+    ):
         assert text in page
     per_class = page.split("Per class, on the server")[1].split("</table>")[0]
     assert all(f"<td>{c}</td>" in per_class for c in ("NORM", "MI", "STTC", "CD", "HYP"))
@@ -131,8 +158,7 @@ def test_privacy_is_none_unless_a_setting_is_on() -> None:
 
     default = privacy_summary({"fed": FedConfig().to_dict()}, [])
     secagg = privacy_summary({"fed": FedConfig(secagg=True, clients=3).to_dict()}, [])
-    assert (default["differential_privacy"], default["secure_aggregation"], default["settings"]) == \
-        ("none", "none", {})
+    assert (default["differential_privacy"], default["secure_aggregation"], default["settings"]) == ("none", "none", {})
     assert secagg["secure_aggregation"] == "on" and secagg["differential_privacy"] == "none"
     assert "secagg-clipping-range" in secagg["settings"] and not any(k.startswith("dp") for k in secagg["settings"])
 
@@ -161,8 +187,9 @@ def test_report_errors_clearly_on_unknown_run_and_run_without_checkpoints(tmp_pa
 
     unknown = runner.invoke(app, ["runs", "report", "nope", "--out", str(tmp_path / "a"), "--run-dir", str(tmp_path)])
     bare = runner.invoke(app, ["runs", "report", empty, "--out", str(tmp_path / "b"), "--run-dir", str(tmp_path)])
-    no_registry = runner.invoke(app, ["runs", "report", empty, "--out", str(tmp_path / "c"),
-                                      "--run-dir", str(tmp_path / "none")])
+    no_registry = runner.invoke(
+        app, ["runs", "report", empty, "--out", str(tmp_path / "c"), "--run-dir", str(tmp_path / "none")]
+    )
 
     assert unknown.exit_code == 2 and "no run 'nope'" in unknown.output and "empty1" in unknown.output
     assert bare.exit_code == 2 and "run empty1 has no checkpoint" in bare.output
@@ -214,10 +241,12 @@ def test_plot_record_errors_clearly_on_truncated_record_and_bad_checkpoint(real_
     model = real_run.run_dir / real_run.run_id / "global_student.pt"
 
     # Execute
-    truncated = runner.invoke(app, ["plot-record", str(tmp_path / record.name), "--model", str(model),
-                                    "--out", str(tmp_path / "t.png")])
-    bad_model = runner.invoke(app, ["plot-record", str(record), "--model", str(record.with_suffix(".hea")),
-                                    "--out", str(tmp_path / "m.png")])
+    truncated = runner.invoke(
+        app, ["plot-record", str(tmp_path / record.name), "--model", str(model), "--out", str(tmp_path / "t.png")]
+    )
+    bad_model = runner.invoke(
+        app, ["plot-record", str(record), "--model", str(record.with_suffix(".hea")), "--out", str(tmp_path / "m.png")]
+    )
     missing = runner.invoke(app, ["plot-record", str(tmp_path / "nothing"), "--model", str(model)])
 
     # Assert

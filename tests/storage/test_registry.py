@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,33 +33,59 @@ def sha(n: int) -> str:
 
 
 def reports_for(number: int, n_clients: int = 3, failed: int = 0) -> list[dict[str, Any]]:
-    ok = [{"node_id": f"node{i}", "status": "ok", "num_examples": 10 * (i + 1),
-           "metrics": {"loss": round(1.0 / number + i, 3)}, "reason": None} for i in range(n_clients - failed)]
-    bad = [{"node_id": f"node{i}", "status": "failed", "num_examples": 0, "metrics": {},
-            "reason": "timeout"} for i in range(n_clients - failed, n_clients)]
+    ok = [
+        {
+            "node_id": f"node{i}",
+            "status": "ok",
+            "num_examples": 10 * (i + 1),
+            "metrics": {"loss": round(1.0 / number + i, 3)},
+            "reason": None,
+        }
+        for i in range(n_clients - failed)
+    ]
+    bad = [
+        {"node_id": f"node{i}", "status": "failed", "num_examples": 0, "metrics": {}, "reason": "timeout"}
+        for i in range(n_clients - failed, n_clients)
+    ]
     return ok + bad
 
 
-def record(reg: Registry, run_id: str, number: int, *, checkpoint: bool = True, macro_f1: float = 0.5,
-           n_clients: int = 3, failed: int = 0) -> None:
+def record(
+    reg: Registry,
+    run_id: str,
+    number: int,
+    *,
+    checkpoint: bool = True,
+    macro_f1: float = 0.5,
+    n_clients: int = 3,
+    failed: int = 0,
+) -> None:
     reg.record_round(
-        run_id, number,
-        train_metrics={"loss": 1.0 / number}, central_metrics={"macro_f1": macro_f1, "auc": 0.8},
-        participants=[f"node{i}" for i in range(n_clients)], duration_s=2.5,
+        run_id,
+        number,
+        train_metrics={"loss": 1.0 / number},
+        central_metrics={"macro_f1": macro_f1, "auc": 0.8},
+        participants=[f"node{i}" for i in range(n_clients)],
+        duration_s=2.5,
         client_reports=reports_for(number, n_clients, failed),
-        checkpoint=CheckpointInfo(run_id, number, f"ckpt/round{number}.pt", sha(number)) if checkpoint else None)
+        checkpoint=CheckpointInfo(run_id, number, f"ckpt/round{number}.pt", sha(number)) if checkpoint else None,
+    )
 
 
 def assert_no_trace_of_round(reg: Registry, run_id: str, number: int) -> None:
     with reg.session() as session:
         assert session.scalars(select(RoundRow).where(RoundRow.run_id == run_id, RoundRow.number == number)).all() == []
-        assert session.scalars(select(ClientReportRow).where(ClientReportRow.run_id == run_id,
-                                                             ClientReportRow.round == number)).all() == []
+        assert (
+            session.scalars(
+                select(ClientReportRow).where(ClientReportRow.run_id == run_id, ClientReportRow.round == number)
+            ).all()
+            == []
+        )
     assert reg.last_checkpoint(run_id) is None or reg.last_checkpoint(run_id).round != number
 
 
 def recent(moment: datetime) -> bool:
-    return moment.tzinfo is not None and abs(datetime.now(timezone.utc) - moment) < timedelta(minutes=5)
+    return moment.tzinfo is not None and abs(datetime.now(UTC) - moment) < timedelta(minutes=5)
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -126,7 +152,7 @@ def test_status_transitions_set_and_clear_finished_at(registry: Registry) -> Non
 
 def test_list_runs_newest_first_with_progress(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     # Prepare: a controlled clock, so the order cannot depend on timer resolution
-    clock = iter(datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=m) for m in range(100))
+    clock = iter(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=m) for m in range(100))
     monkeypatch.setattr(registry_module, "_utcnow", lambda: next(clock))
     old = registry.create_run({}, "fp", name="old")
     mid = registry.create_run({}, "fp", name="mid")
@@ -146,7 +172,7 @@ def test_list_runs_newest_first_with_progress(registry: Registry, monkeypatch: p
     assert by_id[old]["finished_at"] is not None and by_id[new]["finished_at"] is None
     assert (by_id[mid]["rounds"], by_id[mid]["macro_f1"]) == (1, 0.2)
     assert (by_id[new]["rounds"], by_id[new]["macro_f1"]) == (0, None)
-    assert by_id[new]["created_at"] == datetime(2025, 1, 1, 0, 2, tzinfo=timezone.utc)
+    assert by_id[new]["created_at"] == datetime(2025, 1, 1, 0, 2, tzinfo=UTC)
 
 
 # --- rounds ----------------------------------------------------------------------------------
@@ -192,10 +218,16 @@ def test_round_is_written_whole_or_not_at_all(registry: Registry, monkeypatch: p
         original_flush(session, run, number)
         flushes.append(number)
         if number == 2 and flushes.count(2) == 3:
-            inside.append(tuple(len(session.scalars(select(table).where(table.run_id == run_id, column == 2)).all())
-                                for table, column in ((RoundRow, RoundRow.number),
-                                                      (ClientReportRow, ClientReportRow.round),
-                                                      (CheckpointRow, CheckpointRow.round))))
+            inside.append(
+                tuple(
+                    len(session.scalars(select(table).where(table.run_id == run_id, column == 2)).all())
+                    for table, column in (
+                        (RoundRow, RoundRow.number),
+                        (ClientReportRow, ClientReportRow.round),
+                        (CheckpointRow, CheckpointRow.round),
+                    )
+                )
+            )
             raise OperationalError("INSERT ...", {}, Exception("disk I/O error (simulated)"))
 
     monkeypatch.setattr(registry_module, "_flush", failing_flush)
@@ -214,8 +246,9 @@ def test_round_is_written_whole_or_not_at_all(registry: Registry, monkeypatch: p
     assert [len(r["client_reports"]) for r in registry.show_run(run_id)["rounds"]] == [3, 3]
 
 
-def test_database_constraint_failure_mid_round_leaves_nothing(registry: Registry,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_constraint_failure_mid_round_leaves_nothing(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare: skip the Python checks so the database itself refuses the second report for a
     # node, after the round row is already flushed
     run_id = registry.create_run({}, "fp")
@@ -224,9 +257,16 @@ def test_database_constraint_failure_mid_round_leaves_nothing(registry: Registry
 
     # Execute
     with pytest.raises(RegistryError, match="round 1 of run .* breaks a constraint"):
-        registry.record_round(run_id, 1, train_metrics={}, central_metrics={}, participants=["a"],
-                              duration_s=1.0, client_reports=twice,
-                              checkpoint=CheckpointInfo(run_id, 1, "c.pt", sha(1)))
+        registry.record_round(
+            run_id,
+            1,
+            train_metrics={},
+            central_metrics={},
+            participants=["a"],
+            duration_s=1.0,
+            client_reports=twice,
+            checkpoint=CheckpointInfo(run_id, 1, "c.pt", sha(1)),
+        )
 
     # Assert
     assert registry.last_round(run_id) == 0
@@ -278,23 +318,33 @@ def test_rounds_need_a_running_run(registry: Registry) -> None:
     assert registry.last_round(run_id) == 1
 
 
-@pytest.mark.parametrize(("report", "message"), [
-    ({"status": "ok"}, "node_id and status are required"),
-    ({"node_id": "a", "status": "maybe"}, "status 'maybe'"),
-    ({"node_id": "a", "status": "ok", "num_examples": -1}, "num_examples"),
-    ({"node_id": "a", "status": "ok", "num_examples": "12"}, "num_examples"),
-    ({"node_id": "a", "status": "ok", "metrics": [1, 2]}, "metrics must be a dict"),
-    ({"node_id": "a", "status": "ok", "loss": 0.1}, "unknown keys"),
-    ({"node_id": "", "status": "ok"}, "node id"),
-])
-def test_malformed_reports_are_refused_before_writing(registry: Registry, report: dict[str, Any],
-                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ({"status": "ok"}, "node_id and status are required"),
+        ({"node_id": "a", "status": "maybe"}, "status 'maybe'"),
+        ({"node_id": "a", "status": "ok", "num_examples": -1}, "num_examples"),
+        ({"node_id": "a", "status": "ok", "num_examples": "12"}, "num_examples"),
+        ({"node_id": "a", "status": "ok", "metrics": [1, 2]}, "metrics must be a dict"),
+        ({"node_id": "a", "status": "ok", "loss": 0.1}, "unknown keys"),
+        ({"node_id": "", "status": "ok"}, "node id"),
+    ],
+)
+def test_malformed_reports_are_refused_before_writing(registry: Registry, report: dict[str, Any], message: str) -> None:
     run_id = registry.create_run({}, "fp")
     good = {"node_id": "z", "status": "ok", "num_examples": 3}
 
     with pytest.raises(ValueError, match=message):
-        registry.record_round(run_id, 1, train_metrics={}, central_metrics={}, participants=["a", "z"],
-                              duration_s=1.0, client_reports=[good, report], checkpoint=None)
+        registry.record_round(
+            run_id,
+            1,
+            train_metrics={},
+            central_metrics={},
+            participants=["a", "z"],
+            duration_s=1.0,
+            client_reports=[good, report],
+            checkpoint=None,
+        )
     assert registry.last_round(run_id) == 0
 
 
@@ -304,12 +354,27 @@ def test_malformed_checkpoint_is_refused(registry: Registry) -> None:
     of_round_2 = CheckpointInfo(run_id, 2, "c.pt", sha(1))
 
     with pytest.raises(ValueError, match="not run"):
-        registry.record_round(run_id, 1, train_metrics={}, central_metrics={}, participants=[],
-                              duration_s=1.0, client_reports=[], checkpoint=of_round_2)
+        registry.record_round(
+            run_id,
+            1,
+            train_metrics={},
+            central_metrics={},
+            participants=[],
+            duration_s=1.0,
+            client_reports=[],
+            checkpoint=of_round_2,
+        )
     with pytest.raises(ValueError, match="sha256"):
-        registry.record_round(run_id, 1, train_metrics={}, central_metrics={}, participants=[],
-                              duration_s=1.0, client_reports=[],
-                              checkpoint=CheckpointInfo(run_id, 1, "c.pt", "ABC"))
+        registry.record_round(
+            run_id,
+            1,
+            train_metrics={},
+            central_metrics={},
+            participants=[],
+            duration_s=1.0,
+            client_reports=[],
+            checkpoint=CheckpointInfo(run_id, 1, "c.pt", "ABC"),
+        )
     assert registry.last_round(run_id) == 0
 
 
@@ -317,11 +382,16 @@ def test_non_finite_metrics_are_stored_as_null(registry: Registry) -> None:
     # PostgreSQL's json type rejects NaN; an undefined metric must not lose the round
     run_id = registry.create_run({}, "fp")
 
-    registry.record_round(run_id, 1, train_metrics={"loss": float("inf")},
-                          central_metrics={"macro_f1": 0.5, "auc": {"AFIB": float("nan"), "NORM": 0.9}},
-                          participants=[7, 8], duration_s=0.5,
-                          client_reports=[{"node_id": 7, "status": "ok", "metrics": {"x": float("nan")}}],
-                          checkpoint=None)
+    registry.record_round(
+        run_id,
+        1,
+        train_metrics={"loss": float("inf")},
+        central_metrics={"macro_f1": 0.5, "auc": {"AFIB": float("nan"), "NORM": 0.9}},
+        participants=[7, 8],
+        duration_s=0.5,
+        client_reports=[{"node_id": 7, "status": "ok", "metrics": {"x": float("nan")}}],
+        checkpoint=None,
+    )
 
     rnd = registry.show_run(run_id)["rounds"][0]
     assert rnd["train_metrics"] == {"loss": None}
@@ -333,11 +403,10 @@ def test_non_finite_metrics_are_stored_as_null(registry: Registry) -> None:
 def test_session_commits_or_rolls_back(registry: Registry) -> None:
     run_id = registry.create_run({}, "fp", name="before")
 
-    with pytest.raises(KeyError):
-        with registry.session() as session:
-            session.get(registry_module.RunRow, run_id).name = "changed"
-            session.flush()
-            raise KeyError("boom")
+    with pytest.raises(KeyError), registry.session() as session:
+        session.get(registry_module.RunRow, run_id).name = "changed"
+        session.flush()
+        raise KeyError("boom")
     with registry.session() as session:
         session.get(registry_module.RunRow, run_id).name = "after"
 
@@ -360,12 +429,15 @@ def test_unknown_run_error_names_it_and_hides_the_password(registry: Registry, r
         assert password not in message and "***" in message
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("not a url", "not a database URL"),
-    ("nosuchdb://user:s3cret@host/db", "no driver"),
-    ("sqlite:////nonexistent-liteheart/dir/registry.sqlite", "does not exist"),
-    ("postgresql+psycopg://user:s3cret@127.0.0.1:1/db", "refused|failed"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("not a url", "not a database URL"),
+        ("nosuchdb://user:s3cret@host/db", "no driver"),
+        ("sqlite:////nonexistent-liteheart/dir/registry.sqlite", "does not exist"),
+        ("postgresql+psycopg://user:s3cret@127.0.0.1:1/db", "refused|failed"),
+    ],
+)
 def test_bad_url_is_a_registry_error_without_the_password(url: str, reason: str) -> None:
     with pytest.raises(RegistryError, match=reason) as info:
         Registry(url)
@@ -402,8 +474,18 @@ def test_second_connection_neither_waits_for_nor_sees_an_open_round(shared_url: 
     run_id = writer.create_run({}, "fp")
     try:
         with writer.session(write=True) as session:
-            session.add(RoundRow(run_id=run_id, number=1, started_at=datetime.now(timezone.utc), duration_s=1.0,
-                                 train_metrics={}, central_metrics={}, participants=[], n_failures=0))
+            session.add(
+                RoundRow(
+                    run_id=run_id,
+                    number=1,
+                    started_at=datetime.now(UTC),
+                    duration_s=1.0,
+                    train_metrics={},
+                    central_metrics={},
+                    participants=[],
+                    n_failures=0,
+                )
+            )
             session.flush()
 
             # Execute: read while the write transaction is open
@@ -448,8 +530,10 @@ def test_processes_opening_a_new_registry_at_once_do_not_collide(tmp_path: Path)
 
 def test_sqlite_file_uses_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
     with Registry(f"sqlite:///{tmp_path / 'r.sqlite'}") as reg, reg.session() as session:
-        pragmas = [session.connection().exec_driver_sql(f"PRAGMA {p}").scalar()
-                   for p in ("journal_mode", "foreign_keys", "busy_timeout")]
+        pragmas = [
+            session.connection().exec_driver_sql(f"PRAGMA {p}").scalar()
+            for p in ("journal_mode", "foreign_keys", "busy_timeout")
+        ]
 
     assert pragmas == ["wal", 1, BUSY_TIMEOUT_MS]
 
@@ -519,8 +603,14 @@ for number in range(1, 100_000):
 def kill_writer(url: str, run_id: str, *, pause_at: int, kill_after: int, delay_s: float) -> None:
     """Start WRITER, SIGKILL it once it prints ``paused`` or has recorded ``kill_after`` rounds."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    child = subprocess.Popen([sys.executable, "-c", WRITER, url, run_id, str(pause_at)], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, url, run_id, str(pause_at)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watchdog = threading.Timer(30, child.kill)  # a hung writer must not hang the suite
     watchdog.start()
     try:

@@ -34,8 +34,9 @@ def server_identity():
 
 
 def wearable_records(synth_data):
-    return simulated_client_data(str(synth_data.root), 600, "superdiagnostic", 3, 4, "iid", 0.5, 0.3, 0,
-                                 WearableView(seed=3), 0.2)
+    return simulated_client_data(
+        str(synth_data.root), 600, "superdiagnostic", 3, 4, "iid", 0.5, 0.3, 0, WearableView(seed=3), 0.2
+    )
 
 
 def test_lead_one_records_reach_a_twelve_lead_teacher_in_their_place(synth_data, tiny_wearable_teacher) -> None:
@@ -74,23 +75,42 @@ def test_a_wearable_distils_from_its_teacher_on_its_own_lead_one(synth_data, tin
 
 
 def node(cache: Path, partition: int, kind: str, data: str) -> Context:
-    return Context(run_id=1, node_id=7 + partition, state=RecordDict(), run_config={},
-                   node_config={"client-kind": kind, "partition-id": partition, "num-partitions": 4, "data": data,
-                                "cache-dir": str(cache)})
+    return Context(
+        run_id=1,
+        node_id=7 + partition,
+        state=RecordDict(),
+        run_config={},
+        node_config={
+            "client-kind": kind,
+            "partition-id": partition,
+            "num-partitions": 4,
+            "data": data,
+            "cache-dir": str(cache),
+        },
+    )
 
 
-def test_a_wearable_gets_its_teacher_once_by_hash_and_trains_with_it(synth_data, tiny_teacher,
-                                                                     tiny_wearable_teacher, tmp_path) -> None:
+def test_a_wearable_gets_its_teacher_once_by_hash_and_trains_with_it(
+    synth_data, tiny_teacher, tiny_wearable_teacher, tmp_path
+) -> None:
     worn_net, worn_meta = load_checkpoint(tiny_wearable_teacher)
     worn_state = {k: v.detach() for k, v in worn_net.state_dict().items()}
     worn_hash = state_hash(worn_state)
     site_hash = state_hash({k: v.detach() for k, v in load_checkpoint(tiny_teacher)[0].state_dict().items()})
-    cfg = FedConfig(data=str(synth_data.root), clients=4, device="cpu", batch_size=8, local_epochs=1,
-                    wearable_teacher=str(tiny_wearable_teacher))
+    cfg = FedConfig(
+        data=str(synth_data.root),
+        clients=4,
+        device="cpu",
+        batch_size=8,
+        local_epochs=1,
+        wearable_teacher=str(tiny_wearable_teacher),
+    )
     student = student_for(synth_data.tasks["superdiagnostic"])
     rc = round_config(cfg, site_hash, student.cfg.to_dict(), run_id="r1", wearable_teacher_hash=worn_hash)
-    device, site = node(tmp_path / "watch", 3, "wearable", str(synth_data.root)), \
-        node(tmp_path / "site", 0, "paired", str(synth_data.root))
+    device, site = (
+        node(tmp_path / "watch", 3, "wearable", str(synth_data.root)),
+        node(tmp_path / "site", 0, "paired", str(synth_data.root)),
+    )
     ask = ConfigRecord({"action": "teacher-check", "teacher-hash": site_hash, "wearable-teacher-hash": worn_hash})
 
     def check(ctx: Context) -> dict:
@@ -98,15 +118,29 @@ def test_a_wearable_gets_its_teacher_once_by_hash_and_trains_with_it(synth_data,
         return {k: int(v) for k, v in reply.content["status"].items()}
 
     first, site_status = check(device), check(site)
-    install = ConfigRecord({"action": "teacher-install", "teacher-hash": worn_hash,
-                            "teacher-meta": json.dumps({k: worn_meta[k] for k in ("classes", "leads", "n_leads", "fs",
-                                                                                    "length", "net_config", "task")})})
-    query(Message(RecordDict({"config": install, "teacher": ArrayRecord(worn_state)}), dst_node_id=10,
-                  message_type="query"), device)
+    install = ConfigRecord(
+        {
+            "action": "teacher-install",
+            "teacher-hash": worn_hash,
+            "teacher-meta": json.dumps(
+                {k: worn_meta[k] for k in ("classes", "leads", "n_leads", "fs", "length", "net_config", "task")}
+            ),
+        }
+    )
+    query(
+        Message(
+            RecordDict({"config": install, "teacher": ArrayRecord(worn_state)}), dst_node_id=10, message_type="query"
+        ),
+        device,
+    )
     second = check(device)
-    msg = Message(RecordDict({"arrays": ArrayRecord(student.state_dict()),
-                              "config": ConfigRecord({**dict(rc), "server-round": 1})}), dst_node_id=10,
-                  message_type="train")
+    msg = Message(
+        RecordDict(
+            {"arrays": ArrayRecord(student.state_dict()), "config": ConfigRecord({**dict(rc), "server-round": 1})}
+        ),
+        dst_node_id=10,
+        message_type="train",
+    )
     metrics = train(msg, device).content["metrics"]
 
     assert first == {"has-teacher": 0, "needs-teacher": 1, "wearable": 1}  # asks for the wearable teacher
@@ -116,12 +150,17 @@ def test_a_wearable_gets_its_teacher_once_by_hash_and_trains_with_it(synth_data,
     assert metrics["wearable"] == 1.0 and metrics["kd"] > 0  # distilled from the wearable teacher
     with pytest.raises(ValueError, match="corrupted"):  # the hash names the bytes: a swapped teacher is refused
         forged = ConfigRecord({**dict(install), "teacher-hash": "0" * 64})
-        query(Message(RecordDict({"config": forged, "teacher": ArrayRecord(worn_state)}), dst_node_id=10,
-                      message_type="query"), device)
+        query(
+            Message(
+                RecordDict({"config": forged, "teacher": ArrayRecord(worn_state)}), dst_node_id=10, message_type="query"
+            ),
+            device,
+        )
 
 
-def test_only_a_teacher_that_answers_from_lead_one_is_shipped_to_wearables(tiny_teacher, tiny_wearable_teacher,
-                                                                           synth_data) -> None:
+def test_only_a_teacher_that_answers_from_lead_one_is_shipped_to_wearables(
+    tiny_teacher, tiny_wearable_teacher, synth_data
+) -> None:
     classes = list(synth_data.tasks["superdiagnostic"])
     ok = provide_wearable_teacher(FedConfig(wearable_teacher=str(tiny_wearable_teacher)), classes)
 
@@ -133,8 +172,7 @@ def test_only_a_teacher_that_answers_from_lead_one_is_shipped_to_wearables(tiny_
         provide_wearable_teacher(FedConfig(wearable_teacher=str(tiny_wearable_teacher)), classes[:3])
     # a server archive of folds 1-2: a wearable teacher that learnt from the clients' folds is refused
     with pytest.raises(ValueError, match="which the clients hold"):
-        provide_wearable_teacher(FedConfig(wearable_teacher=str(tiny_wearable_teacher), server_folds="1,2"),
-                                 classes)
+        provide_wearable_teacher(FedConfig(wearable_teacher=str(tiny_wearable_teacher), server_folds="1,2"), classes)
     with pytest.raises(ValueError, match="uses no teacher"):
         FedConfig(wearable_teacher="w.pt", method="supervised")
     with pytest.raises(ValueError, match="wearable-weighting"):
@@ -147,16 +185,33 @@ def test_only_a_teacher_that_answers_from_lead_one_is_shipped_to_wearables(tiny_
 
 def _reply(node: int, value: float, examples: int, wearable: bool) -> Message:
     metrics = MetricRecord({"num-examples": float(examples), "total": value, "wearable": float(wearable)})
-    meta = Metadata(run_id=1, message_id=f"r{node}", src_node_id=node, dst_node_id=0, reply_to_message_id=f"m{node}",
-                    group_id="1", created_at=time.time(), ttl=60.0, message_type="train")
-    return Message(RecordDict({"arrays": ArrayRecord({"w": torch.full((2, 2), value)}), "metrics": metrics}),
-                   metadata=meta)
+    meta = Metadata(
+        run_id=1,
+        message_id=f"r{node}",
+        src_node_id=node,
+        dst_node_id=0,
+        reply_to_message_id=f"m{node}",
+        group_id="1",
+        created_at=time.time(),
+        ttl=60.0,
+        message_type="train",
+    )
+    return Message(
+        RecordDict({"arrays": ArrayRecord({"w": torch.full((2, 2), value)}), "metrics": metrics}), metadata=meta
+    )
 
 
 def validated(score) -> LiteHeartFedAvg:
     strategy = LiteHeartFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1)
-    strategy.setup(ArrayRecord({"w": torch.zeros(2, 2)}), "a" * 64, {}, 10.0, wearables=2,
-                   wearable_weighting="validated", score=score)
+    strategy.setup(
+        ArrayRecord({"w": torch.zeros(2, 2)}),
+        "a" * 64,
+        {},
+        10.0,
+        wearables=2,
+        wearable_weighting="validated",
+        score=score,
+    )
     strategy.reference = {"w": np.zeros((2, 2), dtype=np.float32)}
     strategy.sampled, strategy.sent = [11, 12, 13], []
     return strategy
@@ -178,8 +233,9 @@ def test_validated_weighting_mixes_kinds_at_the_share_that_validates_best() -> N
     assert [r["num_examples"] for r in strategy.reports] == [100, 100, 200]
     fedavg = (1.0 * 100 + 2.0 * 100 + 3.5 * 200) / 400
     strategy = validated(lambda arrays: -abs(float(arrays["w"].numpy().mean()) - fedavg))
-    arrays, _ = strategy.aggregate_train(1, [_reply(11, 1.0, 100, False), _reply(12, 2.0, 100, True),
-                                             _reply(13, 3.5, 200, True)])
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(11, 1.0, 100, False), _reply(12, 2.0, 100, True), _reply(13, 3.5, 200, True)]
+    )
     assert strategy.wearable_share == 0.75 and np.allclose(arrays["w"].numpy(), fedavg)
 
 
@@ -198,19 +254,53 @@ def test_the_server_cli_distils_a_lead_one_assistant_that_a_run_accepts(synth_da
     from server.cli import app
 
     out = tmp_path / "assistant.pt"
-    result = CliRunner().invoke(app, ["teacher", "assistant", "--data", str(synth_data.root), "--teacher",
-                                      str(tiny_teacher), "--out", str(out), "--epochs", "1", "--train-folds", "1,2",
-                                      "--device", "cpu", "--json"])
-    bad = CliRunner().invoke(app, ["teacher", "assistant", "--data", str(synth_data.root), "--teacher",
-                                   str(tiny_teacher), "--out", str(tmp_path / "x.pt"), "--train-folds", "one"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "teacher",
+            "assistant",
+            "--data",
+            str(synth_data.root),
+            "--teacher",
+            str(tiny_teacher),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--train-folds",
+            "1,2",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
+    bad = CliRunner().invoke(
+        app,
+        [
+            "teacher",
+            "assistant",
+            "--data",
+            str(synth_data.root),
+            "--teacher",
+            str(tiny_teacher),
+            "--out",
+            str(tmp_path / "x.pt"),
+            "--train-folds",
+            "one",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     net, meta = load_checkpoint(out)
     assert meta["leads"] == ["I"] and net.n_leads == 1 and meta["method"] == "kd"
     assert meta["train_config"]["train_folds"] == [1, 2]
     # a run whose server archive is folds 1-2 ships it to its wearables
-    assert provide_wearable_teacher(FedConfig(wearable_teacher=str(out), server_folds="1,2"),
-                                    list(synth_data.tasks["superdiagnostic"])) is not None
+    assert (
+        provide_wearable_teacher(
+            FedConfig(wearable_teacher=str(out), server_folds="1,2"), list(synth_data.tasks["superdiagnostic"])
+        )
+        is not None
+    )
     assert bad.exit_code != 0 and "--train-folds 'one'" in bad.output
 
 

@@ -20,8 +20,8 @@ the record and the reason. Formats are recognised by content (:mod:`.detect`), n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from liteheart_core.data.formats import aecg, apple, dicom, edf, muse, philips
 from liteheart_core.data.formats.detect import FORMATS, detect_format
@@ -30,7 +30,11 @@ from liteheart_core.data.signal import RawRecord, RecordError, read_wfdb
 __all__ = ["FORMATS", "detect_format", "find_ecg_files", "read_ecg", "recording_id", "is_wfdb"]
 
 _READERS: dict[str, Callable[..., RawRecord]] = {
-    "dicom": dicom.read, "aecg": aecg.read, "muse": muse.read, "philips": philips.read, "edf": edf.read,
+    "dicom": dicom.read,
+    "aecg": aecg.read,
+    "muse": muse.read,
+    "philips": philips.read,
+    "edf": edf.read,
     "apple": apple.read,
 }
 WFDB_SIGNAL_SUFFIXES = (".dat", ".mat")
@@ -42,8 +46,14 @@ def is_wfdb(path: Path) -> bool:
     return path.suffix.lower() == ".hea" or (not path.is_file() and path.with_name(path.name + ".hea").is_file())
 
 
-def read_ecg(path: Path, record: str | None = None, *, allow_single_lead: bool = False,
-             reject_flat: bool = True, fmt: str | None = None) -> RawRecord:
+def read_ecg(
+    path: Path,
+    record: str | None = None,
+    *,
+    allow_single_lead: bool = False,
+    reject_flat: bool = True,
+    fmt: str | None = None,
+) -> RawRecord:
     """Read one recording of any supported format.
 
     Parameters
@@ -69,8 +79,11 @@ def read_ecg(path: Path, record: str | None = None, *, allow_single_lead: bool =
         raise RecordError(rid, f"file {path} is missing")
     fmt = fmt or detect_format(path)
     if fmt not in _READERS:
-        raise RecordError(rid, "not an ECG file of a known format (WFDB, DICOM, HL7 aECG, GE MUSE XML, "
-                               "Philips XML, EDF/BDF, Apple Health CSV)")
+        raise RecordError(
+            rid,
+            "not an ECG file of a known format (WFDB, DICOM, HL7 aECG, GE MUSE XML, "
+            "Philips XML, EDF/BDF, Apple Health CSV)",
+        )
     try:
         return _READERS[fmt](path, rid, allow_single_lead=allow_single_lead, reject_flat=reject_flat)
     except RecordError:
@@ -114,8 +127,10 @@ def find_ecg_files(path: Path) -> list[Path]:
             return [header.with_suffix("")]
         if detect_format(path) is not None:
             return [path]
-        raise FileNotFoundError(f"{path}: not an ECG recording of a known format (WFDB, DICOM, HL7 aECG, GE MUSE "
-                                f"XML, Philips XML, EDF/BDF, Apple Health CSV)")
+        raise FileNotFoundError(
+            f"{path}: not an ECG recording of a known format (WFDB, DICOM, HL7 aECG, GE MUSE "
+            f"XML, Philips XML, EDF/BDF, Apple Health CSV)"
+        )
     header = path.with_suffix(".hea") if path.suffix else path.with_name(path.name + ".hea")
     raise FileNotFoundError(f"{path}: no WFDB record (no header {header.name}), no ECG file and not a folder")
 

@@ -43,8 +43,13 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
         raise RecordError(rid, "aECG file holds no waveform series")
     chosen = next((s for s in series if xu.attr(xu.child(s, "code"), "code").upper() == "RHYTHM"), series[0])
     # series/component/sequenceSet/component/sequence: not deeper, where a derivedSeries holds median beats
-    sequences = [seq for comp in xu.children(chosen, "component") for seq_set in xu.children(comp, "sequenceSet")
-                 for inner in xu.children(seq_set, "component") for seq in xu.children(inner, "sequence")]
+    sequences = [
+        seq
+        for comp in xu.children(chosen, "component")
+        for seq_set in xu.children(comp, "sequenceSet")
+        for inner in xu.children(seq_set, "component")
+        for seq in xu.children(inner, "sequence")
+    ]
     fs, where = None, "the time sequence"
     names, channels, units = [], [], []
     for seq in sequences:
@@ -69,9 +74,20 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
         units.append(xu.attr(scale, "unit") or xu.attr(origin, "unit") or None)
     if fs is None:
         raise RecordError(rid, "unknown sampling rate: the aECG series has no time sequence with an increment")
-    return assemble(rid, names, channels, units, fs, fmt="aecg", where_fs=where,
-                    allow_single_lead=allow_single_lead, reject_flat=reject_flat, patient=_patient(root),
-                    source_id=_record_id(root), codes=_statements(root))
+    return assemble(
+        rid,
+        names,
+        channels,
+        units,
+        fs,
+        fmt="aecg",
+        where_fs=where,
+        allow_single_lead=allow_single_lead,
+        reject_flat=reject_flat,
+        patient=_patient(root),
+        source_id=_record_id(root),
+        codes=_statements(root),
+    )
 
 
 def _rate(rid: str, value) -> tuple[float | str, str]:

@@ -83,9 +83,19 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
         raise RecordError(rid, f"lead {header['lead']!r} is no standard ECG lead")
     classification = header.get("classification", "").strip().lower()
     codes = (f"SNOMED:{CLASSIFICATION_CODES[classification]}",) if classification in CLASSIFICATION_CODES else ()
-    return assemble(rid, [lead], [np.asarray(samples, dtype=np.float64)], [header["unit"]], fs, fmt="apple",
-                    where_fs=f"'Sample Rate,{header['sample rate']}'", allow_single_lead=allow_single_lead,
-                    reject_flat=reject_flat, source_id=header.get("recorded date", ""), codes=codes)
+    return assemble(
+        rid,
+        [lead],
+        [np.asarray(samples, dtype=np.float64)],
+        [header["unit"]],
+        fs,
+        fmt="apple",
+        where_fs=f"'Sample Rate,{header['sample rate']}'",
+        allow_single_lead=allow_single_lead,
+        reject_flat=reject_flat,
+        source_id=header.get("recorded date", ""),
+        codes=codes,
+    )
 
 
 def _is_header_key(key: str) -> bool:

@@ -27,16 +27,50 @@ from liteheart_core.data.signal import MAX_FS, MIN_FS, STANDARD_LEADS, RawRecord
 
 # Factors to millivolts of the voltage units files write (UCUM, EDF, MUSE, aECG spellings).
 _TO_MV = {
-    "mv": 1.0, "millivolt": 1.0, "millivolts": 1.0,
-    "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolt": 1e-3, "microvolts": 1e-3,
-    "nv": 1e-6, "nanovolt": 1e-6, "nanovolts": 1e-6,
-    "v": 1e3, "volt": 1e3, "volts": 1e3,
+    "mv": 1.0,
+    "millivolt": 1.0,
+    "millivolts": 1.0,
+    "uv": 1e-3,
+    "µv": 1e-3,
+    "μv": 1e-3,
+    "microvolt": 1e-3,
+    "microvolts": 1e-3,
+    "nv": 1e-6,
+    "nanovolt": 1e-6,
+    "nanovolts": 1e-6,
+    "v": 1e3,
+    "volt": 1e3,
+    "volts": 1e3,
 }
 # Lead codes of SCP-ECG (DICOM's SCPECG scheme, "5.6.3-9-N") and of ISO/IEEE 11073 MDC ("2:N").
-_SCP_LEADS = {"1": "I", "2": "II", "61": "III", "62": "aVR", "63": "aVL", "64": "aVF",
-              "3": "V1", "4": "V2", "5": "V3", "6": "V4", "7": "V5", "8": "V6"}
-_MDC_LEADS = {"1": "I", "2": "II", "61": "III", "62": "aVR", "63": "aVL", "64": "aVF",
-              "3": "V1", "4": "V2", "5": "V3", "6": "V4", "7": "V5", "8": "V6"}
+_SCP_LEADS = {
+    "1": "I",
+    "2": "II",
+    "61": "III",
+    "62": "aVR",
+    "63": "aVL",
+    "64": "aVF",
+    "3": "V1",
+    "4": "V2",
+    "5": "V3",
+    "6": "V4",
+    "7": "V5",
+    "8": "V6",
+}
+_MDC_LEADS = {
+    "1": "I",
+    "2": "II",
+    "61": "III",
+    "62": "aVR",
+    "63": "aVL",
+    "64": "aVF",
+    "3": "V1",
+    "4": "V2",
+    "5": "V3",
+    "6": "V4",
+    "7": "V5",
+    "8": "V6",
+}
 _PREFIX = re.compile(r"^(mdc_ecg_lead_|ecg[\s_-]*lead[\s_-]*|lead[\s_-]*|ecg[\s_-]*|ekg[\s_-]*)", re.I)
 EIGHT = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
@@ -51,7 +85,7 @@ def lead_name(name: str) -> str | None:
     text = re.sub(r"\s*\(.*\)\s*$", "", text)  # "Lead I (Einthoven)"
     text = _PREFIX.sub("", text).strip()
     if text.upper().startswith("MDC_ECG_LEAD_"):
-        text = text[len("MDC_ECG_LEAD_"):]
+        text = text[len("MDC_ECG_LEAD_") :]
     try:
         return canonical_lead(text)
     except ValueError:
@@ -83,14 +117,27 @@ def check_rate(rid: str, fs: object, where: str) -> float:
     except (TypeError, ValueError):
         rate = float("nan")
     if not np.isfinite(rate) or not MIN_FS <= rate <= MAX_FS:
-        raise RecordError(rid, f"unknown sampling rate: {where} gives {fs!r} "
-                               f"(a usable rate lies in {MIN_FS:g}-{MAX_FS:g} Hz)")
+        raise RecordError(
+            rid, f"unknown sampling rate: {where} gives {fs!r} (a usable rate lies in {MIN_FS:g}-{MAX_FS:g} Hz)"
+        )
     return rate
 
 
-def assemble(rid: str, names: Sequence[str | None], channels: list[np.ndarray], units: Sequence[str | None], fs: object,
-             *, fmt: str, where_fs: str, allow_single_lead: bool = False, reject_flat: bool = True,
-             patient: str = "", source_id: str = "", codes: tuple[str, ...] = ()) -> RawRecord:
+def assemble(
+    rid: str,
+    names: Sequence[str | None],
+    channels: list[np.ndarray],
+    units: Sequence[str | None],
+    fs: object,
+    *,
+    fmt: str,
+    where_fs: str,
+    allow_single_lead: bool = False,
+    reject_flat: bool = True,
+    patient: str = "",
+    source_id: str = "",
+    codes: tuple[str, ...] = (),
+) -> RawRecord:
     """Channels of a file -> a record in standard lead order, in millivolts.
 
     Parameters
@@ -117,8 +164,9 @@ def assemble(rid: str, names: Sequence[str | None], channels: list[np.ndarray], 
             raise RecordError(rid, f"lead {name} appears twice in the file (which one is lead {name} is unknown)")
         factor = to_mv(unit)
         if factor is None:
-            raise RecordError(rid, f"lead {name} has unit {unit!r}, which is no voltage unit "
-                                   f"(mV, uV, µV, nV or V are read)")
+            raise RecordError(
+                rid, f"lead {name} has unit {unit!r}, which is no voltage unit (mV, uV, µV, nV or V are read)"
+            )
         found[name] = np.asarray(data, dtype=np.float64).ravel() * factor
     lengths = {k: v.size for k, v in found.items()}
     if len(set(lengths.values())) > 1:
@@ -135,8 +183,11 @@ def assemble(rid: str, names: Sequence[str | None], channels: list[np.ndarray], 
     else:
         missing = [lead for lead in STANDARD_LEADS if lead not in found]
         have = ", ".join(n for n in names if n) or "none of the standard leads"
-        needed = "the 12 standard leads (or I, II, V1-V6), or lead I" if allow_single_lead else \
-            "the 12 standard leads (or I, II, V1-V6)"
+        needed = (
+            "the 12 standard leads (or I, II, V1-V6), or lead I"
+            if allow_single_lead
+            else "the 12 standard leads (or I, II, V1-V6)"
+        )
         hint = "; lead I alone is a wearable's recording, for a device store" if "I" in found else ""
         raise RecordError(rid, f"missing leads {', '.join(missing)} (file has {have}; a record needs {needed}{hint})")
     x = np.stack([found[lead] for lead in leads]).astype(np.float32)
@@ -147,8 +198,16 @@ def assemble(rid: str, names: Sequence[str | None], channels: list[np.ndarray], 
         raise RecordError(rid, f"NaN or infinite samples in leads {', '.join(bad)}")
     if reject_flat and (np.ptp(x, axis=1) < 1e-6).all():
         raise RecordError(rid, "flat-line signal in every lead")
-    return RawRecord(record=rid, signal=np.ascontiguousarray(x), fs=rate, units=("mV",) * len(leads),
-                     patient=str(patient or ""), source_id=str(source_id or ""), codes=tuple(codes), fmt=fmt)
+    return RawRecord(
+        record=rid,
+        signal=np.ascontiguousarray(x),
+        fs=rate,
+        units=("mV",) * len(leads),
+        patient=str(patient or ""),
+        source_id=str(source_id or ""),
+        codes=tuple(codes),
+        fmt=fmt,
+    )
 
 
 def whole(rid: str, value: object, what: str, low: int = 0, high: int = 2**31) -> int:

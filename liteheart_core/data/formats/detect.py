@@ -18,8 +18,18 @@ _XML_ROOTS = {"annotatedecg": "aecg", "restingecg": "muse", "restingecgdata": "p
 _ROOT = re.compile(rb"<\s*(?![?!])([A-Za-z_][\w.:-]*)")
 # The keys of the Health app's (English) ECG export header; three of them make a file one, so that an
 # export cut short or missing its rate line is still recognised, and refused with the reason.
-_APPLE_KEYS = {"name", "date of birth", "recorded date", "classification", "symptoms", "software version", "device",
-               "sample rate", "lead", "unit"}
+_APPLE_KEYS = {
+    "name",
+    "date of birth",
+    "recorded date",
+    "classification",
+    "symptoms",
+    "software version",
+    "device",
+    "sample rate",
+    "lead",
+    "unit",
+}
 
 
 def sniff(head: bytes) -> str | None:

@@ -57,8 +57,14 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
     if not groups:
         sop = str(ds.get("SOPClassUID", ""))
         raise RecordError(rid, f"DICOM file holds no waveform (SOP class {ECG_SOP_CLASSES.get(sop, sop or 'none')})")
-    index = next((i for i, g in enumerate(groups)
-                  if not any(b in str(g.get("MultiplexGroupLabel", "")).upper() for b in _BEAT_LABELS)), None)
+    index = next(
+        (
+            i
+            for i, g in enumerate(groups)
+            if not any(b in str(g.get("MultiplexGroupLabel", "")).upper() for b in _BEAT_LABELS)
+        ),
+        None,
+    )
     if index is None:
         raise RecordError(rid, "DICOM file holds only median/representative beats, no rhythm waveform")
     group = groups[index]
@@ -71,12 +77,18 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
         raise RecordError(rid, f"DICOM waveform group {index + 1} lacks channels/samples/bits/data: {exc}") from None
     channels = list(group.get("ChannelDefinitionSequence") or [])
     if n_ch < 1 or n < 1 or bits not in (8, 16, 32, 64) or len(channels) != n_ch:
-        raise RecordError(rid, f"DICOM waveform group {index + 1}: {n_ch} channels, {n} samples, {bits} bits, "
-                               f"{len(channels)} channel definitions (inconsistent)")
+        raise RecordError(
+            rid,
+            f"DICOM waveform group {index + 1}: {n_ch} channels, {n} samples, {bits} bits, "
+            f"{len(channels)} channel definitions (inconsistent)",
+        )
     need = n_ch * n * bits // 8
     if raw_bytes < need:
-        raise RecordError(rid, f"truncated DICOM waveform: {n_ch} channels x {n} samples need {need} bytes, "
-                               f"WaveformData holds {raw_bytes}")
+        raise RecordError(
+            rid,
+            f"truncated DICOM waveform: {n_ch} channels x {n} samples need {need} bytes, "
+            f"WaveformData holds {raw_bytes}",
+        )
     try:
         data = np.asarray(ds.waveform_array(index), dtype=np.float64)  # [samples, channels], sensitivity applied
     except Exception as exc:  # pydicom raises many types for inconsistent waveform attributes
@@ -86,10 +98,20 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
         names.append(_channel_lead(ch))
         unit_seq = ch.get("ChannelSensitivityUnitsSequence") or []
         units.append(str(unit_seq[0].get("CodeValue", "")) if unit_seq else None)
-    return assemble(rid, names, [data[:, i] for i in range(n_ch)], units, group.get("SamplingFrequency"),
-                    fmt="dicom", where_fs="SamplingFrequency", allow_single_lead=allow_single_lead,
-                    reject_flat=reject_flat, patient=str(ds.get("PatientID", "") or ""),
-                    source_id=str(ds.get("SOPInstanceUID", "") or ""), codes=_statements(ds))
+    return assemble(
+        rid,
+        names,
+        [data[:, i] for i in range(n_ch)],
+        units,
+        group.get("SamplingFrequency"),
+        fmt="dicom",
+        where_fs="SamplingFrequency",
+        allow_single_lead=allow_single_lead,
+        reject_flat=reject_flat,
+        patient=str(ds.get("PatientID", "") or ""),
+        source_id=str(ds.get("SOPInstanceUID", "") or ""),
+        codes=_statements(ds),
+    )
 
 
 def _channel_lead(channel) -> str | None:
@@ -97,8 +119,11 @@ def _channel_lead(channel) -> str | None:
     if not source:
         return lead_name(str(channel.get("ChannelLabel", "")))
     item = source[0]
-    return (coded_lead(str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", "")))
-            or lead_name(str(item.get("CodeMeaning", ""))) or lead_name(str(channel.get("ChannelLabel", ""))))
+    return (
+        coded_lead(str(item.get("CodingSchemeDesignator", "")), str(item.get("CodeValue", "")))
+        or lead_name(str(item.get("CodeMeaning", "")))
+        or lead_name(str(channel.get("ChannelLabel", "")))
+    )
 
 
 def _statements(ds) -> tuple[str, ...]:

@@ -43,8 +43,11 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
     for warning in caught:  # edfio reads what is there and says so; here that is a truncated recording
         text = str(warning.message)
         if "data record" in text.lower():
-            raise RecordError(rid, f"EDF file and header disagree on its length (truncated or wrong declared "
-                                   f"number of data records): {text}")
+            raise RecordError(
+                rid,
+                f"EDF file and header disagree on its length (truncated or wrong declared "
+                f"number of data records): {text}",
+            )
     names, channels, units, rates = [], [], [], set()
     try:
         for sig in edf.signals:
@@ -61,14 +64,25 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
         raise RecordError(rid, f"corrupt EDF signal data or header field: {exc}") from None
     if not names:
         labels = ", ".join(repr(s.label) for s in edf.signals) or "none"
-        raise RecordError(rid, f"no ECG lead among the EDF signals (labels {labels}; a lead is named like "
-                               f"'ECG I', 'Lead II' or 'V1')")
+        raise RecordError(
+            rid, f"no ECG lead among the EDF signals (labels {labels}; a lead is named like 'ECG I', 'Lead II' or 'V1')"
+        )
     if len(rates) > 1:
         raise RecordError(rid, f"ECG leads at different rates {sorted(rates)} Hz (one rate per record is read)")
     fs = next(iter(rates)) if rates else "none"
-    return assemble(rid, names, channels, units, fs, fmt="edf", where_fs="the signal headers",
-                    allow_single_lead=allow_single_lead, reject_flat=reject_flat, patient=patient,
-                    source_id=source)
+    return assemble(
+        rid,
+        names,
+        channels,
+        units,
+        fs,
+        fmt="edf",
+        where_fs="the signal headers",
+        allow_single_lead=allow_single_lead,
+        reject_flat=reject_flat,
+        patient=patient,
+        source_id=source,
+    )
 
 
 def _check_record_duration(path: Path, rid: str) -> None:
@@ -81,5 +95,8 @@ def _check_record_duration(path: Path, rid: str) -> None:
     except ValueError:
         seconds = float("nan")
     if len(head) == 256 and not (np.isfinite(seconds) and seconds > 0):
-        raise RecordError(rid, f"unknown sampling rate: the EDF data-record duration is {text!r} s "
-                               f"(samples per record / duration give the rate)")
+        raise RecordError(
+            rid,
+            f"unknown sampling rate: the EDF data-record duration is {text!r} s "
+            f"(samples per record / duration give the rate)",
+        )

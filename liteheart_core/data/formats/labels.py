@@ -49,8 +49,11 @@ def split_codes(codes: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], tu
     """``(SCP codes, SNOMED CT codes)`` of a record's prefixed codes, prefixes removed; aECG (``MDC:``) and
     DICOM (``SRT:``, ``DCM:``) statement codes that PTB-XL's table cross-references count as their SCP code."""
     to_scp = _to_scp()
-    scp = tuple(dict.fromkeys(c[4:] if c.startswith("SCP:") else to_scp[c] for c in codes
-                              if c.startswith("SCP:") or c in to_scp))
+    scp = tuple(
+        dict.fromkeys(
+            c[4:] if c.startswith("SCP:") else to_scp[c] for c in codes if c.startswith("SCP:") or c in to_scp
+        )
+    )
     snomed = tuple(c[7:] for c in codes if c.startswith("SNOMED:"))
     return scp, snomed
 

@@ -54,7 +54,9 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
             raise RecordError(rid, f"lead {name}: WaveFormData is not base64: {exc}") from None
         declared_bytes = xu.text(lead, "LeadByteCountTotal")
         if declared_bytes and whole(rid, declared_bytes, f"lead {name} LeadByteCountTotal") != len(blob):
-            raise RecordError(rid, f"lead {name}: {len(blob)} bytes of samples, LeadByteCountTotal says {declared_bytes}")
+            raise RecordError(
+                rid, f"lead {name}: {len(blob)} bytes of samples, LeadByteCountTotal says {declared_bytes}"
+            )
         if len(blob) % 2:
             raise RecordError(rid, f"lead {name}: {len(blob)} bytes is no whole number of 16-bit samples")
         samples = np.frombuffer(blob, dtype="<i2").astype(np.float64)
@@ -67,6 +69,16 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
         units.append(xu.text(lead, "LeadAmplitudeUnits") or None)
     demo = xu.child(root, "TestDemographics")
     when = " ".join(t for t in (xu.text(demo, "AcquisitionDate"), xu.text(demo, "AcquisitionTime")) if t)
-    return assemble(rid, names, channels, units, fs, fmt="muse", where_fs="SampleBase/SampleExponent",
-                    allow_single_lead=allow_single_lead, reject_flat=reject_flat,
-                    patient=xu.text(root, "PatientDemographics", "PatientID"), source_id=when)
+    return assemble(
+        rid,
+        names,
+        channels,
+        units,
+        fs,
+        fmt="muse",
+        where_fs="SampleBase/SampleExponent",
+        allow_single_lead=allow_single_lead,
+        reject_flat=reject_flat,
+        patient=xu.text(root, "PatientDemographics", "PatientID"),
+        source_id=when,
+    )

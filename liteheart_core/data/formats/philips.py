@@ -41,11 +41,16 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
     uv_per_unit = number(rid, resolution, "signalresolution")
     try:
         ecg = sierraecg.read_file(str(path))
-    except (sierraecg.UnsupportedXmlFileError, sierraecg.MissingXmlElementError,
-            sierraecg.MissingXmlAttributeError) as exc:
+    except (
+        sierraecg.UnsupportedXmlFileError,
+        sierraecg.MissingXmlElementError,
+        sierraecg.MissingXmlAttributeError,
+    ) as exc:
         raise RecordError(rid, f"Philips file not readable by sierraecg: {type(exc).__name__}: {exc}") from None
     except Exception as exc:  # sierraecg raises plain errors on corrupt or uncompressed data
-        raise RecordError(rid, f"Philips waveforms cannot be decoded by sierraecg: {type(exc).__name__}: {exc}") from None
+        raise RecordError(
+            rid, f"Philips waveforms cannot be decoded by sierraecg: {type(exc).__name__}: {exc}"
+        ) from None
     if not ecg.leads:
         raise RecordError(rid, "Philips file holds no leads")
     fs = ecg.leads[0].sampling_freq
@@ -54,10 +59,22 @@ def read(path: Path, rid: str, allow_single_lead: bool = False, reject_flat: boo
     for lead in ecg.leads:
         samples = np.asarray(lead.samples, dtype=np.float64)
         if samples.size < n:
-            raise RecordError(rid, f"lead {lead.label}: {samples.size} samples, the stated duration "
-                                   f"{lead.duration} ms at {fs} Hz needs {n}")
+            raise RecordError(
+                rid,
+                f"lead {lead.label}: {samples.size} samples, the stated duration "
+                f"{lead.duration} ms at {fs} Hz needs {n}",
+            )
         names.append(lead_name(lead.label))
         channels.append(samples[:n] * uv_per_unit)
-    return assemble(rid, names, channels, ["uV"] * len(names), fs, fmt="philips", where_fs="samplingrate",
-                    allow_single_lead=allow_single_lead, reject_flat=reject_flat,
-                    patient=xu.text(next(xu.find_all(root, "generalpatientdata"), None), "patientid"))
+    return assemble(
+        rid,
+        names,
+        channels,
+        ["uV"] * len(names),
+        fs,
+        fmt="philips",
+        where_fs="samplingrate",
+        allow_single_lead=allow_single_lead,
+        reject_flat=reject_flat,
+        patient=xu.text(next(xu.find_all(root, "generalpatientdata"), None), "patientid"),
+    )

@@ -32,6 +32,7 @@ def original(ptbxl_dir: Path):
 
 # --- a real file shipped by a package ---------------------------------------------------------------
 
+
 def test_pydicom_shipped_12_lead_ecg_is_read_in_millivolts_with_its_rhythm_group() -> None:
     # Prepare: pydicom's own test file (an Italian 12-lead ECG: rhythm + median beat groups, 1.25 µV steps)
     from pydicom import dcmread
@@ -56,6 +57,7 @@ def test_pydicom_shipped_12_lead_ecg_is_read_in_millivolts_with_its_rhythm_group
 
 # --- a real PTB-XL record through each format -------------------------------------------------------
 
+
 def _write(fmt: str, path: Path, x: np.ndarray, fs: float) -> Path:
     writers = {
         "dicom": lambda: W.write_dicom(path / "r.dcm", x, fs, patient="15709", codes=("NORM", "SR")),
@@ -70,8 +72,9 @@ def _write(fmt: str, path: Path, x: np.ndarray, fs: float) -> Path:
 
 @pytest.mark.realdata
 @pytest.mark.parametrize("fmt", ["dicom", "aecg", "muse", "philips", "edf", "apple"])
-def test_ptbxl_record_written_by_an_independent_writer_reads_back_to_the_same_samples(fmt: str, original,
-                                                                                     tmp_path: Path) -> None:
+def test_ptbxl_record_written_by_an_independent_writer_reads_back_to_the_same_samples(
+    fmt: str, original, tmp_path: Path
+) -> None:
     # Prepare
     raw, _ = original
     path = _write(fmt, tmp_path, raw.signal, raw.fs)
@@ -95,10 +98,23 @@ def test_ptbxl_record_written_by_an_independent_writer_reads_back_to_the_same_sa
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("variant", ["dicom-mV", "aecg-mV-ms", "edf-mV", "dicom-512Hz", "edf-250Hz",
-                                     "aecg-512Hz", "dicom-shuffled", "aecg-shuffled", "edf-shuffled"])
-def test_units_rates_and_lead_orders_prepare_like_the_wfdb_original_of_the_same_signal(variant: str, original,
-                                                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "dicom-mV",
+        "aecg-mV-ms",
+        "edf-mV",
+        "dicom-512Hz",
+        "edf-250Hz",
+        "aecg-512Hz",
+        "dicom-shuffled",
+        "aecg-shuffled",
+        "edf-shuffled",
+    ],
+)
+def test_units_rates_and_lead_orders_prepare_like_the_wfdb_original_of_the_same_signal(
+    variant: str, original, tmp_path: Path
+) -> None:
     # Prepare: the same signal as a WFDB record (mV, standard order) and as the variant (the writers take
     # the signal in standard order and write the leads in the order given)
     raw, _ = original
@@ -108,16 +124,31 @@ def test_units_rates_and_lead_orders_prepare_like_the_wfdb_original_of_the_same_
         fs = float(twist[:-2])
         x = resample_poly(x, *{512.0: (128, 25), 250.0: (5, 2)}[fs], axis=-1)
     x = np.round(x * 1000) / 1000  # the signal in whole µV, as both files hold it
-    wfdb.wrsamp("orig", fs=fs, units=["mV"] * 12, sig_name=list(STANDARD_LEADS), p_signal=x.T, fmt=["16"] * 12,
-                adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(tmp_path))
+    wfdb.wrsamp(
+        "orig",
+        fs=fs,
+        units=["mV"] * 12,
+        sig_name=list(STANDARD_LEADS),
+        p_signal=x.T,
+        fmt=["16"] * 12,
+        adc_gain=[1000.0] * 12,
+        baseline=[0] * 12,
+        write_dir=str(tmp_path),
+    )
     order = list(np.random.default_rng(3).permutation(12)) if twist == "shuffled" else list(range(12))
     leads = [STANDARD_LEADS[i] for i in order]
     y = x[order]  # DICOM and aECG writers take the channels as they are to be written
     if fmt == "dicom":
         path = W.write_dicom(tmp_path / "v.dcm", y, fs, leads=leads, unit="mV" if twist == "mV" else "uV")
     elif fmt == "aecg":
-        path = W.write_aecg(tmp_path / "v.xml", y, fs, leads=leads, unit="mV" if twist.startswith("mV") else "uV",
-                            increment_unit="ms" if twist.endswith("ms") else "s")
+        path = W.write_aecg(
+            tmp_path / "v.xml",
+            y,
+            fs,
+            leads=leads,
+            unit="mV" if twist.startswith("mV") else "uV",
+            increment_unit="ms" if twist.endswith("ms") else "s",
+        )
     else:
         path = W.write_edf(tmp_path / "v.edf", x, fs, leads=leads, unit="mV" if twist == "mV" else "uV")
 
@@ -134,6 +165,7 @@ def test_units_rates_and_lead_orders_prepare_like_the_wfdb_original_of_the_same_
 
 
 # --- detection by content ---------------------------------------------------------------------------
+
 
 @pytest.mark.realdata
 def test_formats_are_detected_by_content_whatever_the_name(original, tmp_path: Path) -> None:
@@ -153,13 +185,20 @@ def test_formats_are_detected_by_content_whatever_the_name(original, tmp_path: P
     found = {p.name: detect_format(p) for p in find_ecg_files(tmp_path)}
 
     # Assert: content decides; an ECG extension without ECG content is listed, to be refused with a reason
-    assert found == {"export.bin": "dicom", "aecg.txt": "aecg", "holter": "edf", "muse.dat": "muse",
-                     "watch.txt": "apple", "broken.dcm": "dicom"}
+    assert found == {
+        "export.bin": "dicom",
+        "aecg.txt": "aecg",
+        "holter": "edf",
+        "muse.dat": "muse",
+        "watch.txt": "apple",
+        "broken.dcm": "dicom",
+    }
     with pytest.raises(RecordError, match="not a readable DICOM file"):
         read_ecg(tmp_path / "broken.dcm")
 
 
 # --- a mixed folder, prepared --------------------------------------------------------------------------
+
 
 @pytest.mark.realdata
 def test_mixed_folder_prepares_to_the_arrays_of_its_wfdb_original(original, tmp_path: Path) -> None:
@@ -199,8 +238,9 @@ def test_mixed_folder_prepares_to_the_arrays_of_its_wfdb_original(original, tmp_
     watch = prepare_recording(read_recording(folder / "ecg_watch.csv"), SETTINGS)
     assert np.abs(watch.windows[0, 0] - ref[0]).max() < 1e-3
     # labels from the files' own SCP-ECG statements, as PTB-XL labels the original (NORM)
-    labels = pd.DataFrame(np.load(out / "labels_superdiagnostic.npy"), index=index["record"],
-                          columns=summary["tasks"]["superdiagnostic"])
+    labels = pd.DataFrame(
+        np.load(out / "labels_superdiagnostic.npy"), index=index["record"], columns=summary["tasks"]["superdiagnostic"]
+    )
     assert labels.loc["ecg.dcm", "NORM"] == 1 and labels.loc["ecg_aecg.xml", "NORM"] == 1
     assert str(index.set_index("record").loc["ecg.dcm", "patient"]) == "15709"
     assert index.set_index("record").loc["ecg_aecg.xml", "source_id"] == "rec-1"  # the file's own id
@@ -215,8 +255,9 @@ def test_uncompressed_philips_waveforms_are_refused_naming_sierraecg(tmp_path: P
     text = W.write_philips(tmp_path / "p.xml", x, 100).read_text()
     samples = b"".join(W.microvolts(x[i]).astype("<i2").tobytes() for i in range(12))
     text = text.replace('compression="XLI"', 'compression="Uncompressed"')
-    text = re.sub(r"(<parsedwaveforms[^>]*>)[^<]*<", lambda m: m.group(1) + base64.b64encode(samples).decode() + "<",
-                  text)
+    text = re.sub(
+        r"(<parsedwaveforms[^>]*>)[^<]*<", lambda m: m.group(1) + base64.b64encode(samples).decode() + "<", text
+    )
     (tmp_path / "p.xml").write_text(text)
 
     # Execute / Assert: refused with the reason, never a crash
@@ -253,8 +294,9 @@ def test_statements_in_other_vocabularies_label_as_their_scp_ecg_statement(tmp_p
     from liteheart_core.data.formats.labels import code_label
 
     x = np.random.default_rng(1).standard_normal((12, 300)) * 0.2
-    aecg = W.write_aecg(tmp_path / "a.xml", x, 100, mdc=("MDC_ECG_RHY_ATR_FIB", "MDC_ECG_BEAT_N"),
-                        snomed=("164889003",))
+    aecg = W.write_aecg(
+        tmp_path / "a.xml", x, 100, mdc=("MDC_ECG_RHY_ATR_FIB", "MDC_ECG_BEAT_N"), snomed=("164889003",)
+    )
     dicom = W.write_dicom(tmp_path / "d.dcm", x, 100, codes=("F-000B7",), scheme="SRT")
 
     # Execute

@@ -59,8 +59,10 @@ def test_sim_data_prepare_auto_reads_a_mixed_export(ptbxl_dir: Path, tmp_path: P
     _mixed_site(ptbxl_dir, tmp_path / "site")
 
     # Execute
-    result = runner.invoke(sim_app, ["data", "prepare", "auto", str(tmp_path / "site"), "--out", str(tmp_path / "out"),
-                                     "--no-regions", "--json"])
+    result = runner.invoke(
+        sim_app,
+        ["data", "prepare", "auto", str(tmp_path / "site"), "--out", str(tmp_path / "out"), "--no-regions", "--json"],
+    )
 
     # Assert
     assert result.exit_code == 0, result.output
@@ -71,8 +73,9 @@ def test_sim_data_prepare_auto_reads_a_mixed_export(ptbxl_dir: Path, tmp_path: P
 
 
 @pytest.mark.realdata
-def test_a_sites_mixed_data_folder_becomes_its_local_data(ptbxl_dir: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sites_mixed_data_folder_becomes_its_local_data(
+    ptbxl_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare: what `liteheart-client start --data FOLDER` does with the folder (node_data -> resolve_data)
     from client.deploy import node_data
     from liteheart_core.federated import site_data
@@ -91,8 +94,9 @@ def test_a_sites_mixed_data_folder_becomes_its_local_data(ptbxl_dir: Path, tmp_p
 
 
 @pytest.mark.realdata
-def test_liteheart_client_ingest_as_a_program_stores_a_watch_csv_and_an_edf_as_lead_i(ptbxl_dir: Path,
-                                                                                      tmp_path: Path) -> None:
+def test_liteheart_client_ingest_as_a_program_stores_a_watch_csv_and_an_edf_as_lead_i(
+    ptbxl_dir: Path, tmp_path: Path
+) -> None:
     # Prepare
     x = read_wfdb(ptbxl_dir / "records100/00000/00001_lr").signal
     folder = tmp_path / "phone"
@@ -102,8 +106,13 @@ def test_liteheart_client_ingest_as_a_program_stores_a_watch_csv_and_an_edf_as_l
     store = tmp_path / "device.sqlite"
 
     # Execute
-    proc = subprocess.run([sys.executable, "-m", "client.cli", "ingest", str(folder), "--store", str(store), "--json"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "client.cli", "ingest", str(folder), "--store", str(store), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     # Assert
     assert proc.returncode == 0, proc.stderr

@@ -15,8 +15,20 @@ from pathlib import Path
 import numpy as np
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-SCP_LEAD_CODES = {"I": "1", "II": "2", "III": "61", "aVR": "62", "aVL": "63", "aVF": "64",
-                  "V1": "3", "V2": "4", "V3": "5", "V4": "6", "V5": "7", "V6": "8"}
+SCP_LEAD_CODES = {
+    "I": "1",
+    "II": "2",
+    "III": "61",
+    "aVR": "62",
+    "aVL": "63",
+    "aVF": "64",
+    "V1": "3",
+    "V2": "4",
+    "V3": "5",
+    "V4": "6",
+    "V5": "7",
+    "V6": "8",
+}
 ECG_12LEAD_SOP = "1.2.840.10008.5.1.4.1.1.9.1.1"
 
 
@@ -27,9 +39,22 @@ def microvolts(x: np.ndarray) -> np.ndarray:
 
 # --- DICOM (pydicom) -------------------------------------------------------------------------------
 
-def write_dicom(path: Path, x: np.ndarray, fs: float, leads=LEADS, patient: str = "", codes=(), *,
-                unit: str = "uV", sensitivity: float = 1.0, group_label: str = "RHYTHM",
-                n_samples: int | None = None, data_bytes: bytes | None = None, scheme: str = "SCPECG") -> Path:
+
+def write_dicom(
+    path: Path,
+    x: np.ndarray,
+    fs: float,
+    leads=LEADS,
+    patient: str = "",
+    codes=(),
+    *,
+    unit: str = "uV",
+    sensitivity: float = 1.0,
+    group_label: str = "RHYTHM",
+    n_samples: int | None = None,
+    data_bytes: bytes | None = None,
+    scheme: str = "SCPECG",
+) -> Path:
     """A 12-lead ECG Waveform Storage object with one multiplex group (samples in int16 x ``sensitivity``)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -95,9 +120,20 @@ HL7 = "urn:hl7-org:v3"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 
 
-def write_aecg(path: Path, x: np.ndarray, fs: float | None, leads=LEADS, patient: str = "", codes=(), *,
-               unit: str = "uV", increment_unit: str = "s", record_id: str = "rec-1",
-               snomed: tuple[str, ...] = (), mdc: tuple[str, ...] = ()) -> Path:
+def write_aecg(
+    path: Path,
+    x: np.ndarray,
+    fs: float | None,
+    leads=LEADS,
+    patient: str = "",
+    codes=(),
+    *,
+    unit: str = "uV",
+    increment_unit: str = "s",
+    record_id: str = "rec-1",
+    snomed: tuple[str, ...] = (),
+    mdc: tuple[str, ...] = (),
+) -> Path:
     """An AnnotatedECG with one rhythm series: a GLIST_TS time sequence and SLIST_PQ leads (µV digits)."""
     ET.register_namespace("", HL7)
     ET.register_namespace("xsi", XSI)
@@ -108,8 +144,10 @@ def write_aecg(path: Path, x: np.ndarray, fs: float | None, leads=LEADS, patient
     root = ET.Element(f"{{{HL7}}}AnnotatedECG")
     el(root, "id", root="2.16.840.1.113883.19", extension=record_id)
     el(root, "code", code="93000", codeSystem="2.16.840.1.113883.6.12")
-    subject = el(el(el(el(el(el(root, "componentOf"), "timepointEvent"), "componentOf"), "subjectAssignment"),
-                    "subject"), "trialSubject")
+    subject = el(
+        el(el(el(el(el(root, "componentOf"), "timepointEvent"), "componentOf"), "subjectAssignment"), "subject"),
+        "trialSubject",
+    )
     el(subject, "id", extension=patient)
     series = el(el(root, "component"), "series")
     el(series, "code", code="RHYTHM", codeSystem="2.16.840.1.113883.5.4")
@@ -146,9 +184,18 @@ def write_aecg(path: Path, x: np.ndarray, fs: float | None, leads=LEADS, patient
 
 # --- GE MUSE (ElementTree) --------------------------------------------------------------------------
 
-def write_muse(path: Path, x: np.ndarray, fs: float, leads=("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"),
-               patient: str = "", *, units_per_bit: float = 1.0, unit: str = "MICROVOLTS",
-               declared_samples: int | None = None) -> Path:
+
+def write_muse(
+    path: Path,
+    x: np.ndarray,
+    fs: float,
+    leads=("I", "II", "V1", "V2", "V3", "V4", "V5", "V6"),
+    patient: str = "",
+    *,
+    units_per_bit: float = 1.0,
+    unit: str = "MICROVOLTS",
+    declared_samples: int | None = None,
+) -> Path:
     """A RestingECG with a Median and a Rhythm waveform; 8 leads (I, II, V1-V6) as MUSE stores them."""
     root = ET.Element("RestingECG")
     ET.SubElement(ET.SubElement(root, "MuseInfo"), "MuseVersion").text = "9.0.9.18167"
@@ -181,6 +228,7 @@ def write_muse(path: Path, x: np.ndarray, fs: float, leads=("I", "II", "V1", "V2
 
 
 # --- Philips (ElementTree + an XLI encoder, the inverse of sierraecg's decoder) ----------------------
+
 
 def _lzw_encode(data: bytes, bits: int = 10) -> bytes:
     """LZW with fixed ``bits``-bit codes, MSB first, a dictionary that stops growing at 2**bits - 2."""
@@ -223,8 +271,9 @@ def _xli_chunk(samples: np.ndarray) -> bytes:
     return len(body).to_bytes(4, "little", signed=True) + b"\x00\x00" + first.to_bytes(2, "little", signed=True) + body
 
 
-def write_philips(path: Path, x: np.ndarray, fs: int, patient: str = "", *, resolution: str | None = "1",
-                  version: str = "1.04.02") -> Path:
+def write_philips(
+    path: Path, x: np.ndarray, fs: int, patient: str = "", *, resolution: str | None = "1", version: str = "1.04.02"
+) -> Path:
     """A PhilipsECG XML with XLI-compressed 12 leads (limb leads stored as Philips' residuals)."""
     d = {lead: microvolts(x[i]).astype(np.int64) for i, lead in enumerate(LEADS)}  # µV per unit = resolution 1
     stored = dict(d)
@@ -245,9 +294,17 @@ def write_philips(path: Path, x: np.ndarray, fs: int, patient: str = "", *, reso
     ET.SubElement(sig, "acquisitiontype").text = "STD-12"
     ET.SubElement(sig, "numberchannelsallocated").text = "12"
     waves = ET.SubElement(root, "waveforms")
-    parsed = ET.SubElement(waves, "parsedwaveforms", {
-        "durationperchannel": str(int(round(x.shape[1] * 1000 / fs))), "dataencoding": "Base64",
-        "compression": "XLI", "numberofleads": "12", "leadlabels": " ".join(LEADS)})
+    parsed = ET.SubElement(
+        waves,
+        "parsedwaveforms",
+        {
+            "durationperchannel": str(int(round(x.shape[1] * 1000 / fs))),
+            "dataencoding": "Base64",
+            "compression": "XLI",
+            "numberofleads": "12",
+            "leadlabels": " ".join(LEADS),
+        },
+    )
     parsed.text = base64.b64encode(blob).decode()
     ET.ElementTree(root).write(str(path), xml_declaration=True, encoding="UTF-8")
     return Path(path)
@@ -255,8 +312,17 @@ def write_philips(path: Path, x: np.ndarray, fs: int, patient: str = "", *, reso
 
 # --- EDF (pyedflib) ---------------------------------------------------------------------------------
 
-def write_edf(path: Path, x: np.ndarray, fs: float, leads=LEADS, patient: str = "", *, unit: str = "uV",
-              label_prefix: str = "ECG ") -> Path:
+
+def write_edf(
+    path: Path,
+    x: np.ndarray,
+    fs: float,
+    leads=LEADS,
+    patient: str = "",
+    *,
+    unit: str = "uV",
+    label_prefix: str = "ECG ",
+) -> Path:
     """An EDF+ file, one signal per lead, 16-bit, 1 µV per digital step (written by pyedflib)."""
     import pyedflib
 
@@ -265,10 +331,19 @@ def write_edf(path: Path, x: np.ndarray, fs: float, leads=LEADS, patient: str = 
     try:
         headers = []
         for lead in leads:
-            headers.append({"label": f"{label_prefix}{lead}", "dimension": unit, "sample_frequency": fs,
-                            "physical_max": round(32767 / 1000.0 * factor, 3),
-                            "physical_min": round(-32768 / 1000.0 * factor, 3),
-                            "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""})
+            headers.append(
+                {
+                    "label": f"{label_prefix}{lead}",
+                    "dimension": unit,
+                    "sample_frequency": fs,
+                    "physical_max": round(32767 / 1000.0 * factor, 3),
+                    "physical_min": round(-32768 / 1000.0 * factor, 3),
+                    "digital_max": 32767,
+                    "digital_min": -32768,
+                    "transducer": "",
+                    "prefilter": "",
+                }
+            )
         writer.setSignalHeaders(headers)
         if patient:
             writer.setPatientCode(patient)
@@ -281,13 +356,34 @@ def write_edf(path: Path, x: np.ndarray, fs: float, leads=LEADS, patient: str = 
 
 # --- Apple Health CSV (csv) -------------------------------------------------------------------------
 
-def write_apple(path: Path, lead_i: np.ndarray, fs: float = 512, *, classification: str = "Sinus Rhythm",
-                unit: str = "µV", lead: str = "Lead I", rate_text: str | None = None, drop: str = "") -> Path:
+
+def write_apple(
+    path: Path,
+    lead_i: np.ndarray,
+    fs: float = 512,
+    *,
+    classification: str = "Sinus Rhythm",
+    unit: str = "µV",
+    lead: str = "Lead I",
+    rate_text: str | None = None,
+    drop: str = "",
+) -> Path:
     """An Apple Health ECG export: the header the Health app writes, then lead I in µV, one sample a line."""
-    rows = [["Name", "Jane Appleseed"], ["Date of Birth", "Jan 1, 1970"],
-            ["Recorded Date", "2024-03-01 08:15:42 +0100"], ["Classification", classification], ["Symptoms", ""],
-            ["Software Version", "2"], ["Device", "Watch6,2"], ["Sample Rate", rate_text or f"{fs:g} hertz"], [],
-            ["Lead", lead], ["Unit", unit], [], []]
+    rows = [
+        ["Name", "Jane Appleseed"],
+        ["Date of Birth", "Jan 1, 1970"],
+        ["Recorded Date", "2024-03-01 08:15:42 +0100"],
+        ["Classification", classification],
+        ["Symptoms", ""],
+        ["Software Version", "2"],
+        ["Device", "Watch6,2"],
+        ["Sample Rate", rate_text or f"{fs:g} hertz"],
+        [],
+        ["Lead", lead],
+        ["Unit", unit],
+        [],
+        [],
+    ]
     rows = [r for r in rows if not r or r[0] != drop]
     scale = 1000.0 if unit in ("µV", "uV") else 1.0
     with open(path, "w", newline="", encoding="utf-8") as fh:
