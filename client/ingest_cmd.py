@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,8 +51,11 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set():  # a second Ctrl-C: leave at once (the transaction in flight rolls back)
             raise KeyboardInterrupt
-        err.print(f"[yellow]{signal.Signals(signum).name}: stopping after the recording in flight[/]")
         stop.set()
+        # plain stderr, not rich: the signal may land while rich is half-way through a lazy import, and a
+        # handler that re-enters it fails there (seen as a flaky SIGTERM test)
+        sys.stderr.write(f"{signal.Signals(signum).name}: stopping after the recording in flight\n")
+        sys.stderr.flush()
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
