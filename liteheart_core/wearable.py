@@ -166,30 +166,15 @@ def wearable_teacher_config(
         12-lead teacher (vanilla KD plus the archive's labels): a teacher assistant that
         reads what a wearable records.
     """
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from liteheart_core.models import teacher_config
 
+    teacher = TrainConfig(
+        method="teacher", task=task, epochs=epochs, lr=1e-3, seed=seed, device=device, train_folds=train_folds
+    )
     if kind == "lead-dropout":
-        return TrainConfig(
-            method="teacher",
-            task=task,
-            epochs=epochs,
-            lr=1e-3,
-            seed=seed,
-            device=device,
-            train_folds=train_folds,
-            lead_dropout=0.5,
-        )
+        return replace(teacher, lead_dropout=0.5)
     if kind == "assistant":
-        return TrainConfig(
-            method="kd",
-            task=task,
-            epochs=epochs,
-            lr=1e-3,
-            seed=seed,
-            device=device,
-            train_folds=train_folds,
-            net=asdict(teacher_config()),
-        )
+        return replace(teacher, method="kd", net=asdict(teacher_config()))
     raise ValueError(f"unknown wearable teacher kind {kind!r}; choose from {', '.join(WEARABLE_TEACHER_KINDS)}")
